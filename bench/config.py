@@ -1,0 +1,166 @@
+"""Run configuration: YAML file + `--set` overrides + schema defaults, validated up front.
+
+The schema (`bench/schemas/run.schema.yaml`) declares every key with its default and help;
+methods and models validate their own options through their registries. A bad value is a
+one-line `UserError` naming the key, before any data is read or any model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from bench.errors import UserError
+
+# Sections that say *how* to run, not *what*: they do not change results, so not the run id.
+NON_SEMANTIC = ("runtime",)
+NON_SEMANTIC_DATA_KEYS = ("root", "cache_dir", "on_device")
+
+
+@cache
+def run_schema() -> dict:
+    text = resources.files("bench.schemas").joinpath("run.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def fill_defaults(schema: dict, value: Any) -> Any:
+    """Return `value` with every missing key that has a schema default filled in, recursively."""
+    if schema.get("type") != "object" and "properties" not in schema:
+        return value
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = fill_defaults(sub, out[key])
+    return out
+
+
+def validate(schema: dict, cfg: dict, prefix: str = "") -> None:
+    """Raise a one-line UserError for the first schema violation, naming the key path."""
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
+    if error is None:
+        return
+    key = ".".join([prefix, *map(str, error.absolute_path)] if prefix else map(str, error.absolute_path)) or "<top level>"
+    hint = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        raise UserError(f"config key '{key}': {error.message}; valid keys: {', '.join(allowed)}")
+    raise UserError(f"config key '{key}': {error.message}" + (f" ({hint})" if hint else ""))
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand_path(text: str) -> str:
+    """Expand `~`, `$VAR`, `${VAR}` and `${VAR:-default}` (unset variables without a default stay)."""
+
+    def sub(match: re.Match) -> str:
+        name = match.group(1) or match.group(3)
+        default = match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        return default if default is not None else match.group(0)
+
+    return os.path.expanduser(_VAR.sub(sub, text))
+
+
+def apply_override(cfg: dict, assignment: str) -> None:
+    """Apply one `key.path=value` override in place; the value is parsed as YAML.
+
+    Setting a named section (data, model, method) to a plain string replaces the whole section
+    with `{name: value}`, because its options belong to the name:
+    `--set method=fedlsc --set method.tau=0.5`.
+    """
+    if "=" not in assignment:
+        raise UserError(f"--set '{assignment}': expected key=value, e.g. --set method.tau=0.5")
+    path, raw = assignment.split("=", 1)
+    keys = path.strip().split(".")
+    if not all(keys):
+        raise UserError(f"--set '{assignment}': empty key in '{path}'")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node = cfg
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set '{assignment}': '{key}' is not a section")
+        node = child
+    last = keys[-1]
+    if node is cfg and last in _named_sections() and isinstance(value, str):
+        node[last] = {"name": value}
+    else:
+        node[last] = value
+
+
+@cache
+def _named_sections() -> frozenset[str]:
+    props = run_schema()["properties"]
+    return frozenset(k for k, v in props.items() if "name" in v.get("properties", {}))
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; pass an existing YAML file (e.g. configs/default.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise UserError(f"config file {path}{line} is not valid YAML: fix the syntax ({exc.__class__.__name__})")
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """Read, override, default-fill and validate a run config; returns the resolved dict."""
+    cfg = read_yaml(path) if path else {}
+    for assignment in overrides:
+        apply_override(cfg, assignment)
+    return resolve(cfg)
+
+
+def resolve(cfg: dict) -> dict:
+    """Fill defaults and validate: schema keys, then dataset, model and method options."""
+    from bench.data import resolve_data_config
+    from bench.methods import resolve_method_config
+    from bench.models import resolve_model_config
+
+    schema = run_schema()
+    cfg = fill_defaults(schema, copy.deepcopy(cfg))
+    validate(schema, cfg)
+    cfg["data"] = resolve_data_config(cfg["data"])
+    cfg["model"] = resolve_model_config(cfg["model"])
+    cfg["method"] = resolve_method_config(cfg["method"])
+    return cfg
+
+
+def semantic_view(cfg: dict) -> dict:
+    """The part of a resolved config that determines the results (what the run id hashes)."""
+    view = {k: v for k, v in cfg.items() if k not in NON_SEMANTIC}
+    view["data"] = {k: v for k, v in cfg["data"].items() if k not in NON_SEMANTIC_DATA_KEYS}
+    return view
+
+
+def config_digest(cfg: dict) -> str:
+    blob = json.dumps(semantic_view(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_id(cfg: dict) -> str:
+    """Readable, unique id: two studies asking for the same resolved run share it."""
+    return f"{cfg['data']['name']}-{cfg['method']['name']}-s{cfg['seed']}-{config_digest(cfg)[:10]}"

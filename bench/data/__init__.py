@@ -1,0 +1,48 @@
+"""Datasets by name: each loader is one module in `bench/data/sources/` calling `register_dataset`."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from bench.config import expand_path
+from bench.data.base import DATASETS, ImageDataset, register_dataset
+from bench.errors import UserError
+
+__all__ = ["DATASETS", "ImageDataset", "register_dataset", "load_dataset", "resolve_data_config"]
+
+def _import_loaders() -> None:
+    """Import every module under bench/data/sources: adding a dataset is adding a file there."""
+    from bench.data import sources
+
+    for info in pkgutil.iter_modules(sources.__path__):
+        importlib.import_module(f"{sources.__name__}.{info.name}")
+
+
+def resolve_data_config(section: dict) -> dict:
+    """Check the dataset name and its root folder; fill the dataset's default image size."""
+    _import_loaders()
+    name = section["name"]
+    if name not in DATASETS:
+        raise UserError(f"config key 'data.name': unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name]
+    out = dict(section)
+    out["image_size"] = section["image_size"] or spec.default_size
+    if spec.needs_root:
+        if not section["root"]:
+            raise UserError(f"config key 'data.root': dataset '{name}' needs the folder it was downloaded to; set data.root")
+        root = Path(expand_path(section["root"]))
+        if not root.is_dir():
+            raise UserError(
+                f"config key 'data.root': folder {root} for dataset '{name}' does not exist; "
+                "point data.root (or FEDRANK_DATA_ROOT) at the downloaded dataset"
+            )
+        out["root"] = str(root)
+    return out
+
+
+def load_dataset(data_cfg: dict) -> ImageDataset:
+    """Load (from the decode cache when possible) the dataset a resolved `data` section names."""
+    _import_loaders()
+    return DATASETS[data_cfg["name"]].load(data_cfg)

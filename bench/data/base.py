@@ -1,0 +1,79 @@
+"""The in-memory dataset every loader returns, and the registry loaders join by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from bench.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageDataset:
+    """Labelled images decoded once into uint8, channels first (N, C, H, W).
+
+    `groups` holds the patient/lesion id of each image where the source has one: the global
+    test split never separates a group. `test_mask` marks an official test split, if any.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    groups: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    test_mask: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{self.name}: {len(self.labels)} labels for {len(self.images)} images")
+        bad = (self.labels < 0) | (self.labels >= len(self.classes))
+        if bad.any():
+            raise UserError(
+                f"{self.name}: {int(bad.sum())} label(s) outside the {len(self.classes)} classes "
+                f"{self.classes} (first at row {int(np.flatnonzero(bad)[0])}); fix the labels file"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    load: Callable[[dict], ImageDataset]
+    default_size: int
+    needs_root: bool
+    summary: str
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, *, default_size: int, needs_root: bool, summary: str):
+    """Decorator: make a loader `load(data_config) -> ImageDataset` available as `data.name`."""
+
+    def wrap(load: Callable[[dict], ImageDataset]) -> Callable[[dict], ImageDataset]:
+        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary)
+        return load
+
+    return wrap

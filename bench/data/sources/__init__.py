@@ -1,0 +1,1 @@
+"""One module per dataset; each registers a loader with `bench.data.register_dataset`."""

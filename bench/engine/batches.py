@@ -1,0 +1,41 @@
+"""The dataset as tensors on the training device, normalised batch by batch."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from bench.data.base import ImageDataset
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class TensorData:
+    """uint8 images (on the device when they fit, else pinned on the host) and labels.
+
+    Batches are gathered by index and converted to float on the device, so no per-image Python
+    runs in the training loop. `augment`, if set, transforms float training batches on the device.
+    """
+
+    def __init__(self, ds: ImageDataset, device: torch.device, on_device: bool, augment: Augment | None = None):
+        self.device = device
+        self.classes = list(ds.classes)
+        images = torch.from_numpy(ds.images)
+        self.images = images.to(device) if on_device else images
+        self.labels = torch.from_numpy(ds.labels).to(device)
+        self.mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
+        self.augment = augment
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float images and labels for dataset indices; augmented when a generator is given."""
+        pixels = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
+        x = pixels.float().div_(255)
+        if generator is not None and self.augment is not None:
+            x = self.augment(x, generator)
+        return (x - self.mean) / self.std, self.labels[index.to(self.device)]

@@ -1,0 +1,80 @@
+"""Build a run's federation from a resolved config: data, split, partition, model, clients."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.data import ImageDataset, load_dataset
+from bench.data.partition import Partition, make_partition
+from bench.data.split import global_split
+from bench.engine.batches import TensorData
+from bench.engine.federation import Client, Federation, derive_seed
+from bench.engine.layout import StateLayout
+from bench.engine.trainer import LocalTrainer
+from bench.methods import Method, make_method
+from bench.models import build_model
+
+MODEL_STREAM = 0x30DE1  # seed stream of the initial model: same for every method of a seed
+
+
+def select_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def configure_torch(runtime: dict, device: torch.device) -> None:
+    """Threads and deterministic kernels (bit-identical reruns on CPU; as far as CUDA allows on GPU)."""
+    if runtime["threads"]:
+        torch.set_num_threads(runtime["threads"])
+    if runtime["deterministic"]:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class Experiment:
+    fed: Federation
+    method: Method
+    dataset: ImageDataset
+    partition: Partition
+    test_index: torch.Tensor
+
+
+def build_experiment(cfg: dict, device: torch.device) -> Experiment:
+    dataset = load_dataset(cfg["data"])
+    pool, test = global_split(dataset, cfg["data"]["test_fraction"], cfg["data"]["split_seed"])
+    partition = make_partition(pool, dataset.labels, cfg["partition"], cfg["seed"])
+    on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])
+    data = TensorData(dataset, device, on_device)
+
+    def make_model() -> torch.nn.Module:
+        return build_model(cfg["model"], dataset.num_classes, dataset.channels, dataset.image_size).to(device)
+
+    torch.manual_seed(derive_seed(cfg["seed"], MODEL_STREAM))
+    model = make_model()
+    layout = StateLayout(model)
+    index_device = data.labels.device
+    clients = [
+        Client(i, torch.as_tensor(train, device=index_device), torch.as_tensor(local_test, device=index_device))
+        for i, (train, local_test) in enumerate(zip(partition.train, partition.test))
+    ]
+    fed = Federation(
+        config=cfg,
+        model=model,
+        layout=layout,
+        clients=clients,
+        data=data,
+        trainer=LocalTrainer(cfg["train"], data, cfg["seed"]),
+        global_state=layout.gather(model),
+        uploads=torch.empty(len(clients), layout.size, device=device),
+        classifier_layers=layout.layers_where(lambda key: key.startswith("head.")),
+        make_model=make_model,
+    )
+    return Experiment(fed, make_method(cfg["method"]), dataset, partition, torch.as_tensor(np.asarray(test), device=index_device))

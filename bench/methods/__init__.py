@@ -1,0 +1,54 @@
+"""Methods by name. Adding a method is adding one module here that defines a `Method` subclass
+decorated with `@register`; it then appears in `fedrank methods`, the config schema, the
+workflow (`methods: all`) and the rankings without any other edit."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pkgutil
+
+from bench.errors import UserError
+from bench.methods.base import Method, hparam, proximal_term
+
+__all__ = ["Method", "hparam", "proximal_term", "register", "registry", "make_method", "resolve_method_config"]
+
+_REGISTRY: dict[str, type[Method]] = {}
+_INFRASTRUCTURE = {"base"}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a Method subclass available under its `name`."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} needs a `name`")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"method name '{cls.name}' is taken by {_REGISTRY[cls.name].__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Method]]:
+    """All methods, discovered by importing every module of this package."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in _INFRASTRUCTURE:
+            importlib.import_module(f"{__name__}.{info.name}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def resolve_method_config(section: dict) -> dict:
+    """Validate a `method` section against the method's declared hyper-parameters; fill defaults."""
+    from bench.config import fill_defaults, validate
+
+    methods = registry()
+    name = section.get("name")
+    if name not in methods:
+        raise UserError(f"config key 'method.name': unknown method '{name}'; choose one of: {', '.join(methods)} (see `fedrank methods`)")
+    schema = methods[name].hparam_schema()
+    resolved = fill_defaults(schema, copy.deepcopy(section))
+    validate(schema, resolved, prefix="method")
+    return resolved
+
+
+def make_method(section: dict) -> Method:
+    cls = registry()[section["name"]]
+    return cls(**{k: v for k, v in section.items() if k != "name"})

@@ -1,0 +1,20 @@
+"""Local-only training: the no-federation lower bound every method must beat."""
+
+from bench.methods import Method, register
+
+
+@register
+class Local(Method):
+    """Local-only: each client trains alone; nothing is communicated."""
+
+    name = "local"
+    has_global_model = False
+
+    def personal_layers(self, fed):
+        return ~fed.layout.no_layers()
+
+    def aggregate(self, fed, updates):
+        return fed.global_state
+
+    def bytes_per_round(self, fed):
+        return 0

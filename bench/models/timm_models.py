@@ -1,0 +1,26 @@
+"""Any timm architecture as a fedrank body, with weights from a local file only."""
+
+from __future__ import annotations
+
+import timm
+from torch import nn
+
+from bench.errors import UserError
+from bench.models.classifier import Classifier
+
+
+def check_architecture(arch: str) -> None:
+    if not timm.is_model(arch):
+        raise UserError(f"config key 'model.name': timm has no model '{arch}'; list them with python -c \"import timm; print(timm.list_models())\"")
+
+
+def create_backbone(arch: str, in_chans: int, weights: str | None, **kwargs) -> nn.Module:
+    """timm model without classifier; `weights` (a local file) is loaded by timm's own loader,
+    which drops the original classifier and adapts the stem to `in_chans`. Never downloads."""
+    overlay = {"file": weights} if weights else None
+    return timm.create_model(arch, pretrained=bool(weights), pretrained_cfg_overlay=overlay, num_classes=0, in_chans=in_chans, **kwargs)
+
+
+def build(num_classes: int, in_chans: int, image_size: int, arch: str, weights: str | None = None) -> Classifier:
+    body = create_backbone(arch, in_chans, weights)
+    return Classifier(body, body.num_features, num_classes)
