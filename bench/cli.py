@@ -24,10 +24,13 @@ examples:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.config import load_config, run_id
+    from bench.config import load_config, resolve_json, run_id
     from bench.engine.run import execute
 
-    cfg = load_config(args.config, args.set)
+    if args.config_json:
+        cfg = resolve_json(args.config_json, args.set)
+    else:
+        cfg = load_config(args.config, args.set)
     if args.print_config:
         print(json.dumps({"run_id": run_id(cfg), **cfg}, indent=2))
         return 0
@@ -65,7 +68,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_demo_report
 
-    for path in write_demo_report(Path(args.runs), Path(args.out)):
+    for path in write_demo_report([Path(p) for p in args.records] or Path(args.runs), Path(args.out)):
         print(path)
     return 0
 
@@ -91,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
             resumes from its last completed round when started again with the same config;
             a finished run is not repeated. Config keys and defaults: bench/schemas/run.schema.yaml."""),
     )
-    run.add_argument("--config", "-c", help="YAML run config (default: built-in defaults, the digits demo)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--config", "-c", help="YAML run config (default: built-in defaults, the digits demo)")
+    source.add_argument("--config-json", metavar="JSON", help="the run config as one JSON object (what the workflow passes)")
     run.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, value parsed as YAML; repeatable (e.g. --set method=fedlsc --set method.tau=0.5)")
     run.add_argument("--out", "-o", help="run directory (default: <runs>/<run id>)")
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(func=cmd_datasets)
 
     report = sub.add_parser("report", help="results table and convergence plot from a folder of runs")
+    report.add_argument("records", nargs="*", help="run.json files to include (default: every run under --runs)")
     report.add_argument("--runs", default="results/runs", help="folder of run directories (default: %(default)s)")
     report.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
     report.set_defaults(func=cmd_report)

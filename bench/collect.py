@@ -35,21 +35,24 @@ def method_label(config: dict, varying: set[str]) -> str:
     return method["name"] + (f" ({', '.join(shown)})" if shown else "")
 
 
-def read_records(root: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
+def read_records(source: Path | list[Path]) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """Records from a folder of run directories, or from an explicit list of run.json files."""
     records, problems = [], []
-    for path in sorted(root.glob("*/run.json")):
+    paths = sorted(source) if isinstance(source, list) else sorted(source.glob("*/run.json"))
+    for path in paths:
         try:
             records.append((path.parent, json.loads(path.read_text())))
         except (OSError, json.JSONDecodeError) as exc:
             problems.append(f"{path}: unreadable ({exc.__class__.__name__}); skipped")
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not (p / "run.json").exists()) if root.is_dir() else []:
-        problems.append(f"{folder}: no run.json (still running, killed, or not a run); skipped")
+    if isinstance(source, Path) and source.is_dir():
+        for folder in sorted(p for p in source.iterdir() if p.is_dir() and not (p / "run.json").exists()):
+            problems.append(f"{folder}: no run.json (still running, killed, or not a run); skipped")
     return records, problems
 
 
-def load_runs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def load_runs(source: Path | list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(runs: one row per run with flattened config, metrics: long table with run_id, problems)."""
-    records, problems = read_records(Path(root))
+    records, problems = read_records(source)
     for problem in problems:
         log.warning(problem)
     if not records:

@@ -78,31 +78,34 @@ def expand_path(text: str) -> str:
     return os.path.expanduser(_VAR.sub(sub, text))
 
 
-def apply_override(cfg: dict, assignment: str) -> None:
-    """Apply one `key.path=value` override in place; the value is parsed as YAML.
+def set_key(cfg: dict, path: str, value: Any) -> None:
+    """Set the dotted key `path` in place, creating sections on the way.
 
-    Setting a named section (data, model, method) to a plain string replaces the whole section
-    with `{name: value}`, because its options belong to the name:
-    `--set method=fedlsc --set method.tau=0.5`.
+    A string given for a named section (data, model, method) replaces the whole section with
+    `{name: value}`, because its options belong to the name: `method=fedlsc` then `method.tau=0.5`.
     """
-    if "=" not in assignment:
-        raise UserError(f"--set '{assignment}': expected key=value, e.g. --set method.tau=0.5")
-    path, raw = assignment.split("=", 1)
     keys = path.strip().split(".")
     if not all(keys):
-        raise UserError(f"--set '{assignment}': empty key in '{path}'")
-    value = yaml.safe_load(raw) if raw.strip() else None
+        raise UserError(f"config key '{path}': empty part in the dotted key")
     node = cfg
     for key in keys[:-1]:
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise UserError(f"--set '{assignment}': '{key}' is not a section")
+            raise UserError(f"config key '{path}': '{key}' is a value, not a section")
         node = child
     last = keys[-1]
     if node is cfg and last in _named_sections() and isinstance(value, str):
         node[last] = {"name": value}
     else:
-        node[last] = value
+        node[last] = copy.deepcopy(value)
+
+
+def apply_override(cfg: dict, assignment: str) -> None:
+    """Apply one `--set key.path=value` in place; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise UserError(f"--set '{assignment}': expected key=value, e.g. --set method.tau=0.5")
+    path, raw = assignment.split("=", 1)
+    set_key(cfg, path, yaml.safe_load(raw) if raw.strip() else None)
 
 
 @cache
@@ -129,6 +132,19 @@ def read_yaml(path: str | os.PathLike) -> dict:
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple = ()) -> dict:
     """Read, override, default-fill and validate a run config; returns the resolved dict."""
     cfg = read_yaml(path) if path else {}
+    for assignment in overrides:
+        apply_override(cfg, assignment)
+    return resolve(cfg)
+
+
+def resolve_json(text: str, overrides: list[str] | tuple = ()) -> dict:
+    """A run config given as a JSON object (the workflow passes resolved configs this way)."""
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--config-json is not valid JSON ({exc.msg} at char {exc.pos}); pass one JSON object")
+    if not isinstance(cfg, dict):
+        raise UserError("--config-json must be a JSON object of config keys")
     for assignment in overrides:
         apply_override(cfg, assignment)
     return resolve(cfg)

@@ -59,10 +59,10 @@ def convergence_plot(runs: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> N
     plt.close(fig)
 
 
-def write_demo_report(runs_dir: Path, out: Path) -> list[Path]:
-    runs, metrics, _ = load_runs(runs_dir)
+def write_demo_report(source: Path | list[Path], out: Path) -> list[Path]:
+    runs, metrics, _ = load_runs(source)
     if runs.empty or metrics.empty:
-        raise UserError(f"no finished runs under {runs_dir}; run `fedrank run` or `snakemake --cores all` first")
+        raise UserError(f"no finished runs in {source}; run `fedrank run` or `snakemake --cores all` first")
     final = final_metrics(runs, metrics)
     table = results_table(final)
     paths = [out / "results.csv", out / "results.md", out / "convergence.png"]
