@@ -10,9 +10,9 @@ from bench.config import expand_path
 from bench.data.base import DATASETS, ImageDataset, register_dataset
 from bench.errors import UserError
 
-__all__ = ["DATASETS", "ImageDataset", "register_dataset", "load_dataset", "resolve_data_config"]
+__all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config"]
 
-def _import_loaders() -> None:
+def import_loaders() -> None:
     """Import every module under bench/data/sources: adding a dataset is adding a file there."""
     from bench.data import sources
 
@@ -22,7 +22,7 @@ def _import_loaders() -> None:
 
 def resolve_data_config(section: dict) -> dict:
     """Check the dataset name and its root folder; fill the dataset's default image size."""
-    _import_loaders()
+    import_loaders()
     name = section["name"]
     if name not in DATASETS:
         raise UserError(f"config key 'data.name': unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
@@ -44,5 +44,5 @@ def resolve_data_config(section: dict) -> dict:
 
 def load_dataset(data_cfg: dict) -> ImageDataset:
     """Load (from the decode cache when possible) the dataset a resolved `data` section names."""
-    _import_loaders()
+    import_loaders()
     return DATASETS[data_cfg["name"]].load(data_cfg)

@@ -23,7 +23,7 @@ class TensorData:
         self.classes = list(ds.classes)
         images = torch.from_numpy(ds.images)
         self.images = images.to(device) if on_device else images
-        self.labels = torch.from_numpy(ds.labels).to(device)
+        self.labels = torch.tensor(ds.labels, dtype=torch.long, device=device)
         self.mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
         self.augment = augment

@@ -25,6 +25,7 @@ class StateLayout:
         self.trainable = torch.tensor([id(state[k]) in params for k in self.keys])
         self.element_bytes = torch.tensor([state[k].element_size() for k in self.keys])
         self.size = sum(self.numels)
+        self.offsets: list[int] = [sum(self.numels[:i]) for i in range(len(self.numels))]
         self._numels_t = torch.tensor(self.numels)
 
     @property

@@ -1,0 +1,46 @@
+"""Shared test helpers: tiny resolved configs, real-data location, a small federation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import resolve, set_key
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides) -> dict:
+    """A resolved config that trains in well under a second per round (synthetic data)."""
+    cfg: dict = {
+        "data": {"name": "synthetic"},
+        "partition": {"clients": 3, "beta": 1.0, "min_samples": 10},
+        "model": {"name": "small_cnn", "widths": [8, 16]},
+        "train": {"rounds": 3, "lr": 0.003, "batch_size": 16},
+        "runtime": {"threads": 1},
+    }
+    for key, value in overrides.items():
+        set_key(cfg, key.replace("__", "."), value)
+    return resolve(cfg)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("FEDRANK_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real datasets folder; skips the test (with the reason) when it is absent."""
+    root = data_root()
+    if not (root / "ham10000_200x150" / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real data not found under {root} (set FEDRANK_DATA_ROOT to the shared data folder)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
+    yield
