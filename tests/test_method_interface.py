@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-import bench.engine.run as engine_run
 import bench.methods
-from bench.engine.run import RunPaths, execute
 from bench.methods import Method, hparam, proximal_term, register
-from conftest import tiny_config
+from conftest import assert_resume_is_exact, tiny_config
 
 
 class FedBN(Method):
@@ -119,25 +116,7 @@ def method(request):
 
 def test_prototype_runs_and_resumes_exactly(method, tmp_path, monkeypatch):
     cfg = tiny_config(method=method, train__rounds=3, train__optimizer="sgd", train__lr=0.05)
-    straight = execute(cfg, tmp_path / "straight", show_progress=False)
-    assert straight["status"] == "completed"
-
-    real_play = engine_run.play_round
-
-    def crash_in_round_3(exp, progress):
-        if exp.fed.round == 3:
-            raise RuntimeError("pre-empted")
-        return real_play(exp, progress)
-
-    monkeypatch.setattr(engine_run, "play_round", crash_in_round_3)
-    with pytest.raises(RuntimeError):
-        execute(cfg, tmp_path / "resumed", show_progress=False)
-    monkeypatch.setattr(engine_run, "play_round", real_play)
-    resumed = execute(cfg, tmp_path / "resumed", show_progress=False)
-    assert resumed["resumed_from_round"] == 3
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(RunPaths(tmp_path / "straight").metrics), pd.read_parquet(RunPaths(tmp_path / "resumed").metrics), check_exact=True
-    )
+    assert_resume_is_exact(cfg, tmp_path, monkeypatch, crash_round=3)
 
 
 def test_fedbn_keeps_exactly_the_batchnorm_layers_personal():
