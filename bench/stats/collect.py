@@ -1,0 +1,335 @@
+"""Collect run directories into tidy tables, whatever methods produced them.
+
+Every run is kept whatever its status (completed, diverged, failed are columns, not filters);
+folders without a readable run.json (running, killed, half-written, foreign) are reported and
+skipped. A run belongs to the studies an optional manifest (CSV `study,run_id`) names, else to
+the one study `all`; runs a manifest names but the results lack are reported as missing.
+
+A *setting* is a study plus the config fields that vary between runs and are not the method or
+the seed (dataset, beta, clients, local epochs, ...); a *treatment* is a method with its
+hyper-parameters, labelled by name plus the hyper-parameters that vary or differ from their
+defaults (`fedlsc (per=0.01, tau=0.5)`), shown under its paper name where one is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+RUN_FIELDS = {
+    "run_id": "run_id",
+    "status": "status",
+    "error": "error",
+    "seed": "seed",
+    "headline_scope": "headline_scope",
+    "rounds_completed": "rounds_completed",
+    "diverged_round": "diverged_round",
+    "model.parameters": "model_parameters",
+    "communication.full_state_mb_per_round": "full_state_mb_per_round",
+    "timing.seconds_per_round": "seconds_per_round",
+    "environment.git_revision": "git_revision",
+    "environment.device": "device",
+}
+REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
+# Config fields that never define a setting: the treatment, the replicate, and how a run ran.
+NOT_SETTING = ("seed", "method.", "runtime.", "data.root", "data.cache_dir", "data.on_device")
+SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
+METRIC_COLUMNS = ["round", "scope", "metric", "value"]
+
+
+def run_file_schema(kind: str):
+    """The engine's Parquet schema of metrics.parquet or diagnostics.parquet, given explicitly
+    because a run that ends before its first evaluation writes untyped (null) empty columns."""
+    import pyarrow as pa
+
+    label = "scope" if kind == "metrics" else "name"
+    extra = [] if kind == "metrics" else [("layer", pa.large_string())]
+    fields = [("round", pa.int64()), (label, pa.large_string()), ("client", pa.int64()), *(("metric", pa.large_string()),) * (kind == "metrics"), *extra, ("value", pa.float64())]
+    return pa.schema(fields)
+DEFAULT_STUDY = "all"
+
+
+@dataclass
+class Results:
+    """Runs (one row per study membership) and their evaluation rows (global model or mean
+    over clients; per-client rows stay in each run's metrics.parquet)."""
+
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    setting_columns: list[str]
+    problems: list[str] = field(default_factory=list)
+    missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["study", "run_id"]))
+
+    @property
+    def methods(self) -> list[str]:
+        """Display names of every treatment, in table order (paper order, then by label)."""
+        ordered = self.runs.drop_duplicates("method").sort_values(["method_order", "method"])
+        return ordered["method"].tolist()
+
+
+# ---- reading --------------------------------------------------------------------------------
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """Dotted keys for nested dicts; lists become their JSON text so they can be grouped on."""
+    out = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+def run_files(source: Path | list[Path]) -> tuple[list[Path], list[str]]:
+    """The run.json files of a results folder (or the given list) and what was skipped."""
+    if isinstance(source, list):
+        return sorted(Path(p) for p in source), []
+    if not source.is_dir():
+        raise UserError(f"results folder {source} not found; pass --runs DIR holding run directories (default results/runs)")
+    paths, problems = [], []
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        if (folder / "run.json").is_file():
+            paths.append(folder / "run.json")
+        else:
+            problems.append(f"{folder}: no run.json (still running, killed, or not a run); skipped")
+    return paths, problems
+
+
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, why it was skipped)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path}: unreadable ({exc.__class__.__name__}: half-written or not a run record); skipped"
+    missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        return None, f"{path}: not a fedrank run record (no {', '.join(missing)}); skipped"
+    return record, None
+
+
+def run_row(path: Path, record: dict) -> dict:
+    """One runs-table row: run fields, the flattened config, what figures need from the record."""
+    flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment")})
+    row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
+    row.update({k: v for k, v in flatten(record["config"]).items() if not k.startswith("runtime.")})
+    data = record.get("data", {})
+    row.update(folder=str(path.parent), method_config=json.dumps(record["config"]["method"], sort_keys=True),
+               classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])])
+    return row
+
+
+def read_runs(paths: list[Path], progress: bool) -> tuple[pd.DataFrame, list[str]]:
+    rows, problems, seen = [], [], set()
+    for path in tqdm(paths, desc="reading runs", unit="run", disable=not progress or None, leave=False):
+        record, problem = read_record(path)
+        if problem:
+            problems.append(problem)
+        elif record["run_id"] in seen:
+            problems.append(f"{path}: run {record['run_id']} already read from another folder; skipped")
+        else:
+            seen.add(record["run_id"])
+            rows.append(run_row(path, record))
+    return pd.DataFrame(rows), problems
+
+
+def read_metrics(folders: list[str]) -> pd.DataFrame:
+    """Evaluation rows (client mean or global model, plus communication) of every run, in one
+    multi-threaded scan; `run` is the index of the run's folder in `folders`."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    files = [str(Path(f) / "metrics.parquet") for f in folders]
+    present = [f for f in files if Path(f).is_file()]
+    if not present:
+        return pd.DataFrame({"run": pd.Series(dtype="int32"), **{c: pd.Series(dtype="float64" if c == "value" else "object") for c in METRIC_COLUMNS}})
+    position = {f: i for i, f in enumerate(files)}
+    scanner = ds.dataset(present, format="parquet", schema=run_file_schema("metrics")).scanner(
+        columns=METRIC_COLUMNS, filter=ds.field("client").is_null() & (ds.field("scope") != "train"))
+    batches, owners = [], []
+    for tagged in scanner.scan_batches():
+        batches.append(tagged.record_batch)
+        owners.append(np.full(tagged.record_batch.num_rows, position[tagged.fragment.path], dtype=np.int32))
+    table = pa.Table.from_batches(batches, schema=scanner.projected_schema)
+    frame = pd.DataFrame({
+        "run": np.concatenate(owners) if owners else np.array([], dtype=np.int32),
+        "round": table["round"].to_numpy().astype(np.int32),
+        "scope": table["scope"].dictionary_encode().to_pandas(),
+        "metric": table["metric"].dictionary_encode().to_pandas(),
+        "value": table["value"].to_numpy(),
+    })
+    return frame
+
+
+# ---- studies --------------------------------------------------------------------------------
+def read_studies(path: Path) -> pd.DataFrame:
+    """The study manifest: one row per (study, run_id) membership."""
+    if not path.is_file():
+        raise UserError(f"study manifest {path} not found; pass a CSV with columns study,run_id (or leave out --studies)")
+    try:
+        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"study manifest {path} is not a readable CSV ({exc.__class__.__name__}); write it with a header line study,run_id")
+    lacking = {"study", "run_id"} - set(manifest.columns)
+    if lacking:
+        raise UserError(f"study manifest {path} lacks column(s) {', '.join(sorted(lacking))}; its header must be study,run_id")
+    manifest = manifest[["study", "run_id"]].apply(lambda s: s.str.strip())
+    if (manifest == "").any(axis=None):
+        raise UserError(f"study manifest {path} has an empty study or run_id; give both on every line")
+    return manifest.drop_duplicates(ignore_index=True)
+
+
+def assign_studies(runs: pd.DataFrame, manifest: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs x their studies, manifest rows whose run is absent, notes)."""
+    if manifest is None:
+        return runs.assign(study=DEFAULT_STUDY), pd.DataFrame(columns=["study", "run_id"]), []
+    joined = manifest.merge(runs, on="run_id", how="inner")
+    missing = manifest[~manifest["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+    notes = [f"study {s}: run {r} is in the study manifest but not in the results (not run yet, or deleted)" for s, r in missing.itertuples(index=False)]
+    outside = int((~runs["run_id"].isin(manifest["run_id"])).sum())
+    if outside:
+        notes.append(f"{outside} run(s) in the results belong to no study of the manifest; left out")
+    return joined, missing, notes
+
+
+# ---- treatments -----------------------------------------------------------------------------
+def method_defaults() -> dict[str, dict]:
+    """Registered methods' hyper-parameter defaults by method name."""
+    from bench.methods import registry
+
+    return {name: {"name": name, **{k: f.default for k, f in cls.hparams().items()}} for name, cls in registry().items()}
+
+
+def format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def treatment_labels(configs: list[dict], defaults: dict[str, dict]) -> list[str]:
+    """Method name plus the hyper-parameters that vary across these configs or differ from
+    the method's defaults: 'fedlsc (per=0.01, tau=0.5)'."""
+    values: dict[tuple[str, str], set] = {}
+    for cfg in configs:
+        for key, value in cfg.items():
+            values.setdefault((cfg["name"], key), set()).add(json.dumps(value))
+    labels = []
+    for cfg in configs:
+        base = defaults.get(cfg["name"], {})
+        shown = [f"{k}={format_value(v)}" for k, v in sorted(cfg.items())
+                 if k != "name" and (len(values[(cfg["name"], k)]) > 1 or (k in base and base[k] != v))]
+        labels.append(cfg["name"] + (f" ({', '.join(shown)})" if shown else ""))
+    return labels
+
+
+def paper_entry(cfg: dict, paper_names: list[dict], defaults: dict[str, dict]) -> int | None:
+    """Index of the first paper-name entry that is exactly this method configuration."""
+    for index, entry in enumerate(paper_names):
+        wanted = entry["method"]
+        if wanted["name"] != cfg["name"]:
+            continue
+        if cfg["name"] in defaults:
+            if {**defaults[cfg["name"]], **wanted} == cfg:
+                return index
+        elif wanted.items() <= cfg.items():
+            return index
+    return None
+
+
+def name_treatments(runs: pd.DataFrame, paper_names: list[dict]) -> pd.DataFrame:
+    """Add `label` (from the config), `method` (paper name or label) and `method_order`."""
+    unique = sorted(runs["method_config"].unique())
+    configs = [json.loads(text) for text in unique]
+    defaults = method_defaults()
+    labels = treatment_labels(configs, defaults)
+    entries = [paper_entry(cfg, paper_names, defaults) for cfg in configs]
+    display = [label if entry is None else paper_names[entry]["name"] for label, entry in zip(labels, entries)]
+    order = [len(paper_names) if entry is None else entry for entry in entries]
+    table = pd.DataFrame({"method_config": unique, "label": labels, "method": display, "method_order": order})
+    return runs.merge(table, on="method_config", how="left")
+
+
+# ---- settings -------------------------------------------------------------------------------
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """Config fields that vary between runs and are not the method, seed or runtime; the dataset
+    always (every table says which dataset it is about)."""
+    candidates = [c for c in runs.columns if "." in c and not c.startswith(NOT_SETTING)]
+    varying = [c for c in candidates if c == "data.name" or runs[c].astype(str).nunique() > 1]
+    first = [c for c in SETTING_ORDER if c in varying]
+    return first + sorted(set(varying) - set(first))
+
+
+def short_names(columns: list[str]) -> dict[str, str]:
+    """Column -> its last dotted part where that is unambiguous, else the full key."""
+    tails = [c.rsplit(".", 1)[-1] for c in columns]
+    return {c: t if tails.count(t) == 1 else c for c, t in zip(columns, tails)}
+
+
+def sort_key(value) -> tuple:
+    """Numbers before text, numbers by value: settings sort as a reader expects."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and not pd.isna(value):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def describe_settings(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Add `setting` (readable, without the study), `setting_order` and `block`."""
+    names = short_names(columns)
+    combos = runs[columns].astype(object).drop_duplicates()
+    combos = combos.assign(_key=[tuple(sort_key(v) for v in row) for row in combos.itertuples(index=False)]).sort_values("_key")
+    texts = [", ".join(str(v) if c == "data.name" else f"{names[c]}={format_value(v)}" for c, v in zip(columns, row))
+             for row in combos[columns].itertuples(index=False)]
+    combos = combos.drop(columns="_key").assign(setting=texts, setting_order=np.arange(len(combos)))
+    keyed = runs.astype({c: object for c in columns}).merge(combos, on=columns, how="left")
+    return keyed.assign(block=keyed["setting"])
+
+
+# ---- everything -----------------------------------------------------------------------------
+def load_results(source: Path | list[Path], settings: dict, studies: Path | None = None, progress: bool = True) -> Results:
+    """Read, label and index a results folder (or a list of run.json files)."""
+    paths, problems = run_files(source)
+    runs, unreadable = read_runs(paths, progress)
+    problems += unreadable
+    for problem in problems:
+        log.warning(problem)
+    if runs.empty:
+        raise UserError(f"no run records in {source}; run `fedrank run` or `snakemake --cores all` first")
+    runs, missing, notes = assign_studies(runs, read_studies(studies) if studies else None)
+    for note in notes:
+        log.warning(note)
+    if runs.empty:
+        raise UserError(f"no run of the results is in a study of {studies}; check that its run_id column names runs in {source}")
+    runs = name_treatments(runs, settings["paper_names"])
+    columns = setting_columns(runs)
+    runs = describe_settings(runs, columns).sort_values(["study", "setting_order", "method_order", "method", "seed"], ignore_index=True)
+    folders = runs["folder"].drop_duplicates().tolist()
+    metrics = read_metrics(folders)
+    run_ids = runs.drop_duplicates("folder").set_index("folder").loc[folders, "run_id"].to_numpy()
+    metrics.insert(0, "run_id", pd.Categorical.from_codes(metrics.pop("run"), categories=pd.Index(run_ids)))
+    return Results(runs, metrics, columns, problems + notes, missing)
+
+
+def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:
+    """run_id, round, name, layer, value of the given per-layer diagnostics (client-free rows)
+    of every run that recorded them; layers keep the model's order."""
+    import pyarrow.dataset as ds
+
+    folders = results.runs.drop_duplicates("run_id").set_index("folder")["run_id"]
+    files = {str(Path(f) / "diagnostics.parquet"): run for f, run in folders.items() if (Path(f) / "diagnostics.parquet").is_file()}
+    columns = ["round", "name", "layer", "value"]
+    if not files:
+        return pd.DataFrame(columns=["run_id", *columns])
+    scanner = ds.dataset(list(files), format="parquet", schema=run_file_schema("diagnostics")).scanner(columns=columns, filter=ds.field("name").isin(list(names)) & ds.field("client").is_null())
+    frames = [tagged.record_batch.to_pandas().assign(run_id=files[tagged.fragment.path]) for tagged in scanner.scan_batches() if tagged.record_batch.num_rows]
+    if not frames:
+        return pd.DataFrame(columns=["run_id", *columns])
+    out = pd.concat(frames, ignore_index=True)
+    out["layer"] = pd.Categorical(out["layer"], categories=out["layer"].drop_duplicates())
+    return out
