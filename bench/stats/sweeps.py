@@ -1,0 +1,68 @@
+"""Find the sweeps in a results set: the paper's ablations, whatever grid produced them.
+
+A setting sweep is a set of settings of one study that differ only in one config field (beta,
+clients, local epochs, dataset); a hyper-parameter sweep is a set of treatments of one method in
+one setting that differ only in one hyper-parameter (FedLSC's tau or per). Nothing is declared:
+whatever the results contain is found, and an absent sweep is simply not there.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from bench.stats.collect import Results, format_value
+
+
+def setting_table(results: Results) -> pd.DataFrame:
+    """One row per study and setting with its config values."""
+    columns = ["study", "setting", "setting_order", *results.setting_columns]
+    return results.runs.drop_duplicates(["study", "setting"])[columns].reset_index(drop=True)
+
+
+def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str) -> pd.DataFrame:
+    """Summary rows of `metric` for settings that differ only in `key` from at least one other
+    setting of their study; `context` names what they share. Empty when there is no sweep."""
+    if key not in results.setting_columns:
+        return pd.DataFrame()
+    settings = setting_table(results)
+    others = [c for c in results.setting_columns if c != key]
+    settings["context"] = settings[["study", *others]].astype(str).agg(" | ".join, axis=1)
+    swept = settings.groupby("context")[key].transform("nunique") > 1
+    settings = settings[swept]
+    if settings.empty:
+        return pd.DataFrame()
+    rows = summary[summary["metric"] == metric].drop(columns=results.setting_columns, errors="ignore")
+    out = settings.merge(rows, on=["study", "setting", "setting_order"])
+    out["context"] = out.apply(lambda r: context_text(r, others), axis=1)
+    return out.rename(columns={key: "value"}).assign(key=key)
+
+
+def context_text(row: pd.Series, columns: list[str]) -> str:
+    """'study all: ham10000, clients=3' for the fields a sweep keeps fixed."""
+    fixed = ", ".join(str(row[c]) if c == "data.name" else f"{c.rsplit('.', 1)[-1]}={format_value(row[c])}" for c in columns)
+    return f"{row['study']}: {fixed}" if row["study"] != "all" else fixed
+
+
+def treatment_table(results: Results) -> pd.DataFrame:
+    """One row per study, setting and treatment with its method name and hyper-parameters."""
+    rows = results.runs.drop_duplicates(["study", "setting", "method"])
+    configs = rows["method_config"].map(json.loads)
+    return rows[["study", "setting", "setting_order", "method", "method_order"]].assign(config=configs.to_numpy()).reset_index(drop=True)
+
+
+def hparam_sweeps(results: Results, summary: pd.DataFrame, metric: str) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (method name, hyper-parameter): summary rows of `metric` for treatments of one
+    setting that differ only in that hyper-parameter, with `fixed` naming the others."""
+    treatments = treatment_table(results)
+    rows = summary[summary["metric"] == metric]
+    found: dict[tuple[str, str], pd.DataFrame] = {}
+    for name, group in treatments.groupby(treatments["config"].map(lambda c: c["name"])):
+        for hparam in sorted({k for c in group["config"] for k in c if k != "name"}):
+            frame = group.assign(value=group["config"].map(lambda c: c.get(hparam)),
+                                 fixed=group["config"].map(lambda c: ", ".join(f"{k}={format_value(v)}" for k, v in sorted(c.items()) if k not in ("name", hparam))))
+            swept = frame.groupby(["study", "setting", "fixed"])["value"].transform(lambda v: v.astype(str).nunique()) > 1
+            if swept.any():
+                found[(name, hparam)] = frame[swept].drop(columns="config").merge(rows.drop(columns=["setting_order", "method_order"]), on=["study", "setting", "method"])
+    return found
