@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.collect import load_runs
+from bench.stats.collect import load_results
+from bench.stats.settings import resolve_stats
 from bench.errors import UserError
 from bench.workflow import plan_runs
 from conftest import REPO
@@ -57,18 +58,17 @@ def test_snakemake_runs_a_tiny_grid_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = tmp_path / "reports"
     table = pd.read_csv(reports / "results.csv")
-    assert set(table["method"]) == {"fedavg", "fedlsc"} and (table["seeds"] == 2).all()
+    assert set(table["method"]) == {"FedAvg", "fedlsc (per=0.2)"} and (table["seeds"] == 2).all()
     assert (reports / "convergence.png").stat().st_size > 10_000
-    assert "| synthetic | fedavg |" in (reports / "results.md").read_text()
-    runs, metrics, problems = load_runs(tmp_path / "runs")
-    assert len(runs) == 4 and set(runs["status"]) == {"completed"} and not problems
-    assert {"run_id", "round", "scope", "metric", "value"} <= set(metrics.columns)
+    assert "**synthetic**" in (reports / "results.md").read_text() and "| FedAvg |" in (reports / "results.md").read_text()
+    results = load_results(tmp_path / "runs", resolve_stats({}), progress=False)
+    assert len(results.runs) == 4 and set(results.runs["status"]) == {"completed"} and not results.problems
+    assert {"run_id", "round", "scope", "metric", "value"} <= set(results.metrics.columns)
 
 
-def test_collect_reports_and_skips_foreign_folders(tmp_path):
+def test_a_folder_of_only_foreign_entries_is_an_error(tmp_path):
     (tmp_path / "not_a_run").mkdir()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "run.json").write_text("{ half written")
-    runs, metrics, problems = load_runs(tmp_path)
-    assert runs.empty and len(problems) == 2
-    assert any("broken" in p and "unreadable" in p for p in problems)
+    with pytest.raises(UserError, match="no run records"):
+        load_results(tmp_path, resolve_stats({}), progress=False)

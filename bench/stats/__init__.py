@@ -9,7 +9,7 @@ By concept, in pipeline order:
     bootstrap   BCa bootstrap CIs of means, batched
     summaries   per setting and method: mean, CI, run counts
     significance, paired    paired t, exact Wilcoxon, Holm; every method vs the references
-    target      rounds and MB to a target with censoring (Kaplan-Meier median)
+    target      rounds and MB to a target, runs that never reach it censored
     ranking     Friedman, Nemenyi CD, pairwise Wilcoxon, leaderboard
     sweeps      the ablations present in the results (beta, clients, tau, per, ...)
     analysis    all of the above, computed once

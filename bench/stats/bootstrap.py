@@ -5,8 +5,8 @@ back to the percentile interval where BCa is degenerate (e.g. all values equal).
 set of resample indices per call and applies it to every sample of a batch; so do we, and for the
 mean each resample is a weighted sum, so the whole bootstrap distribution of many samples is one
 matrix product. With the same seed the intervals equal scipy's (tests/test_stats_bootstrap.py);
-each sample's interval depends only on its own values, the seed and its size, never on which
-other samples were computed with it.
+each sample's interval depends only on its own values, the seed and its size (up to the last
+bit of rounding), never on which other samples were computed with it.
 """
 
 from __future__ import annotations

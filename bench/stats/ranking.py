@@ -145,6 +145,7 @@ def pairwise_wilcoxon(scores: pd.DataFrame, alpha: float) -> pd.DataFrame:
 def wins_ties_losses(scores: pd.DataFrame, method: str, reference: str, margin: float) -> tuple[int, int, int]:
     both = scores[[method, reference]].dropna()
     diff = both[method] - both[reference]
+    margin += 1e-12  # 0.69 - 0.70 is -0.010000000000000009: a difference of the margin is a tie
     return int((diff > margin).sum()), int((diff.abs() <= margin).sum()), int((diff < -margin).sum())
 
 

@@ -92,7 +92,7 @@ def communication_table(analysis: Analysis) -> list[Table]:
     baseline = data["reduction_vs"].dropna().iloc[0] if data["reduction_vs"].notna().any() else "reference"
     display[f"reduction vs {baseline}"] = [f"{v:.1f}%" if pd.notna(v) else "–" for v in data["reduction_pct"]]
     display["MB to target (median)"] = [fmt(v, 1) for v in data["median_mb_to_target"]]
-    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent). Runs that never reach the target are censored at the round budget; the median is the Kaplan-Meier median ('not reached' when fewer than half of the runs reach the target)."]
+    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent). Runs that never reach the target are censored at the round budget; the median over seeds counts them as later than any round ('not reached' when the middle seed never reaches the target)."]
     return [Table("communication", "Communication efficiency", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
 
 

@@ -1,11 +1,12 @@
 """Rounds (and megabytes) until a run first reaches its dataset's target, with censoring.
 
 A run that never reaches the target within its round budget is censored at the budget, never
-dropped: a diverged run stays at risk to the end, because it did not reach the target within
-the budget either. The median over seeds is the Kaplan-Meier median (the first time at which
-at most half the runs have not yet reached the target), which equals the ordinary median when
-every run reaches it and is 'not reached' when fewer than half do. Only evaluated rounds can be
-observed, so with `eval.every` > 1 the round is the first *evaluated* round at the target.
+dropped: all we know is that it needs more rounds than the budget (a diverged run did not reach
+the target within the budget either). The median over seeds counts a censored run as later than
+any observed round; it is 'not reached' when the middle of the seeds is censored. As every run
+of a setting has the same budget, this is the Kaplan-Meier median with the usual midpoint rule.
+Only evaluated rounds are observed: with `eval.every` > 1 the round is the first *evaluated*
+round at the target.
 """
 
 from __future__ import annotations
@@ -20,16 +21,11 @@ MB = 2**20
 REACH_STATUSES = ("completed", "diverged")  # a failed run crashed: not an outcome of the method
 
 
-def km_median(times: np.ndarray, reached: np.ndarray) -> float:
-    """Kaplan-Meier median time to the event; NaN when the survival curve stays above 1/2."""
-    times, reached = np.asarray(times, dtype=float), np.asarray(reached, dtype=bool)
-    survival = 1.0
-    for t in np.unique(times[reached]):
-        at_risk = np.count_nonzero(times >= t)
-        survival *= 1 - np.count_nonzero(reached & (times == t)) / at_risk
-        if survival <= 0.5 + 1e-12:
-            return float(t)
-    return float("nan")
+def censored_median(times, reached) -> float:
+    """Median of `times` with the runs that did not reach the target counted as infinitely
+    late; NaN ('not reached') when the median falls on a censored run."""
+    median = np.median(np.where(np.asarray(reached, dtype=bool), np.asarray(times, dtype=float), np.inf))
+    return float(median) if np.isfinite(median) else float("nan")
 
 
 def communication(results: Results) -> pd.DataFrame:
@@ -66,7 +62,7 @@ def run_targets(results: Results, curves: pd.DataFrame, settings: dict) -> pd.Da
 
 
 def rounds_to_target(results: Results, targets: pd.DataFrame, references: list[str]) -> pd.DataFrame:
-    """Per study, setting and method: runs, reached, success rate, KM median rounds and MB to
+    """Per study, setting and method: runs, reached, success rate, median rounds and MB to
     target, MB per round, and the reduction in median rounds versus the first reference."""
     keys = ["study", "setting", "method"]
     runs = results.runs[[*keys, "setting_order", "method_order", "run_id"]].merge(targets, on="run_id")
@@ -76,8 +72,8 @@ def rounds_to_target(results: Results, targets: pd.DataFrame, references: list[s
     for key, group in runs.groupby([*keys, "setting_order", "method_order", "target_metric", "target"], sort=False):
         rows.append(dict(zip([*keys, "setting_order", "method_order", "target_metric", "target"], key),
                          runs=len(group), reached=int(group["reached"].sum()), success_rate=group["reached"].mean(),
-                         median_rounds=km_median(group["round"], group["reached"]),
-                         median_mb_to_target=km_median(group["mb_to_target"], group["reached"]),
+                         median_rounds=censored_median(group["round"], group["reached"]),
+                         median_mb_to_target=censored_median(group["mb_to_target"], group["reached"]),
                          mb_per_round=group["mb_per_round"].mean()))
     table = pd.DataFrame(rows)
     baseline = next((r for r in references if r in set(table["method"])), None)

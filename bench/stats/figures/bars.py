@@ -1,4 +1,4 @@
-"""Rounds to target: the Kaplan-Meier median per method as a bar, every run as a dot, and the
+"""Rounds to target: the median over seeds per method as a bar, every run as a dot, and the
 runs that never reached the target drawn as censored (open, at the budget, hatched bar)."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def rounds_to_target(analysis: Analysis, style: MethodStyle, folder: Path) -> li
         ax.set_yticks(y, methods)
         ax.set_xlim(0, budget * 1.4)
         ax.axvline(budget, color="#666666", linewidth=0.8, linestyle=":")
-        ax.set_xlabel(f"rounds until {target_text(row.target_metric, row.target, analysis.settings)} (Kaplan-Meier median over seeds; dotted: round budget)")
+        ax.set_xlabel(f"rounds until {target_text(row.target_metric, row.target, analysis.settings)} (median over seeds; dotted: round budget)")
         ax.set_title(heading(study, setting), fontsize=10, pad=24)
         ax.legend(handles=LEGEND, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
         paths += save(fig, folder / "rounds_to_target" / slug(heading(study, setting)), analysis.settings)
