@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -12,7 +13,7 @@ from bench.stats.collect import Results
 from bench.stats.paired import paired_comparisons, resolve_references
 from bench.stats.ranking import Ranking, rank_methods
 from bench.stats.scores import final_scores, headline_curves, scored_runs
-from bench.stats.summaries import summarize
+from bench.stats.summaries import curve_bands, summarize
 from bench.stats.target import communication, rounds_to_target, run_targets
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ class Analysis:
     mb_per_round: pd.DataFrame  # per setting and method: mean MB sent per round
     ranking: Ranking
     timings: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def bands(self) -> pd.DataFrame:
+        """Per study, setting, method and round: mean and CI of the headline metric over seeds
+        (for the convergence figures; computed when first drawn)."""
+        return curve_bands(self.results, self.curves, self.settings["metric"], self.settings)
 
 
 def mb_per_round(results: Results) -> pd.DataFrame:

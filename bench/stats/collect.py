@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def read_studies(path: Path) -> pd.DataFrame:
     try:
         manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"study manifest {path} is not a readable CSV ({exc.__class__.__name__}); write it with a header line study,run_id")
+        raise UserError(f"study manifest {path} is not a readable CSV ({exc.__class__.__name__}); write it with a header line study,run_id") from exc
     lacking = {"study", "run_id"} - set(manifest.columns)
     if lacking:
         raise UserError(f"study manifest {path} lacks column(s) {', '.join(sorted(lacking))}; its header must be study,run_id")
@@ -279,41 +280,59 @@ def sort_key(value) -> tuple:
     return (1, 0.0, str(value))
 
 
-def describe_settings(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Add `setting` (readable, without the study), `setting_order` and `block`."""
+def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
+    """Add `setting` (readable, without the study), `block` (the same: a run shared by two
+    studies is one block) and `setting_order` (studies in manifest order, then settings by
+    value), by which every table is sorted."""
     names = short_names(columns)
-    combos = runs[columns].astype(object).drop_duplicates()
-    combos = combos.assign(_key=[tuple(sort_key(v) for v in row) for row in combos.itertuples(index=False)]).sort_values("_key")
-    texts = [", ".join(str(v) if c == "data.name" else f"{names[c]}={format_value(v)}" for c, v in zip(columns, row))
-             for row in combos[columns].itertuples(index=False)]
-    combos = combos.drop(columns="_key").assign(setting=texts, setting_order=np.arange(len(combos)))
-    keyed = runs.astype({c: object for c in columns}).merge(combos, on=columns, how="left")
+    combos = runs[["study", *columns]].astype(object).drop_duplicates()
+    combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
+    combos = combos.sort_values("_key").drop(columns="_key")
+    combos["setting"] = [", ".join(str(v) if c == "data.name" else f"{names[c]}={format_value(v)}" for c, v in zip(columns, row))
+                         for row in combos[columns].itertuples(index=False)]
+    combos["setting_order"] = np.arange(len(combos))
+    keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
     return keyed.assign(block=keyed["setting"])
 
 
 # ---- everything -----------------------------------------------------------------------------
 def load_results(source: Path | list[Path], settings: dict, studies: Path | None = None, progress: bool = True) -> Results:
-    """Read, label and index a results folder (or a list of run.json files)."""
+    """Read, label and index a results folder (or a list of run.json files). The metrics files
+    are scanned in a background thread (Arrow releases the GIL) while the records are parsed."""
     paths, problems = run_files(source)
-    runs, unreadable = read_runs(paths, progress)
+    folders = [str(p.parent) for p in paths]
+    with ThreadPoolExecutor(1) as pool:
+        scan = pool.submit(read_metrics, folders)
+        runs, unreadable = read_runs(paths, progress)
+        metrics = scan.result()
     problems += unreadable
     for problem in problems:
         log.warning(problem)
     if runs.empty:
         raise UserError(f"no run records in {source}; run `fedrank run` or `snakemake --cores all` first")
-    runs, missing, notes = assign_studies(runs, read_studies(studies) if studies else None)
+    manifest = read_studies(studies) if studies else None
+    runs, missing, notes = assign_studies(runs, manifest)
     for note in notes:
         log.warning(note)
     if runs.empty:
         raise UserError(f"no run of the results is in a study of {studies}; check that its run_id column names runs in {source}")
     runs = name_treatments(runs, settings["paper_names"])
     columns = setting_columns(runs)
-    runs = describe_settings(runs, columns).sort_values(["study", "setting_order", "method_order", "method", "seed"], ignore_index=True)
-    folders = runs["folder"].drop_duplicates().tolist()
-    metrics = read_metrics(folders)
-    run_ids = runs.drop_duplicates("folder").set_index("folder").loc[folders, "run_id"].to_numpy()
-    metrics.insert(0, "run_id", pd.Categorical.from_codes(metrics.pop("run"), categories=pd.Index(run_ids)))
-    return Results(runs, metrics, columns, problems + notes, missing)
+    study_order = list(dict.fromkeys((manifest if manifest is not None else runs)["study"]))
+    runs = describe_settings(runs, columns, study_order).sort_values(["setting_order", "method_order", "method", "seed"], ignore_index=True)
+    return Results(runs, label_metrics(metrics, folders, runs), columns, problems + notes, missing)
+
+
+def label_metrics(metrics: pd.DataFrame, folders: list[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """Replace the folder index of each metrics row by its run id (categorical); rows of folders
+    that are no run of the analysis (unreadable, duplicate, outside the studies) are dropped."""
+    kept = runs.drop_duplicates("run_id")
+    position = pd.Index(folders).get_indexer(kept["folder"])
+    code = np.full(len(folders), -1)
+    code[position] = np.arange(len(kept))
+    run_code = code[metrics.pop("run").to_numpy()]
+    metrics.insert(0, "run_id", pd.Categorical.from_codes(run_code, categories=pd.Index(kept["run_id"])))
+    return metrics[run_code >= 0].reset_index(drop=True) if (run_code < 0).any() else metrics
 
 
 def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:

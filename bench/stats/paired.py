@@ -72,7 +72,7 @@ def too_few_seeds(n: int, family: int, alpha: float) -> str:
     return ""
 
 
-def test_rows(diffs: pd.DataFrame, settings: dict) -> pd.DataFrame:
+def comparison_tests(diffs: pd.DataFrame, settings: dict) -> pd.DataFrame:
     """Mean difference, CI, t-test, Wilcoxon and d_z per comparison (batched by sample size)."""
     table = grouped_mean_ci(diffs, KEYS, "diff", **bootstrap_args(settings), keep_values=True).rename(columns={"mean": "diff"})
     for column in ("t", "p_t", "w_plus", "p_wilcoxon", "effect_dz"):
@@ -94,7 +94,7 @@ def paired_comparisons(scored: pd.DataFrame, references: list[str], settings: di
     diffs = comparisons(scored, references)
     if diffs.empty:
         return pd.DataFrame(columns=[*KEYS, "metric", "n", "diff", "ci_low", "ci_high", "p_t", "p_wilcoxon", "note"])
-    table = test_rows(diffs, settings)
+    table = comparison_tests(diffs, settings)
     alpha = settings["alpha"]
     family = table["study"] + "\x00" + table["setting"]
     table["family"] = family.map(family.value_counts())
@@ -106,4 +106,4 @@ def paired_comparisons(scored: pd.DataFrame, references: list[str], settings: di
     table["note"] = [too_few_seeds(n, f, alpha) for n, f in zip(table["n"], table["family"])]
     order = scored.drop_duplicates(["study", "setting", "method"])[["study", "setting", "method", "setting_order", "method_order"]]
     table = table.merge(order, on=["study", "setting", "method"]).assign(metric=settings["metric"])
-    return table.sort_values(["study", "setting_order", "reference", "method_order", "method"], ignore_index=True)
+    return table.sort_values(["setting_order", "reference", "method_order", "method"], ignore_index=True)

@@ -11,12 +11,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.io import write_csv, write_text
 
 LATEX_SYMBOLS = {"β": r"$\beta$", "τ": r"$\tau$", "μ": r"$\mu$", "≥": r"$\geq$", "≤": r"$\leq$", "±": r"$\pm$", "–": "--", "—": "---", "×": r"$\times$"}
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+                 "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 @dataclass
@@ -53,55 +55,58 @@ def fmt_p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def sections(table: Table) -> list[tuple[str | None, pd.DataFrame, pd.DataFrame | None]]:
-    """(heading, display rows, bold rows) per section, in row order."""
+@dataclass
+class Section:
+    heading: str | None
+    columns: list[str]
+    rows: list[list[str]]  # cell texts
+    bold: list[list[bool]]
+
+
+def sections(table: Table) -> list[Section]:
+    """The table's rows as text, split into sections in row order (one if none)."""
+    display = table.display.drop(columns=[table.section] if table.section else [])
+    cells = display.astype(str).to_numpy().tolist()
+    bold = (table.bold[display.columns].to_numpy(bool) if table.bold is not None else np.zeros(display.shape, bool)).tolist()
     if table.section is None:
-        return [(None, table.display, table.bold)]
-    out = []
-    for heading in table.display[table.section].drop_duplicates():
-        rows = table.display[table.section] == heading
-        out.append((heading, table.display[rows].drop(columns=table.section), None if table.bold is None else table.bold[rows].drop(columns=table.section)))
-    return out
+        return [Section(None, list(display.columns), cells, bold)]
+    groups = pd.Series(range(len(display))).groupby(table.display[table.section].to_numpy(), sort=False)
+    return [Section(heading, list(display.columns), [cells[i] for i in index], [bold[i] for i in index]) for heading, index in groups]
 
 
 def markdown(table: Table) -> str:
     lines = [f"## {table.title}", ""]
-    for heading, rows, bold in sections(table):
-        if heading is not None:
-            lines += [f"**{heading}**", ""]
-        lines.append("| " + " | ".join(map(str, rows.columns)) + " |")
-        lines.append("|" + "---|" * len(rows.columns))
-        for i in range(len(rows)):
-            cells = [str(v).replace("|", "\\|") for v in rows.iloc[i]]
-            if bold is not None:
-                cells = [f"**{c}**" if b else c for c, b in zip(cells, bold.iloc[i])]
-            lines.append("| " + " | ".join(cells) + " |")
+    for part in sections(table):
+        if part.heading is not None:
+            lines += [f"**{part.heading}**", ""]
+        lines += ["| " + " | ".join(part.columns) + " |", "|" + "---|" * len(part.columns)]
+        for cells, bold in zip(part.rows, part.bold):
+            lines.append("| " + " | ".join(f"**{c}**" if b else c for c, b in zip((c.replace("|", "\\|") for c in cells), bold)) + " |")
         lines.append("")
     lines += [f"_{note}_" for note in table.notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
+LATEX = str.maketrans({**LATEX_SPECIAL, **LATEX_SYMBOLS})
+
+
 def latex_text(value) -> str:
-    text = "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(value))
-    return "".join(LATEX_SYMBOLS.get(ch, ch) for ch in text)
+    return str(value).translate(LATEX)
 
 
 def latex(table: Table) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}); sections become spanning rows."""
     parts = sections(table)
-    columns = parts[0][1].columns
-    lines = [f"% {table.title} (fedrank)", r"\begin{tabular}{" + "l" * len(columns) + "}", r"\toprule",
-             " & ".join(latex_text(c) for c in columns) + r" \\", r"\midrule"]
-    for index, (heading, rows, bold) in enumerate(parts):
-        if heading is not None:
+    width = len(parts[0].columns)
+    lines = [f"% {table.title} (fedrank)", r"\begin{tabular}{" + "l" * width + "}", r"\toprule",
+             " & ".join(latex_text(c) for c in parts[0].columns) + r" \\", r"\midrule"]
+    for index, part in enumerate(parts):
+        if part.heading is not None:
             if index:
                 lines.append(r"\midrule")
-            lines.append(rf"\multicolumn{{{len(columns)}}}{{l}}{{\emph{{{latex_text(heading)}}}}} \\")
-        for i in range(len(rows)):
-            cells = [latex_text(v) for v in rows.iloc[i]]
-            if bold is not None:
-                cells = [rf"\textbf{{{c}}}" if b else c for c, b in zip(cells, bold.iloc[i])]
-            lines.append(" & ".join(cells) + r" \\")
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\emph{{{latex_text(part.heading)}}}}} \\")
+        for cells, bold in zip(part.rows, part.bold):
+            lines.append(" & ".join(rf"\textbf{{{c}}}" if b else c for c, b in zip(map(latex_text, cells), bold)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [f"% {note}" for note in table.notes]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bench
@@ -73,14 +74,14 @@ def write_figures(analysis: Analysis, out: Path, progress: bool = True, only: tu
 def write_front_page(analysis: Analysis, out: Path, written: dict[str, list[Path]]) -> list[Path]:
     """results.md (the report), results.csv (per setting and method) and convergence.png."""
     from bench.stats.figures import style
-    from bench.stats.figures.curves import convergence_bands, convergence_overview
+    from bench.stats.figures.curves import convergence_overview
 
     summary = main_comparison(analysis, summary_metrics(analysis.settings))[0]
     paths = [out / "results.csv", out / "results.md"]
     write_csv(paths[0], summary.data)
     write_text(paths[1], front_page(analysis, summary, written, out))
     with style.figure_style():
-        paths += convergence_overview(analysis, style.MethodStyle(analysis.results.methods), out / "convergence.png", convergence_bands(analysis))
+        paths += convergence_overview(analysis, style.MethodStyle(analysis.results.methods), out / "convergence.png")
     return paths
 
 
@@ -96,9 +97,9 @@ def front_page(analysis: Analysis, summary: Table, written: dict[str, list[Path]
         f"Headline metric: **{settings['metric']}** at the {final}; intervals: {settings['confidence']:.0%} BCa bootstrap over seeds "
         f"({settings['bootstrap']['resamples']} resamples, seed {settings['bootstrap']['seed']}); alpha = {settings['alpha']:g}.", "",
     ]
-    skipped = results.problems + [f"{n}" for n in analysis.ranking.notes]
-    if skipped:
-        lines += ["## Notes", "", *[f"- {p}" for p in skipped], ""]
+    notes = results.problems + analysis.ranking.notes
+    if notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines.append(markdown(leaderboard_table(analysis)[0]) if not analysis.ranking.leaderboard.empty else "")
     lines.append(markdown(summary).replace("## Global-model comparison", "## Results per setting", 1))
     files = sorted(p.relative_to(out).as_posix() for part in ("tables", "figures") for p in written.get(part, []) if p.suffix in (".md", ".png"))
@@ -148,9 +149,27 @@ PARTS = ("stats", "tables", "figures", "rank", "report")
 def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
     """Run the pipeline for the requested parts; returns the files written per part."""
     analysis = load(source, settings, studies, progress)
+    written = write_outputs(analysis, out, parts, progress)
+    record(out, analysis, written, source, studies)
+    if "rank" in parts:
+        print_leaderboard(analysis)
+    return written
+
+
+def write_outputs(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
+    """Every output `parts` asks for; the Parquet files are written in a background thread
+    (Arrow releases the GIL) while the tables and figures are made."""
+    with ThreadPoolExecutor(1) as background:
+        stats = background.submit(write_stats, analysis, out) if "stats" in parts else None
+        written = write_readable(analysis, out, parts, progress)
+        if stats is not None:
+            written["stats"] = stats.result()
+    return written
+
+
+def write_readable(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool) -> dict[str, list[Path]]:
+    """Tables, figures and the front page, as far as `parts` asks for them."""
     written: dict[str, list[Path]] = {}
-    if "stats" in parts:
-        written["stats"] = write_stats(analysis, out)
     if "tables" in parts:
         written["tables"] = write_tables(all_tables(analysis), out)
     elif "rank" in parts:
@@ -161,9 +180,6 @@ def produce(source, out: Path, settings: dict, studies: Path | None, parts: tupl
         written["rank_figures"] = write_figures(analysis, out, progress, only=("cd_diagram",))
     if "report" in parts:
         written["report"] = write_front_page(analysis, out, written)
-    record(out, analysis, written, source, studies)
-    if "rank" in parts:
-        print_leaderboard(analysis)
     return written
 
 

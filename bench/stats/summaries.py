@@ -33,7 +33,7 @@ def summarize(results: Results, finals: pd.DataFrame, settings: dict) -> pd.Data
     counts = run_counts(results)
     order = results.runs.drop_duplicates(GROUP)[[*GROUP, "setting_order", "method_order", "label", *results.setting_columns]]
     out = counts.merge(order, on=GROUP).merge(table, on=GROUP, how="left")
-    return out.sort_values(["study", "setting_order", "method_order", "method", "metric"], ignore_index=True)
+    return out.sort_values(["setting_order", "method_order", "method", "metric"], ignore_index=True)
 
 
 def curve_bands(results: Results, curves: pd.DataFrame, metric: str, settings: dict) -> pd.DataFrame:

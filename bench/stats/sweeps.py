@@ -28,15 +28,12 @@ def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str
         return pd.DataFrame()
     settings = setting_table(results)
     others = [c for c in results.setting_columns if c != key]
-    settings["context"] = settings[["study", *others]].astype(str).agg(" | ".join, axis=1)
-    swept = settings.groupby("context")[key].transform("nunique") > 1
-    settings = settings[swept]
+    settings["context"] = [context_text(row, others) for _, row in settings.iterrows()]
+    settings = settings[settings.groupby("context")[key].transform("nunique") > 1]
     if settings.empty:
         return pd.DataFrame()
     rows = summary[summary["metric"] == metric].drop(columns=results.setting_columns, errors="ignore")
-    out = settings.merge(rows, on=["study", "setting", "setting_order"])
-    out["context"] = out.apply(lambda r: context_text(r, others), axis=1)
-    return out.rename(columns={key: "value"}).assign(key=key)
+    return settings.merge(rows, on=["study", "setting", "setting_order"]).rename(columns={key: "value"}).assign(key=key)
 
 
 def context_text(row: pd.Series, columns: list[str]) -> str:
@@ -52,6 +49,11 @@ def treatment_table(results: Results) -> pd.DataFrame:
     return rows[["study", "setting", "setting_order", "method", "method_order"]].assign(config=configs.to_numpy()).reset_index(drop=True)
 
 
+def others_text(config: dict, hparam: str) -> str:
+    """'mu=0.001, tau=0.2': the hyper-parameters a sweep over `hparam` keeps fixed."""
+    return ", ".join(f"{k}={format_value(v)}" for k, v in sorted(config.items()) if k not in ("name", hparam))
+
+
 def hparam_sweeps(results: Results, summary: pd.DataFrame, metric: str) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (method name, hyper-parameter): summary rows of `metric` for treatments of one
     setting that differ only in that hyper-parameter, with `fixed` naming the others."""
@@ -60,9 +62,8 @@ def hparam_sweeps(results: Results, summary: pd.DataFrame, metric: str) -> dict[
     found: dict[tuple[str, str], pd.DataFrame] = {}
     for name, group in treatments.groupby(treatments["config"].map(lambda c: c["name"])):
         for hparam in sorted({k for c in group["config"] for k in c if k != "name"}):
-            frame = group.assign(value=group["config"].map(lambda c: c.get(hparam)),
-                                 fixed=group["config"].map(lambda c: ", ".join(f"{k}={format_value(v)}" for k, v in sorted(c.items()) if k not in ("name", hparam))))
-            swept = frame.groupby(["study", "setting", "fixed"])["value"].transform(lambda v: v.astype(str).nunique()) > 1
+            frame = group.assign(value=[c.get(hparam) for c in group["config"]], fixed=[others_text(c, hparam) for c in group["config"]])
+            swept = frame.assign(text=frame["value"].astype(str)).groupby(["study", "setting", "fixed"])["text"].transform("nunique") > 1
             if swept.any():
                 found[(name, hparam)] = frame[swept].drop(columns="config").merge(rows.drop(columns=["setting_order", "method_order"]), on=["study", "setting", "method"])
     return found

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.stats.analysis import Analysis
-from bench.stats.collect import format_value
+from bench.stats.collect import format_value, sort_key
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p
 from bench.stats.sweeps import hparam_sweeps, setting_sweep
 
@@ -53,11 +53,11 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
     metrics = metrics or analysis.settings["table_metrics"]
     summary = analysis.summary[analysis.summary["metric"].isin(metrics) | analysis.summary["metric"].isna()]
     keys = ["study", "setting", "setting_order", "method", "method_order", "label"]
-    wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "ci_low", "ci_high", "n"], observed=True, dropna=False)
+    wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "ci_low", "ci_high", "n"], observed=True)
     wide.columns = [metric if stat == "mean" else f"{metric}_{stat}" for stat, metric in wide.columns]
     ordered = [c for m in metrics for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n") if c in wide.columns]
     counts = summary.drop_duplicates(["study", "setting", "method"]).set_index(keys)[[*analysis.results.setting_columns, "seeds", "completed", "diverged", "failed", "missing_seeds"]]
-    data = counts.join(wide[ordered]).reset_index().sort_values(["study", "setting_order", "method_order", "method"], ignore_index=True)
+    data = counts.join(wide[ordered]).reset_index().sort_values(["setting_order", "method_order", "method"], ignore_index=True)
     scope = analysis.results.runs.drop_duplicates("method").set_index("method")["headline_scope"]
     data.insert(data.columns.get_loc("label") + 1, "scope", data["method"].map(scope))
     present = [m for m in metrics if m in data]
@@ -66,7 +66,8 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
         display[metric] = [fmt_ci(m, lo, hi, is_percent(metric)) for m, lo, hi in data[[metric, f"{metric}_ci_low", f"{metric}_ci_high"]].itertuples(index=False)]
     display["runs"] = data.apply(status_text, axis=1)
     bold = best_cells(data, display, display["setting"], {m: m for m in present}, set(analysis.settings["lower_is_better"]))
-    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored by the mean over clients of each client's own model on the global test set (column scope in the CSV); best mean per setting in bold."]
+    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored "
+             "by the mean over clients of each client's own model on the global test set (column scope in the CSV); best mean per setting in bold."]
     return [Table("main_comparison", "Global-model comparison", data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes)]
 
 
@@ -80,7 +81,7 @@ def communication_table(analysis: Analysis) -> list[Table]:
     order = analysis.summary.drop_duplicates(["study", "setting", "method"])[["study", "setting", "method", "setting_order", "method_order"]]
     data = order.merge(mb, on=["study", "setting", "method"], how="left")
     rtt = analysis.rounds_to_target.drop(columns=["setting_order", "method_order", "mb_per_round"], errors="ignore")
-    data = data.merge(rtt, on=["study", "setting", "method"], how="left").sort_values(["study", "setting_order", "method_order", "method"], ignore_index=True)
+    data = data.merge(rtt, on=["study", "setting", "method"], how="left").sort_values(["setting_order", "method_order", "method"], ignore_index=True)
     for column in ("target_metric", "target", "runs", "reached", "success_rate", "median_rounds", "median_mb_to_target", "reduction_pct", "reduction_vs"):
         if column not in data:
             data[column] = np.nan
@@ -92,7 +93,8 @@ def communication_table(analysis: Analysis) -> list[Table]:
     baseline = data["reduction_vs"].dropna().iloc[0] if data["reduction_vs"].notna().any() else "reference"
     display[f"reduction vs {baseline}"] = [f"{v:.1f}%" if pd.notna(v) else "–" for v in data["reduction_pct"]]
     display["MB to target (median)"] = [fmt(v, 1) for v in data["median_mb_to_target"]]
-    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent). Runs that never reach the target are censored at the round budget; the median over seeds counts them as later than any round ('not reached' when the middle seed never reaches the target)."]
+    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent). Runs that never reach the target are "
+             "censored at the round budget; the median over seeds counts them as later than any round ('not reached' when the middle seed never reaches it)."]
     return [Table("communication", "Communication efficiency", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
 
 
@@ -132,7 +134,8 @@ def significance_table(analysis: Analysis) -> list[Table]:
         "note": data["note"],
     })
     alpha = analysis.settings["alpha"]
-    notes = [f"{analysis.settings['metric']}: method minus reference, paired by seed; [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; paired t-test and exact Wilcoxon signed-rank test, Holm-corrected over all comparisons of a setting; d_z = mean difference / SD of differences; alpha = {alpha:g}."]
+    notes = [f"{analysis.settings['metric']}: method minus reference, paired by seed; [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; paired t-test and "
+             f"exact Wilcoxon signed-rank test, Holm-corrected over all comparisons of a setting; d_z = mean difference / SD of differences; alpha = {alpha:g}."]
     return [Table("significance", "Significance against the reference methods", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
 
 
@@ -166,7 +169,7 @@ def pivot_table(name: str, title: str, rows: pd.DataFrame, row_key: str, column_
     """A sweep as a table: one row per `row_key` (within its context), one column per value."""
     percent = is_percent(metric)
     rows = rows.sort_values(["setting_order", "method_order", "value"] if row_key == "method" else ["setting_order", "value"], key=sort_values_key)
-    values = sorted(rows["value"].drop_duplicates(), key=sort_value)
+    values = sorted(rows["value"].drop_duplicates(), key=sort_key)
     cells = rows.assign(cell=[fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])])
     section = "context" if row_key == "method" else None
     index = ["context", row_key] if section else [row_key]
@@ -179,15 +182,8 @@ def pivot_table(name: str, title: str, rows: pd.DataFrame, row_key: str, column_
     return Table(name, title, data, display, section, None, notes)
 
 
-def sort_value(value) -> tuple:
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(value))
-
-
 def sort_values_key(column: pd.Series) -> pd.Series:
-    return column.map(sort_value) if column.name == "value" else column
+    return column.map(sort_key) if column.name == "value" else column
 
 
 # ---- ranking --------------------------------------------------------------------------------
@@ -215,7 +211,8 @@ def ranking_notes(analysis: Analysis) -> list[str]:
     notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
-        notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), p = {fmt_p(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, p = {fmt_p(f['p_f'])}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
+        notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), p = {fmt_p(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
+                     f"p = {fmt_p(f['p_f'])}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
     return notes + ranking.notes
 
 

@@ -84,4 +84,4 @@ def rounds_to_target(results: Results, targets: pd.DataFrame, references: list[s
         table["reduction_pct"] = 100 * (ref - table["median_rounds"]) / ref
     else:
         table["reduction_pct"] = np.nan
-    return table.sort_values(["study", "setting_order", "method_order", "method"], ignore_index=True)
+    return table.sort_values(["setting_order", "method_order", "method"], ignore_index=True)

@@ -45,12 +45,10 @@ def dictionary_column(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
     return codes.astype(np.int32), dictionary
 
 
-def take(column: tuple[np.ndarray, pa.Array], rows: np.ndarray) -> pa.DictionaryArray:
-    """The dictionary column at `rows` (-1: a null row)."""
-    codes, dictionary = column
-    picked = codes[rows]
-    missing = (rows < 0) | (picked < 0)
-    return pa.DictionaryArray.from_arrays(pa.array(picked, mask=missing) if missing.any() else pa.array(picked), dictionary)
+def dictionary_array(codes: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+    """Codes (-1 = null) into the dictionary, as an Arrow dictionary column."""
+    missing = codes < 0
+    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=missing) if missing.any() else pa.array(codes), dictionary)
 
 
 def write_tidy(path, results: Results) -> int:
@@ -70,9 +68,9 @@ def write_tidy(path, results: Results) -> int:
         for chunk in membership_chunks(bounds, run_of):
             spans = [order[bounds[r]:bounds[r + 1]] if bounds[r + 1] > bounds[r] else np.array([-1]) for r in run_of[chunk]]
             rows = np.concatenate(spans)
-            owner = np.repeat(chunk, [len(s) for s in spans])
-            arrays = {c: take(column, owner) for c, column in run_columns.items()}
-            arrays.update({c: take(column, rows) for c, column in measured.items()})
+            sizes = np.array([len(s) for s in spans])
+            arrays = {c: dictionary_array(np.repeat(codes[chunk], sizes), dictionary) for c, (codes, dictionary) in run_columns.items()}
+            arrays.update({c: dictionary_array(np.where(rows >= 0, codes[rows], -1), dictionary) for c, (codes, dictionary) in measured.items()})
             arrays.update({c: pa.array(values[rows], mask=rows < 0) for c, values in numbers.items()})
             table = pa.table(arrays)
             writer = writer or pq.ParquetWriter(tmp, table.schema, write_statistics=[c for c in STATISTICS if c in arrays])

@@ -8,6 +8,7 @@ logs what it skips.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,8 +26,11 @@ def all_figures(analysis, folder: Path, progress: bool = True, only: tuple[str, 
     paths: list[Path] = []
     with figure_style():
         for name, draw in tqdm(kinds, desc="figures", unit="kind", disable=not progress or None, leave=False):
+            tic = time.perf_counter()
             written = draw(analysis, style, folder)
-            if not written:
+            if written:
+                log.info("figures: %d %s files in %.1f s", len(written), name, time.perf_counter() - tic)
+            else:
                 log.info("figures: no %s (nothing in the results to draw it from)", name)
             paths += written
     return paths
@@ -36,12 +40,12 @@ def figure_kinds() -> dict:
     """Figure kind -> draw(analysis, style, folder) -> paths."""
     from bench.stats.figures.bars import rounds_to_target
     from bench.stats.figures.cd import cd_diagram
-    from bench.stats.figures.curves import convergence, convergence_bands, sensitivity
+    from bench.stats.figures.curves import convergence, sensitivity
     from bench.stats.figures.heatmaps import layer_similarity, sweep_heatmaps
     from bench.stats.figures.partitions import partitions
 
     return {
-        "convergence": lambda a, s, f: convergence(a, s, f, convergence_bands(a)),
+        "convergence": convergence,
         "rounds_to_target": rounds_to_target,
         "cd_diagram": cd_diagram,
         "sweep_heatmaps": sweep_heatmaps,

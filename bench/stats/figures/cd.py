@@ -34,7 +34,7 @@ def cd_diagram(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pat
         ax.hlines(1.1, low, low + cd, color="black", linewidth=1.5)
         ax.vlines([low, low + cd], 1.0, 1.2, color="black", linewidth=1.5)
         ax.text(low + cd / 2, 1.25, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
-    for side, names, end, align in ((0, left, low - 0.45 * (high - low) / 2, "right"), (1, right, high + 0.45 * (high - low) / 2, "left")):
+    for names, end, align in ((left, low - 0.45 * (high - low) / 2, "right"), (right, high + 0.45 * (high - low) / 2, "left")):
         for i, method in enumerate(names):
             y = -(i + 1) * 0.9 - 0.3
             x = average[method]

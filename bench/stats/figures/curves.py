@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from bench.stats.analysis import Analysis
+from bench.stats.collect import format_value, sort_key
 from bench.stats.figures.style import MethodStyle, save, slug
-from bench.stats.summaries import curve_bands
 from bench.stats.sweeps import hparam_sweeps
-from bench.stats.tables import heading, is_percent, sort_value
+from bench.stats.tables import heading, is_percent
 
 OVERVIEW_PANELS = 6
 
@@ -24,10 +24,6 @@ def metric_label(metric: str) -> str:
 
 def scale(metric: str) -> float:
     return 100.0 if is_percent(metric) else 1.0
-
-
-def convergence_bands(analysis: Analysis) -> pd.DataFrame:
-    return curve_bands(analysis.results, analysis.curves, analysis.settings["metric"], analysis.settings)
 
 
 def draw_convergence(ax: plt.Axes, bands: pd.DataFrame, methods: list[str], style: MethodStyle, metric: str) -> None:
@@ -45,9 +41,9 @@ def draw_convergence(ax: plt.Axes, bands: pd.DataFrame, methods: list[str], styl
     ax.set_ylabel(metric_label(metric))
 
 
-def convergence(analysis: Analysis, style: MethodStyle, folder: Path, bands: pd.DataFrame) -> list[Path]:
+def convergence(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
     """figures/convergence/<setting>: one figure per study and setting."""
-    metric, paths = analysis.settings["metric"], []
+    metric, paths, bands = analysis.settings["metric"], [], analysis.bands
     methods = analysis.results.methods
     for (study, setting), group in bands.groupby(["study", "setting"], sort=False):
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -58,8 +54,9 @@ def convergence(analysis: Analysis, style: MethodStyle, folder: Path, bands: pd.
     return paths
 
 
-def convergence_overview(analysis: Analysis, style: MethodStyle, path: Path, bands: pd.DataFrame) -> list[Path]:
+def convergence_overview(analysis: Analysis, style: MethodStyle, path: Path) -> list[Path]:
     """The report's convergence.png: the first settings side by side, one shared legend."""
+    bands = analysis.bands
     settings_shown = bands[["study", "setting"]].drop_duplicates().head(OVERVIEW_PANELS)
     columns = min(3, len(settings_shown))
     rows = math.ceil(len(settings_shown) / columns)
@@ -90,7 +87,7 @@ def sensitivity(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pa
         columns = min(2, panels.ngroups)
         fig, axes = plt.subplots(math.ceil(panels.ngroups / columns), columns, figsize=(7.5 * columns, 3.6 * math.ceil(panels.ngroups / columns)), squeeze=False)
         for ax, ((study, setting, fixed), panel) in zip(axes.flat, panels):
-            panel = panel.assign(order=panel["value"].map(sort_value)).sort_values("order")
+            panel = panel.assign(order=panel["value"].map(sort_key)).sort_values("order")
             x = np.arange(len(panel))
             ax.plot(x, k * panel["mean"], color="#333333", linewidth=1, zorder=1)
             for xi, row in zip(x, panel.itertuples()):
@@ -103,7 +100,7 @@ def sensitivity(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pa
                     ax.axhline(k * ref_row["mean"], color=style.color(ref), linestyle="--", linewidth=1.2, label=ref)
                     if pd.notna(ref_row["ci_low"]):
                         ax.axhspan(k * ref_row["ci_low"], k * ref_row["ci_high"], color=style.color(ref), alpha=0.12, linewidth=0)
-            ax.set_xticks(x, [f"{v:g}" if isinstance(v, float) else str(v) for v in panel["value"]])
+            ax.set_xticks(x, [format_value(v) for v in panel["value"]])
             ax.set(xlabel=hparam, ylabel=metric_label(metric))
             ax.set_title(heading(study, setting) + (f"\n{fixed}" if fixed else ""), fontsize=9)
             ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -12,11 +12,11 @@ import pandas as pd
 import seaborn as sns
 
 from bench.stats.analysis import Analysis
-from bench.stats.collect import read_diagnostics
+from bench.stats.collect import format_value, read_diagnostics, sort_key
 from bench.stats.figures.style import MethodStyle, save, slug
 from bench.stats.scores import STATS_STATUS
 from bench.stats.sweeps import setting_sweep
-from bench.stats.tables import heading, is_percent, sort_value
+from bench.stats.tables import heading, is_percent
 
 log = logging.getLogger(__name__)
 SIMILARITY, PERSONAL = "layer_similarity", "personal"
@@ -32,7 +32,7 @@ def sweep_heatmaps(analysis: Analysis, style: MethodStyle, folder: Path) -> list
         if rows.empty:
             continue
         for context, group in rows.groupby("context", sort=False):
-            values = sorted(group["value"].drop_duplicates(), key=sort_value)
+            values = sorted(group["value"].drop_duplicates(), key=sort_key)
             methods = [m for m in analysis.results.methods if m in set(group["method"])]
             grid = group.pivot_table(index="method", columns="value", values="mean", aggfunc="first").reindex(index=methods, columns=values) * k
             fig, ax = plt.subplots(figsize=(1.1 * len(values) + 3.2, 0.42 * len(methods) + 1.6))
@@ -40,7 +40,7 @@ def sweep_heatmaps(analysis: Analysis, style: MethodStyle, folder: Path) -> list
             sns.heatmap(grid, annot=True, fmt=".1f" if k == 100 else ".3f", cmap=cmap, ax=ax, cbar_kws={"label": metric.replace("_", " ") + (" (%)" if k == 100 else "")},
                         linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
             ax.set(xlabel=sweep["title"], ylabel="")
-            ax.set_xticklabels([f"{v:g}" if isinstance(v, float) else str(v) for v in values], rotation=0)
+            ax.set_xticklabels([format_value(v) for v in values], rotation=0)
             for label in ax.get_yticklabels():
                 label.set_color(style.color(label.get_text()))
                 label.set_fontweight("bold")
@@ -67,7 +67,8 @@ def layer_similarity(analysis: Analysis, style: MethodStyle, folder: Path) -> li
         personal = group[group["name"] == PERSONAL]
         last = personal[personal["round"] == personal["round"].max()]
         share = last.groupby("layer", observed=True)["value"].mean().reindex(similarity.index).fillna(0)
-        paths += draw_layer_similarity(similarity, share, f"{method}: {heading(study, setting)}", group["run_id"].nunique(), folder / "layer_similarity" / f"{slug(heading(study, setting))}__{slug(method)}", analysis)
+        stem = folder / "layer_similarity" / f"{slug(heading(study, setting))}__{slug(method)}"
+        paths += draw_layer_similarity(similarity, share, f"{method}: {heading(study, setting)}", group["run_id"].nunique(), stem, analysis)
     return paths
 
 

@@ -45,9 +45,6 @@ class MethodStyle:
     def dash(self, method: str) -> str:
         return DASHES[self._index(method) // len(PALETTE) % len(DASHES)]
 
-    def palette(self, methods) -> dict[str, str]:
-        return {m: self.color(m) for m in methods}
-
 
 def slug(text: str) -> str:
     """A file name from a setting: 'ham10000, beta=0.5' -> 'ham10000_beta0.5' (hashed if long)."""
