@@ -121,3 +121,28 @@ def test_an_empty_results_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     assert main(["report", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
     assert "no run records" in capsys.readouterr().err
+
+
+def test_paper_methods_keep_their_colour_whatever_else_is_present(tmp_path):
+    from bench.stats.collect import load_results
+    from bench.stats.figures.style import PALETTE, MethodStyle
+    from bench.stats.settings import resolve_stats
+
+    settings = resolve_stats({})
+    write_study(tmp_path / "a", {"method": PAPER_GRID_METHODS, "seed": [0], "train.rounds": [2]})
+    write_study(tmp_path / "b", {"method": ["fedprox", *({"name": "fedlsc", "tau": t} for t in (0.1, 0.2, 1.0))], "seed": [0], "train.rounds": [2]})
+    full = MethodStyle(load_results(tmp_path / "a", settings, progress=False), settings["paper_names"])
+    sweep_results = load_results(tmp_path / "b", settings, progress=False)
+    sweep = MethodStyle(sweep_results, settings["paper_names"])
+    assert sweep.color("FedProx") == full.color("FedProx") and sweep.color("FedLSC Per=1%") == full.color("FedLSC Per=1%")
+    colours = [sweep.color(m) for m in sweep_results.methods] + [full.color(m) for m in ("Local-only", "FedAvg", "FedLSC Per=0%", "FedAvg-FC", "FedProx-FC")]
+    assert len(set(colours)) == len(colours) and set(colours) <= set(PALETTE)
+
+
+def test_latex_and_markdown_escape_what_they_must():
+    from bench.stats.render import Table, latex, markdown
+
+    table = Table("t", "T", pd.DataFrame(), pd.DataFrame({"method": ["FedLSC Per=1%"], "β": ["a|b_c & <0.001"]}))
+    tex, md = latex(table), markdown(table)
+    assert r"FedLSC Per=1\%" in tex and r"a|b\_c \& \textless{}0.001" in tex and r"$\beta$" in tex
+    assert r"a\|b_c & <0.001" in md

@@ -81,7 +81,7 @@ def write_front_page(analysis: Analysis, out: Path, written: dict[str, list[Path
     write_csv(paths[0], summary.data)
     write_text(paths[1], front_page(analysis, summary, written, out))
     with style.figure_style():
-        paths += convergence_overview(analysis, style.MethodStyle(analysis.results.methods), out / "convergence.png")
+        paths += convergence_overview(analysis, style.MethodStyle(analysis.results, analysis.settings["paper_names"]), out / "convergence.png")
     return paths
 
 

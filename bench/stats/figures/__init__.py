@@ -21,7 +21,7 @@ def all_figures(analysis, folder: Path, progress: bool = True, only: tuple[str, 
     `only` restricts to some kinds (names of FIGURES)."""
     from bench.stats.figures.style import MethodStyle, figure_style
 
-    style = MethodStyle(analysis.results.methods)
+    style = MethodStyle(analysis.results, analysis.settings["paper_names"])
     kinds = [(name, draw) for name, draw in figure_kinds().items() if only is None or name in only]
     paths: list[Path] = []
     with figure_style():

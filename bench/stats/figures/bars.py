@@ -39,14 +39,14 @@ def rounds_to_target(analysis: Analysis, style: MethodStyle, folder: Path) -> li
             ax.barh(yi, row.median_rounds if reached else budget, color=style.color(row.method), alpha=0.75 if reached else 0.25,
                     hatch=None if reached else "//", edgecolor=style.color(row.method), height=0.6)
             mine = dots[dots["method"] == row.method]
-            right = max(row.median_rounds if reached else budget, mine["round"].max() if len(mine) else 0)
-            ax.text(right + budget * 0.03, yi, f"{row.median_rounds:.0f}" if reached else f"not reached ({row.reached}/{row.runs})", va="center", fontsize=8)
+            ax.text(budget * 1.06, yi, f"median {row.median_rounds:g} ({row.reached}/{row.runs} reached)" if reached else f"not reached ({row.reached}/{row.runs})",
+                    va="center", fontsize=8)
             jitter = np.linspace(-0.18, 0.18, len(mine)) if len(mine) > 1 else np.zeros(len(mine))
             hit = mine["reached"].to_numpy(bool)
             ax.scatter(mine["round"][hit], yi + jitter[hit], color="black", s=12, zorder=3)
             ax.scatter(mine["round"][~hit], yi + jitter[~hit], facecolor="white", edgecolor="black", marker=">", s=22, zorder=3)
         ax.set_yticks(y, methods)
-        ax.set_xlim(0, budget * 1.4)
+        ax.set_xlim(0, budget * 1.45)
         ax.axvline(budget, color="#666666", linewidth=0.8, linestyle=":")
         ax.set_xlabel(f"rounds until {target_text(row.target_metric, row.target, analysis.settings)} (median over seeds; dotted: round budget)")
         ax.set_title(heading(study, setting), fontsize=10, pad=24)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from bench.stats.analysis import Analysis
 from bench.stats.collect import format_value, read_diagnostics, sort_key
@@ -77,7 +78,9 @@ def draw_layer_similarity(similarity: pd.DataFrame, share: pd.Series, title: str
     layers, rounds = similarity.shape
     fig, (ax, side, bar) = plt.subplots(1, 3, figsize=(min(5 + 0.16 * rounds, 15), min(2.2 + 0.17 * layers, 24)),
                                         gridspec_kw={"width_ratios": [24, 1.6, 0.8], "wspace": 0.08})
-    image = ax.imshow(similarity.to_numpy(), aspect="auto", cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+    first, last = similarity.columns.min(), similarity.columns.max()
+    image = ax.imshow(similarity.to_numpy(), aspect="auto", cmap="viridis", vmin=-1, vmax=1, interpolation="nearest",
+                      extent=(first - 0.5, last + 0.5, layers - 0.5, -0.5))
     ax.grid(False)
     step = max(1, layers // MAX_LAYER_LABELS)
     names = [("★ " if share.iloc[i] > 0 else "") + str(name) for i, name in enumerate(similarity.index)]
@@ -85,8 +88,7 @@ def draw_layer_similarity(similarity: pd.DataFrame, share: pd.Series, title: str
     for i, label in zip(range(0, layers, step), ax.get_yticklabels()):
         if share.iloc[i] > 0:
             label.set_fontweight("bold")
-    ticks = np.linspace(0, rounds - 1, min(rounds, 10)).round().astype(int)
-    ax.set_xticks(ticks, [str(similarity.columns[t]) for t in ticks])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     side.imshow(share.to_numpy()[:, None], aspect="auto", cmap="Oranges", vmin=0, vmax=1, interpolation="nearest")
     side.grid(False)

@@ -2,7 +2,7 @@
 
 Colours come from seaborn's colour-blind-safe palette, assigned in table order (the configured
 paper methods first), so a method has the same colour in every figure of a report and the paper's
-methods keep theirs across reports. Markers follow the same order; past ten methods colours repeat with another dash.
+methods keep theirs across reports. Markers follow the same order; past 19 methods colours repeat with another dash.
 """
 
 from __future__ import annotations
@@ -21,20 +21,25 @@ import seaborn as sns  # noqa: E402
 
 from bench.io import atomic_path  # noqa: E402
 
-# seaborn "colorblind", grey first (local-only is the floor every method should beat).
-PALETTE = ["#949494", "#0173b2", "#de8f05", "#029e73", "#cc78bc", "#ca9161", "#d55e00", "#56b4e9", "#fbafe4", "#ece133"]
+# seaborn "colorblind" with grey first (local-only is the floor every method should beat), then
+# Paul Tol's "muted" set, then the low-contrast yellow: 19 colours before any repeats.
+PALETTE = ["#949494", "#0173b2", "#de8f05", "#029e73", "#cc78bc", "#ca9161", "#d55e00", "#56b4e9", "#fbafe4",
+           "#332288", "#117733", "#882255", "#44aa99", "#999933", "#aa4499", "#cc6677", "#88ccee", "#ddcc77", "#ece133"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = ["-", "--", "-.", ":"]
 
 
 class MethodStyle:
-    """Colour, marker and dash of every method, fixed for the whole report."""
+    """Colour, marker and dash of every method, fixed for the whole report: a paper method by
+    its place in `paper_names` (the same in every report), any other method after them."""
 
-    def __init__(self, methods: list[str]):
-        self.methods = list(methods)
+    def __init__(self, results, paper_names: list[dict]):
+        methods = results.runs.drop_duplicates("method").set_index("method")["method_order"]
+        others = [m for m in results.methods if methods[m] >= len(paper_names)]
+        self.index = {m: int(methods[m]) if methods[m] < len(paper_names) else len(paper_names) + others.index(m) for m in results.methods}
 
     def _index(self, method: str) -> int:
-        return self.methods.index(method) if method in self.methods else len(self.methods)
+        return self.index.get(method, len(self.index))
 
     def color(self, method: str) -> str:
         return PALETTE[self._index(method) % len(PALETTE)]
