@@ -55,6 +55,12 @@ def fmt_p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_text(p) -> str:
+    """'p = 0.050' or 'p < 0.001', for sentences."""
+    shown = fmt_p(p)
+    return f"p {shown[0]} {shown[1:]}" if shown.startswith("<") else f"p = {shown}"
+
+
 @dataclass
 class Section:
     heading: str | None

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.stats.analysis import Analysis
 from bench.stats.collect import format_value, sort_key
-from bench.stats.render import Table, fmt, fmt_ci, fmt_p
+from bench.stats.render import Table, fmt, fmt_ci, fmt_p, p_text
 from bench.stats.sweeps import hparam_sweeps, setting_sweep
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,8 @@ def ranking_notes(analysis: Analysis) -> list[str]:
     notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
-        notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), p = {fmt_p(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
-                     f"p = {fmt_p(f['p_f'])}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
+        notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), {p_text(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
+                     f"{p_text(f['p_f'])}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
     return notes + ranking.notes
 
 

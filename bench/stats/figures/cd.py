@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from bench.stats.analysis import Analysis
 from bench.stats.figures.style import MethodStyle, save
 from bench.stats.ranking import cliques
+from bench.stats.render import p_text
 
 
 def cd_diagram(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
@@ -46,7 +47,7 @@ def cd_diagram(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pat
         ax.hlines(y, average[members[0]] - 0.03, average[members[-1]] + 0.03, color="black", linewidth=4, alpha=0.8)
     f = ranking.friedman
     blocks = "settings" if ranking.kind == "setting" else "setting x seed blocks"
-    ax.set_title(f"Average rank over {f['blocks']} {blocks} (1 = best). Friedman p = {f['p']:.3g}; "
+    ax.set_title(f"Average rank over {f['blocks']} {blocks} (1 = best). Friedman {p_text(f['p'])}; "
                  f"bars join methods within the Nemenyi CD (alpha = {f['alpha']:g})", fontsize=9)
     return save(fig, folder / "cd_diagram", analysis.settings)
 
