@@ -26,6 +26,9 @@ from bench.stats.significance import holm, wilcoxon
 from bench.stats.summaries import bootstrap_args
 
 
+AUTO_MIN_SETTINGS = 5
+
+
 @dataclass
 class Ranking:
     kind: str  # "setting" or "seed": what a block is
@@ -97,27 +100,29 @@ def block_scores(scored: pd.DataFrame, kind: str, metric: str, settings: dict) -
 def complete_design(scores: pd.DataFrame) -> pd.DataFrame:
     """The blocks x methods sub-table with every cell present that the Friedman test uses.
 
-    Methods are added best-covered first; a method joins unless it would leave fewer than
-    half the blocks (or fewer than 2) the better-covered methods share: a method missing one
-    failed run still gets ranked, a sweep variant run in one setting of ten does not shrink
-    the ranking of the others to that setting."""
+    Methods are added best-covered first; a method joins only if more than half the blocks
+    (and at least 2) stay complete: a method missing one failed run still gets ranked, a sweep
+    variant run in one setting of two does not shrink the ranking of the others to that
+    setting."""
     coverage = scores.notna().sum()
     thresholds = sorted(coverage.unique(), reverse=True)
     best = scores[coverage.index[coverage >= thresholds[0]]].dropna() if thresholds else scores
     for threshold in thresholds[1:]:
         design = scores[coverage.index[coverage >= threshold]].dropna()
-        if len(design) >= 2 and 2 * len(design) >= thresholds[0]:
+        if len(design) >= 2 and 2 * len(design) > thresholds[0]:
             best = design
     return best
 
 
 def choose_kind(scored: pd.DataFrame, metric: str, settings: dict) -> str:
-    """`ranking.blocks`, with auto = setting blocks when at least two complete ones exist."""
+    """`ranking.blocks`; auto = setting blocks from AUTO_MIN_SETTINGS complete settings on, else
+    setting x seed blocks (seeds are independent replicates: with two settings, six blocks of
+    three seeds say more than two blocks of means)."""
     kind = settings["ranking"]["blocks"]
     if kind != "auto":
         return kind
     design = complete_design(block_scores(scored, "setting", metric, settings))
-    return "setting" if design.shape[0] >= 2 and design.shape[1] >= 2 else "seed"
+    return "setting" if design.shape[0] >= AUTO_MIN_SETTINGS and design.shape[1] >= 2 else "seed"
 
 
 # ---- pairwise and leaderboard ---------------------------------------------------------------
