@@ -10,7 +10,7 @@ from bench.config import expand_path
 from bench.data.base import DATASETS, ImageDataset, register_dataset
 from bench.errors import UserError
 
-__all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config"]
+__all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config", "sites_path"]
 
 def import_loaders() -> None:
     """Import every module under bench/data/sources: adding a dataset is adding a file there."""
@@ -33,13 +33,23 @@ def resolve_data_config(section: dict) -> dict:
         if not section["root"]:
             raise UserError(f"config key 'data.root': dataset '{name}' needs the folder it was downloaded to; set data.root")
         root = Path(expand_path(section["root"]))
-        if not root.is_dir():
+        if not root.exists():
             raise UserError(
-                f"config key 'data.root': folder {root} for dataset '{name}' does not exist; "
+                f"config key 'data.root': {root} for dataset '{name}' does not exist; "
                 "point data.root (or FEDRANK_DATA_ROOT) at the downloaded dataset"
             )
         out["root"] = str(root)
+    if section["sites_file"] and not sites_path(section).is_file():
+        raise UserError(
+            f"config key 'data.sites_file': {sites_path(section)} does not exist; point it at the centre/split CSV "
+            "(e.g. FLamby's flamby_train_test_split.csv) or set it to null"
+        )
     return out
+
+
+def sites_path(section: dict) -> Path:
+    """The sites file with variables expanded (the config keeps it as written, so run ids travel)."""
+    return Path(expand_path(section["sites_file"]))
 
 
 def load_dataset(data_cfg: dict) -> ImageDataset:
