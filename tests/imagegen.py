@@ -10,7 +10,7 @@ from PIL import Image, ImageEnhance
 
 def smooth_image(rng: np.random.Generator, width: int = 48, height: int = 40) -> Image.Image:
     """A picture with structure at several scales (a perceptual hash is meaningful on it)."""
-    coarse = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    coarse = rng.integers(30, 190, (4, 5, 3), dtype=np.uint8)  # headroom: a brighter copy does not saturate
     base = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
     noise = rng.integers(-12, 13, base.shape)
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))

@@ -48,7 +48,7 @@ def test_merge_groups_joins_linked_groups_under_their_smallest_label_and_keeps_t
 
 def test_find_duplicates_modes():
     sources = SourceFiles(["x", "y", "x", "z"], hashes(0b0, 0b1, 0b0, 0xFFFF_0000))
-    assert find_duplicates(sources, "off", 8) is None
+    assert find_duplicates(sources, "none", 8) is None
     assert find_duplicates(sources, "exact", 8).tolist() == [0, -1, 0, -1]
     assert find_duplicates(sources, "near", 1).tolist() == [0, 0, 0, -1]
 

@@ -58,7 +58,7 @@ def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def find_duplicates(sources: SourceFiles, mode: str, distance: int) -> np.ndarray | None:
     """Cluster id per image (-1: no copy found), or None when duplicate detection is off."""
-    if mode == "off":
+    if mode == "none":
         return None
     pairs = exact_pairs(sources.digests)
     if mode == "near":
@@ -96,7 +96,7 @@ def merge_groups(groups: np.ndarray | None, clusters: np.ndarray | None) -> np.n
 def duplicate_note(clusters: np.ndarray | None, sources: SourceFiles, labels: np.ndarray, distance: int) -> str:
     """One line for the dataset notes: how many copies were found and grouped."""
     if clusters is None:
-        return "duplicates: not checked (data.duplicates=off)"
+        return "duplicates: not checked (data.duplicates=none)"
     in_cluster = clusters >= 0
     if not in_cluster.any():
         return "duplicates: none found"
