@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from bench.data import ImageDataset, load_dataset
+from bench.data.augment import make_augment
 from bench.data.partition import Partition, make_partition
 from bench.data.split import global_split
 from bench.engine.batches import TensorData
@@ -60,7 +61,7 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     pool, test = global_split(dataset, cfg["data"]["test_fraction"], cfg["data"]["split_seed"])
     partition = partition_dataset(dataset, pool, test, cfg)
     on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])
-    data = TensorData(dataset, device, on_device)
+    data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]))
 
     def make_model() -> torch.nn.Module:
         return build_model(cfg["model"], dataset.num_classes, dataset.channels, dataset.image_size).to(device)
