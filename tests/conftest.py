@@ -40,6 +40,12 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory) -> Path:
+    """One decode cache for every real-data test of a session: each dataset is decoded once."""
+    return tmp_path_factory.getbasetemp() / "real_cache"
+
+
 @pytest.fixture(autouse=True)
 def _single_thread():
     torch.set_num_threads(1)

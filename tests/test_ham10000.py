@@ -136,9 +136,8 @@ def test_a_changed_source_file_or_size_rebuilds_the_cache(tmp_path):
 
 # ---- the real dataset ---------------------------------------------------------------------------
 @pytest.fixture
-def real_ham(shared_data, tmp_path_factory):
-    cfg = resolve({"data": {"name": "ham10000", "root": str(shared_data / "ham10000_200x150"), "image_size": 32,
-                            "cache_dir": str(tmp_path_factory.getbasetemp() / "ham_cache")}})
+def real_ham(shared_data, real_cache):
+    cfg = resolve({"data": {"name": "ham10000", "root": str(shared_data / "ham10000_200x150"), "image_size": 32, "cache_dir": str(real_cache)}})
     return cfg
 
 

@@ -136,11 +136,6 @@ def test_a_split_file_that_disagrees_or_is_malformed_is_named(tmp_path):
 FLAMBY_SPLIT = "isic2019_labels/flamby_train_test_split.csv"
 
 
-@pytest.fixture(scope="module")
-def real_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("isic_cache")
-
-
 def real_config(shared_data, cache, **extra) -> dict:
     return {"name": "isic2019", "root": str(shared_data / "isic2019_subset"), "image_size": 16, "cache_dir": str(cache), **extra}
 
