@@ -2,7 +2,7 @@
 
 Two layers, both under `data.cache_dir`:
 
-* the **source index** (`sources/<dataset>-<folder hash>.json`) remembers each source file's
+* the **source index** (`sources/<dataset>-<folders hash>.json`) remembers each source file's
   SHA-256 (and perceptual hashes) by name, size and modification time, so the checksums are
   computed once and recomputed only for files that changed;
 * the **pixel cache** (`<dataset>-<size>px-<key>.npy` + `.json` manifest) is keyed by the
@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.data.preprocess import decode_image, fingerprint_file
-from bench.io import atomic_path, write_json
+from bench.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +87,27 @@ def _fingerprint_chunk(args: list[tuple[str, bool]]) -> list[tuple[str, list[int
 
 def source_files(cache_dir: str | os.PathLike, dataset: str, paths: Sequence[Path], perceptual: bool) -> SourceFiles:
     """Checksums (and perceptual hashes if asked) of `paths`, recomputing only changed files."""
-    paths = [Path(p).resolve() for p in paths]
-    folder = os.path.commonpath(paths) if paths else "."
-    index_path = Path(cache_dir) / "sources" / f"{dataset}-{hashlib.sha256(folder.encode()).hexdigest()[:12]}.json"
+    paths = [os.path.abspath(p) for p in paths]
+    folders = sorted({os.path.dirname(p) for p in paths})
+    index_path = Path(cache_dir) / "sources" / f"{dataset}-{hashlib.sha256(json.dumps(folders).encode()).hexdigest()[:12]}.json"
     known = _read_index(index_path)
     entries, todo = {}, []
     for path in paths:
-        stat = path.stat()
+        stat = os.stat(path)
         stamp = [stat.st_size, stat.st_mtime_ns]
-        entry = known.get(str(path))
+        entry = known.get(path)
         if entry and entry["stamp"] == stamp and (entry["phash"] is not None or not perceptual):
-            entries[str(path)] = entry
+            entries[path] = entry
         else:
-            entries[str(path)] = {"stamp": stamp}
-            todo.append(str(path))
+            entries[path] = {"stamp": stamp}
+            todo.append(path)
     if todo:
         log.info("%s: checksumming %d source file(s)", dataset, len(todo))
         results = parallel_chunks(_fingerprint_chunk, [(p, perceptual) for p in todo], f"{dataset} checksums")
         for path, (digest, hashes) in zip(todo, results):
             entries[path].update(sha256=digest, phash=hashes)
-        write_json(index_path, {"format": CACHE_FORMAT, "folder": folder, "files": entries})
-    ordered = [entries[str(p)] for p in paths]
+        write_text(index_path, json.dumps({"format": CACHE_FORMAT, "folders": folders, "files": entries}, separators=(",", ":")))
+    ordered = [entries[p] for p in paths]
     phashes = np.array([e["phash"] for e in ordered], dtype=np.uint64).reshape(-1, 8) if perceptual else None
     return SourceFiles([e["sha256"] for e in ordered], phashes)
 

@@ -4,6 +4,7 @@ through the cache, and grouping duplicates. Each failure is one line naming the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +20,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SHOWN = 5  # ids named in an error about many rows
 
 
+def has_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return has_image_name(path.name) and path.is_file()
 
 
 def index_images(folder: Path, what: str) -> dict[str, Path]:
@@ -28,10 +33,14 @@ def index_images(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise UserError(f"image folder {folder} not found; data.root must hold the {what} images in their distribution layout")
     found: dict[str, Path] = {}
-    for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-        for path in sorted(sub.iterdir()):
-            if is_image_file(path):
-                found.setdefault(path.stem, path)
+    with os.scandir(folder) as entries:  # scandir knows file types without a stat per file
+        listing = sorted(entries, key=lambda e: e.name)
+    subfolders = [e.path for e in listing if e.is_dir()]
+    for sub in [str(folder), *subfolders]:
+        with os.scandir(sub) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if has_image_name(entry.name) and entry.is_file():
+                    found.setdefault(os.path.splitext(entry.name)[0], Path(entry.path))
     return found
 
 
