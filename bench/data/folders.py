@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, register_dataset
+from bench.data.base import ImageDataset, register_dataset
 from bench.data.readers import decode_grouped, is_image_file
 from bench.errors import UserError
 
@@ -131,15 +131,4 @@ def register_folder_dataset(name: str, classes: list[str], summary: str, case_of
         notes = decoded.notes + origin_note(listing, decoded.groups)
         if listing.skipped:
             notes.append(f"skipped {len(listing.skipped)} non-image file(s) (first: {', '.join(listing.skipped[:5])})")
-        return ImageDataset(
-            name=name,
-            images=decoded.images,
-            labels=labels,
-            classes=list(classes),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            groups=decoded.groups,
-            ids=np.array(listing.ids, dtype=object),
-            duplicates=decoded.duplicates,
-            notes=notes,
-        )
+        return decoded.dataset(name, labels, classes, np.array(listing.ids, dtype=object), notes)

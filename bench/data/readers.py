@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, ImageDataset
 from bench.data.cache import cached_decode, source_files
 from bench.data.duplicates import duplicate_note, find_duplicates, merge_groups
 from bench.errors import UserError
@@ -92,6 +93,11 @@ class Decoded:
     groups: np.ndarray | None
     duplicates: np.ndarray | None
     notes: list[str] = field(default_factory=list)
+
+    def dataset(self, name: str, labels: np.ndarray, classes: list[str], ids: np.ndarray, notes: list[str], **extra) -> ImageDataset:
+        """The ImageDataset of these RGB photographs (ImageNet normalisation, for pretrained models)."""
+        return ImageDataset(name=name, images=self.images, labels=labels, classes=list(classes), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                            groups=self.groups, ids=ids, duplicates=self.duplicates, notes=notes, **extra)
 
 
 def decode_grouped(cfg: dict, dataset: str, paths: Sequence[Path], labels: np.ndarray, groups: np.ndarray | None, default_duplicates: str) -> Decoded:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data import sites_path
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, register_dataset
+from bench.data.base import ImageDataset, register_dataset
 from bench.data.readers import decode_grouped, index_images, listed_images, read_csv, site_codes, strip_extension
 from bench.errors import UserError
 
@@ -66,17 +66,4 @@ def load(cfg: dict) -> ImageDataset:
     lesions = meta["lesion_id"].where(meta["lesion_id"] != "", meta["image_id"]).to_numpy()
     sites, site_names, site_notes = read_centres(cfg, root, meta["image_id"])
     decoded = decode_grouped(cfg, "ham10000", paths, labels, lesions, default_duplicates="exact")
-    return ImageDataset(
-        name="ham10000",
-        images=decoded.images,
-        labels=labels,
-        classes=list(CLASSES),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        groups=decoded.groups,
-        ids=meta["image_id"].to_numpy(),
-        sites=sites,
-        site_names=site_names,
-        duplicates=decoded.duplicates,
-        notes=decoded.notes + site_notes,
-    )
+    return decoded.dataset("ham10000", labels, CLASSES, meta["image_id"].to_numpy(), decoded.notes + site_notes, sites=sites, site_names=site_names)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data import sites_path
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, register_dataset
+from bench.data.base import ImageDataset, register_dataset
 from bench.data.readers import SHOWN, decode_grouped, index_images, listed_images, read_csv, site_codes, strip_extension
 from bench.errors import UserError
 
@@ -131,18 +131,5 @@ def load(cfg: dict) -> ImageDataset:
         test_mask = (table["fold"] == "test").to_numpy()
         notes.append(f"official split: FLamby's test fold ({int(test_mask.sum())} images); it puts "
                      f"{straddling_lesions(decoded.groups, test_mask)} lesion group(s) in both folds (data.official_split=false avoids that)")
-    return ImageDataset(
-        name="isic2019",
-        images=decoded.images,
-        labels=labels,
-        classes=list(CLASSES),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        groups=decoded.groups,
-        ids=table["image"].to_numpy(),
-        test_mask=test_mask,
-        sites=sites,
-        site_names=site_names,
-        duplicates=decoded.duplicates,
-        notes=notes + group_notes + decoded.notes,
-    )
+    return decoded.dataset("isic2019", labels, CLASSES, table["image"].to_numpy(), notes + group_notes + decoded.notes,
+                           test_mask=test_mask, sites=sites, site_names=site_names)
