@@ -10,7 +10,9 @@ from bench.config import resolve
 from bench.data import load_dataset
 from bench.data.sources import modd, msid, msld
 from bench.data.split import global_split
+from bench.engine.run import execute
 from bench.errors import UserError
+from conftest import tiny_config
 from imagegen import augmented_copies, save, smooth_image
 
 
@@ -138,3 +140,12 @@ def test_real_msld_counts_and_patient_grouped_split(shared_data, tmp_path):
     assert sorted(copies) == ["Others/34_1.jpg", "Others/82_1.jpg"]  # the one byte-identical pair in MSLD v1
     train, test = global_split(ds, 0.2, seed=0)
     assert not set(ds.groups[train]) & set(ds.groups[test])
+
+
+@pytest.mark.shared_data
+def test_short_federated_run_on_real_msld(shared_data, tmp_path):
+    data = data_config("msld", shared_data / "monkeypox_msld_v1", tmp_path, image_size=16)
+    cfg = tiny_config(data=data, partition__clients=2, train__rounds=1, augment__hflip=0.5, augment__rotation=10)
+    record = execute(cfg, tmp_path / "run", show_progress=False)
+    assert record["status"] == "completed" and record["data"]["classes"] == ["Monkey Pox", "Others"]
+    assert record["data"]["train_pool"] + record["data"]["global_test"] == 228

@@ -89,7 +89,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
               fedrank data describe msld --root ../shared/data/monkeypox_msld_v1
               fedrank data describe ham10000 --root ../shared/data/ham10000_200x150 --partition natural
               fedrank data describe isic2019 --root ../shared/data/isic2019_subset --partition natural \\
-                  --set data.sites_file=../shared/data/isic2019_labels/flamby_train_test_split.csv
+                  --set data.sites_file=../shared/data/isic2019_labels/flamby_train_test_split.csv \\
+                  --set partition.min_samples=1     # show even a centre too small to train on
               fedrank data describe ham10000 --root ... --partition dirichlet --set partition.beta=0.1 --set partition.clients=10"""),
     )
     add_common(describe)
