@@ -66,4 +66,8 @@ def test_augmented_copies_of_generated_images_are_found(tmp_path):
     assert (clusters[2:8] == -1).all()  # unrelated images stay alone
     assert find_duplicates(sources, "exact", 8).tolist() == [-1, 0] + [-1] * 9 + [0]
     labels = np.zeros(len(paths), dtype=int)
-    assert duplicate_note(clusters, sources, labels, 8).startswith("duplicates: 6 images in 2 clusters of copies (1 exact")
+    note = duplicate_note(clusters, sources, labels, "near", 8)
+    assert note.startswith("duplicates: 6 images in 2 clusters of copies (byte-identical files or perceptual hashes within 8 bits; 1 exact")
+    labels[9] = 1
+    assert "1 cluster(s) mix classes" in duplicate_note(clusters, sources, labels, "near", 8)
+    assert duplicate_note(np.full(len(paths), -1), sources, labels, "exact", 8) == "duplicates: none found (byte-identical files)"

@@ -93,20 +93,19 @@ def merge_groups(groups: np.ndarray | None, clusters: np.ndarray | None) -> np.n
     return np.array([smallest[c] for c in component], dtype=object)[node]
 
 
-def duplicate_note(clusters: np.ndarray | None, sources: SourceFiles, labels: np.ndarray, distance: int) -> str:
+def duplicate_note(clusters: np.ndarray | None, sources: SourceFiles, labels: np.ndarray, mode: str, distance: int) -> str:
     """One line for the dataset notes: how many copies were found and grouped."""
     if clusters is None:
         return "duplicates: not checked (data.duplicates=none)"
+    how = "byte-identical files" if mode == "exact" else f"byte-identical files or perceptual hashes within {distance} bits"
     in_cluster = clusters >= 0
     if not in_cluster.any():
-        return "duplicates: none found"
-    exact = len(exact_pairs(sources.digests))
+        return f"duplicates: none found ({how})"
     sizes = np.bincount(clusters[in_cluster])
     mixed = sum(len(np.unique(labels[clusters == c])) > 1 for c in range(len(sizes)))
     text = (
-        f"duplicates: {int(in_cluster.sum())} images in {len(sizes)} clusters of copies "
-        f"({exact} exact byte-identical copies; near copies within {distance} bits of the perceptual hash), "
-        f"largest cluster {int(sizes.max())} images; clusters merged into the split groups"
+        f"duplicates: {int(in_cluster.sum())} images in {len(sizes)} clusters of copies ({how}; "
+        f"{len(exact_pairs(sources.digests))} exact copies), largest cluster {int(sizes.max())} images; clusters merged into the split groups"
     )
     if mixed:
         text += f"; {mixed} cluster(s) mix classes (the same image under different labels): check those labels"

@@ -112,6 +112,6 @@ def decode_grouped(cfg: dict, dataset: str, paths: Sequence[Path], labels: np.nd
     clusters = find_duplicates(sources, mode, cfg["duplicate_distance"])
     notes = [
         f"source files: {len(paths)}, SHA-256 of their checksums {sources.digest[:16]}",
-        duplicate_note(clusters, sources, labels, cfg["duplicate_distance"]),
+        duplicate_note(clusters, sources, labels, mode, cfg["duplicate_distance"]),
     ]
     return Decoded(images, merge_groups(groups, clusters), clusters, notes)
