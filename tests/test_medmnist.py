@@ -64,8 +64,11 @@ def test_bad_files_are_named(tmp_path):
     np.savez(tmp_path / "partial.npz", train_images=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(UserError, match=r"missing array\(s\) \['train_labels', 'val_images'"):
         load_dataset(data_config(tmp_path / "partial.npz", tmp_path))
-    with pytest.raises(UserError, match="is not a MedMNIST .npz file"):
-        load_dataset(data_config(tmp_path, tmp_path))
+    with pytest.raises(UserError, match="config key 'data.root': file .* does not exist"):
+        data_config(tmp_path, tmp_path)  # a folder: MedMNIST's root is the .npz file
+    (tmp_path / "labels.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="labels.csv is not a MedMNIST .npz file"):
+        load_dataset(data_config(tmp_path / "labels.csv", tmp_path))
     path, _ = make_npz(tmp_path / "breastmnist.npz", classes=3)  # BreastMNIST has 2 classes
     with pytest.raises(UserError, match="label 2 outside the 2 classes of breastmnist"):
         load_dataset(data_config(path, tmp_path))

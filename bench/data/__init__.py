@@ -6,11 +6,12 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from bench.config import expand_path
+from bench.config import existing_path, expand_path
 from bench.data.base import DATASETS, ImageDataset, register_dataset
 from bench.errors import UserError
 
 __all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config", "sites_path"]
+
 
 def import_loaders() -> None:
     """Import every module under bench/data/sources: adding a dataset is adding a file there."""
@@ -21,7 +22,7 @@ def import_loaders() -> None:
 
 
 def resolve_data_config(section: dict) -> dict:
-    """Check the dataset name and its root folder; fill the dataset's default image size."""
+    """Check the dataset name, its root and sites file; fill the dataset's default image size."""
     import_loaders()
     name = section["name"]
     if name not in DATASETS:
@@ -32,18 +33,9 @@ def resolve_data_config(section: dict) -> dict:
     if spec.needs_root:
         if not section["root"]:
             raise UserError(f"config key 'data.root': dataset '{name}' needs the folder it was downloaded to; set data.root")
-        root = Path(expand_path(section["root"]))
-        if not root.exists():
-            raise UserError(
-                f"config key 'data.root': {root} for dataset '{name}' does not exist; "
-                "point data.root (or FEDRANK_DATA_ROOT) at the downloaded dataset"
-            )
-        out["root"] = str(root)
-    if section["sites_file"] and not sites_path(section).is_file():
-        raise UserError(
-            f"config key 'data.sites_file': {sites_path(section)} does not exist; point it at the centre/split CSV "
-            "(e.g. FLamby's flamby_train_test_split.csv) or set it to null"
-        )
+        out["root"] = existing_path(section["root"], "data.root", spec.root_kind, f"point data.root (or FEDRANK_DATA_ROOT) at the downloaded {name} dataset")
+    if section["sites_file"]:  # checked, but kept as written so the run id travels between machines
+        existing_path(section["sites_file"], "data.sites_file", "file", "point it at the centre/split CSV (e.g. FLamby's flamby_train_test_split.csv) or set it to null")
     return out
 
 

@@ -74,16 +74,17 @@ class DatasetSpec:
     default_size: int | None  # None: the source's native size
     needs_root: bool
     summary: str
+    root_kind: str = "folder"  # what data.root names: a folder, or a file (medmnist's .npz)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, *, default_size: int | None, needs_root: bool, summary: str):
+def register_dataset(name: str, *, default_size: int | None, needs_root: bool, summary: str, root_kind: str = "folder"):
     """Decorator: make a loader `load(data_config) -> ImageDataset` available as `data.name`."""
 
     def wrap(load: Callable[[dict], ImageDataset]) -> Callable[[dict], ImageDataset]:
-        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary)
+        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary, root_kind)
         return load
 
     return wrap

@@ -48,7 +48,7 @@ def subset_name(path: Path) -> str:
 
 
 def open_npz(path: Path) -> np.lib.npyio.NpzFile:
-    if path.suffix != ".npz" or not path.is_file():
+    if path.suffix != ".npz":
         raise UserError(f"config key 'data.root': {path} is not a MedMNIST .npz file; point data.root at one, e.g. .../dermamnist_224.npz")
     try:
         npz = np.load(path)
@@ -86,7 +86,8 @@ def build_images(npz: np.lib.npyio.NpzFile, size: int | None, color_constancy: f
     return images
 
 
-@register_dataset("medmnist", default_size=None, needs_root=True, summary="MedMNIST 2D subsets from a local .npz (data.root), official split, native size")
+@register_dataset("medmnist", default_size=None, needs_root=True, root_kind="file",
+                  summary="MedMNIST 2D subsets from a local .npz (data.root), official split, native size")
 def load(cfg: dict) -> ImageDataset:
     path = Path(cfg["root"])
     npz = open_npz(path)
