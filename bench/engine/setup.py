@@ -54,6 +54,7 @@ class Experiment:
     dataset: ImageDataset
     partition: Partition
     test_index: torch.Tensor
+    pool_size: int  # images left for the clients by the global split
 
 
 def build_experiment(cfg: dict, device: torch.device) -> Experiment:
@@ -86,4 +87,5 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
         classifier_layers=layout.layers_where(lambda key: key.startswith("head.")),
         make_model=make_model,
     )
-    return Experiment(fed, make_method(cfg["method"]), dataset, partition, torch.as_tensor(np.asarray(test), device=index_device))
+    test_index = torch.as_tensor(np.asarray(test), device=index_device)
+    return Experiment(fed, make_method(cfg["method"]), dataset, partition, test_index, len(pool))
