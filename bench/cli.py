@@ -12,13 +12,14 @@ import sys
 
 from bench.errors import UserError
 
-SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.report")
+SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.data", "bench.commands.report")
 
 EPILOG = """\
 examples:
   fedrank run --config configs/default.yaml --set method=fedlsc --set method.tau=0.5
   fedrank run --config configs/ham10000_cpu.yaml --set seed=2 --out results/runs/mine
   fedrank methods                 # every method with its hyper-parameters and defaults
+  fedrank data describe msld --root ../shared/data/monkeypox_msld_v1    # a data card
   fedrank report --runs results/runs --out reports
 """
 
