@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from bench.config import NON_SEMANTIC, NON_SEMANTIC_DATA_KEYS
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ RUN_FIELDS = {
     "environment.device": "device",
 }
 REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
-# Config fields that never define a setting: the treatment, the replicate, and how a run ran.
-NOT_SETTING = ("seed", "method.", "runtime.", "data.root", "data.cache_dir", "data.on_device")
+# Config fields that never define a setting: the treatment, the replicate, and what does not
+# change results (the fields the run id ignores: how a run ran, where the data lives).
+NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), *(f"data.{key}" for key in NON_SEMANTIC_DATA_KEYS))
 SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
 METRIC_COLUMNS = ["round", "scope", "metric", "value"]
 
@@ -122,7 +124,7 @@ def run_row(path: Path, record: dict) -> dict:
     """One runs-table row: run fields, the flattened config, what figures need from the record."""
     flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment")})
     row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
-    row.update({k: v for k, v in flatten(record["config"]).items() if not k.startswith("runtime.")})
+    row.update({k: v for k, v in flatten(record["config"]).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))})
     data = record.get("data", {})
     row.update(folder=str(path.parent), method_config=json.dumps(record["config"]["method"], sort_keys=True),
                classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])])
