@@ -47,6 +47,7 @@ REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
 # change results (the fields the run id ignores: how a run ran, where the data lives).
 NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), *(f"data.{key}" for key in NON_SEMANTIC_DATA_KEYS))
 SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
+ABSENT_KEYS = "absent_config_keys"
 METRIC_COLUMNS = ["round", "scope", "metric", "value"]
 
 
@@ -124,9 +125,10 @@ def run_row(path: Path, record: dict) -> dict:
     """One runs-table row: run fields, the flattened config, what figures need from the record."""
     flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment")})
     row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
-    row.update({k: v for k, v in flatten(record["config"]).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))})
+    config = {k: v for k, v in flatten(record["config"]).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))}
+    row.update(config)
     data = record.get("data", {})
-    row.update(folder=str(path.parent), method_config=json.dumps(record["config"]["method"], sort_keys=True),
+    row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(record["config"]["method"], sort_keys=True),
                classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])])
     return row
 
@@ -261,12 +263,22 @@ def name_treatments(runs: pd.DataFrame, paper_names: list[dict]) -> pd.DataFrame
 
 # ---- settings -------------------------------------------------------------------------------
 def setting_columns(runs: pd.DataFrame) -> list[str]:
-    """Config fields that vary between runs and are not the method, seed or runtime; the dataset
-    always (every table says which dataset it is about)."""
+    """Config fields that take different values in runs that have them, other than the method,
+    seed and runtime; the dataset always (every table says which dataset it is about); and
+    ABSENT_KEYS when runs of an older (or newer) config schema lack some fields."""
     candidates = [c for c in runs.columns if "." in c and not c.startswith(NOT_SETTING)]
-    varying = [c for c in candidates if c == "data.name" or runs[c].astype(str).nunique() > 1]
+    has = {c: runs["config_keys"].map(lambda keys, c=c: c in keys).to_numpy(bool) for c in candidates}
+    varying = [c for c in candidates if c == "data.name" or runs.loc[has[c], c].astype(str).nunique(dropna=False) > 1]
     first = [c for c in SETTING_ORDER if c in varying]
-    return first + sorted(set(varying) - set(first))
+    return first + sorted(set(varying) - set(first)) + ([ABSENT_KEYS] if runs[ABSENT_KEYS].nunique() > 1 else [])
+
+
+def mark_absent_keys(runs: pd.DataFrame) -> pd.DataFrame:
+    """ABSENT_KEYS: the setting-defining config fields other runs have and this one lacks (a
+    run made before a field existed is not silently paired with runs made after)."""
+    every = frozenset().union(*runs["config_keys"])
+    relevant = {k for k in every if not k.startswith(NOT_SETTING)}
+    return runs.assign(**{ABSENT_KEYS: [", ".join(sorted(relevant - keys)) for keys in runs["config_keys"]]})
 
 
 def short_names(columns: list[str]) -> dict[str, str]:
@@ -282,6 +294,16 @@ def sort_key(value) -> tuple:
     return (1, 0.0, str(value))
 
 
+def setting_part(column: str, value, names: dict[str, str]) -> str:
+    """How one setting field reads in a setting's name."""
+    if column == "data.name":
+        return str(value)
+    if column == ABSENT_KEYS:
+        keys = value.split(", ") if value else []
+        return f"config without {', '.join(keys[:2])}{f' (+{len(keys) - 2} more)' if len(keys) > 2 else ''}" if keys else ""
+    return f"{names[column]}={format_value(value)}"
+
+
 def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
     """Add `setting` (readable, without the study), `block` (the same: a run shared by two
     studies is one block) and `setting_order` (studies in manifest order, then settings by
@@ -290,8 +312,7 @@ def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]
     combos = runs[["study", *columns]].astype(object).drop_duplicates()
     combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
     combos = combos.sort_values("_key").drop(columns="_key")
-    combos["setting"] = [", ".join(str(v) if c == "data.name" else f"{names[c]}={format_value(v)}" for c, v in zip(columns, row))
-                         for row in combos[columns].itertuples(index=False)]
+    combos["setting"] = [", ".join(setting_part(c, v, names) for c, v in zip(columns, row) if setting_part(c, v, names)) for row in combos[columns].itertuples(index=False)]
     combos["setting_order"] = np.arange(len(combos))
     keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
     return keyed.assign(block=keyed["setting"])
@@ -318,7 +339,7 @@ def load_results(source: Path | list[Path], settings: dict, studies: Path | None
         log.warning(note)
     if runs.empty:
         raise UserError(f"no run of the results is in a study of {studies}; check that its run_id column names runs in {source}")
-    runs = name_treatments(runs, settings["paper_names"])
+    runs = mark_absent_keys(name_treatments(runs, settings["paper_names"]))
     columns = setting_columns(runs)
     study_order = list(dict.fromkeys((manifest if manifest is not None else runs)["study"]))
     runs = describe_settings(runs, columns, study_order).sort_values(["setting_order", "method_order", "method", "seed"], ignore_index=True)

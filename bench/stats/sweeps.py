@@ -12,7 +12,7 @@ import json
 
 import pandas as pd
 
-from bench.stats.collect import Results, format_value
+from bench.stats.collect import Results, format_value, setting_part, short_names
 
 
 def setting_table(results: Results) -> pd.DataFrame:
@@ -28,7 +28,8 @@ def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str
         return pd.DataFrame()
     settings = setting_table(results)
     others = [c for c in results.setting_columns if c != key]
-    settings["context"] = [context_text(row, others) for _, row in settings.iterrows()]
+    names = short_names(results.setting_columns)
+    settings["context"] = [context_text(row, others, names) for _, row in settings.iterrows()]
     settings = settings[settings.groupby("context")[key].transform("nunique") > 1]
     if settings.empty:
         return pd.DataFrame()
@@ -36,9 +37,9 @@ def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str
     return settings.merge(rows, on=["study", "setting", "setting_order"]).rename(columns={key: "value"}).assign(key=key)
 
 
-def context_text(row: pd.Series, columns: list[str]) -> str:
-    """'study all: ham10000, clients=3' for the fields a sweep keeps fixed."""
-    fixed = ", ".join(str(row[c]) if c == "data.name" else f"{c.rsplit('.', 1)[-1]}={format_value(row[c])}" for c in columns)
+def context_text(row: pd.Series, columns: list[str], names: dict[str, str]) -> str:
+    """'main: ham10000, clients=3' for the fields a sweep keeps fixed."""
+    fixed = ", ".join(part for part in (setting_part(c, row[c], names) for c in columns) if part)
     return f"{row['study']}: {fixed}" if row["study"] != "all" else fixed
 
 
