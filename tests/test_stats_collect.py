@@ -158,3 +158,12 @@ def test_runs_of_an_older_config_schema_are_not_paired_with_newer_ones(tmp_path)
     results = load_results(tmp_path, SETTINGS, progress=False)
     assert results.setting_columns == ["data.name", "absent_config_keys"]
     assert sorted(results.runs["setting"].unique()) == ["digits", "digits, config without partition.min_samples"]
+
+
+def test_a_corrupt_metrics_file_is_reported_and_its_run_kept(tmp_path):
+    paths = write_study(tmp_path, {"method": ["fedavg"], "seed": [0, 1, 2], "train.rounds": [3]})
+    (paths[1].parent / "metrics.parquet").write_bytes(b"PAR1 not really parquet")
+    (paths[2].parent / "diagnostics.parquet").write_text("garbage")
+    results = load_results(tmp_path, SETTINGS, progress=False)
+    assert len(results.runs) == 3 and set(results.metrics["run_id"]) == {paths[0].parent.name, paths[2].parent.name}
+    assert any(paths[1].parent.name in p and "metrics.parquet: unreadable" in p for p in results.problems)

@@ -147,32 +147,46 @@ def read_runs(paths: list[Path], progress: bool) -> tuple[pd.DataFrame, list[str
     return pd.DataFrame(rows), problems
 
 
-def read_metrics(folders: list[str]) -> pd.DataFrame:
-    """Evaluation rows (client mean or global model, plus communication) of every run, in one
-    multi-threaded scan; `run` is the index of the run's folder in `folders`."""
+def scan_files(files: list[str], kind: str, columns: list[str], condition) -> tuple[list[tuple[str, object]], list[str]]:
+    """(path, record batch) of the rows of every file that match `condition`, in one
+    multi-threaded scan; a file Arrow cannot read (corrupt, foreign) is reported and skipped."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    files = [str(Path(f) / "metrics.parquet") for f in folders]
+    def scan(paths: list[str]) -> list[tuple[str, object]]:
+        dataset = ds.dataset(paths, format="parquet", schema=run_file_schema(kind))
+        return [(t.fragment.path, t.record_batch) for t in dataset.scanner(columns=columns, filter=condition).scan_batches() if t.record_batch.num_rows]
+
     present = [f for f in files if Path(f).is_file()]
-    if not present:
-        return pd.DataFrame({"run": pd.Series(dtype="int32"), **{c: pd.Series(dtype="float64" if c == "value" else "object") for c in METRIC_COLUMNS}})
-    position = {f: i for i, f in enumerate(files)}
-    scanner = ds.dataset(present, format="parquet", schema=run_file_schema("metrics")).scanner(
-        columns=METRIC_COLUMNS, filter=ds.field("client").is_null() & (ds.field("scope") != "train"))
-    batches, owners = [], []
-    for tagged in scanner.scan_batches():
-        batches.append(tagged.record_batch)
-        owners.append(np.full(tagged.record_batch.num_rows, position[tagged.fragment.path], dtype=np.int32))
-    table = pa.Table.from_batches(batches, schema=scanner.projected_schema)
+    try:
+        return scan(present), []
+    except (pa.ArrowException, OSError):  # find the culprits one by one
+        found, problems = [], []
+        for path in present:
+            try:
+                found += scan([path])
+            except (pa.ArrowException, OSError) as exc:
+                problems.append(f"{path}: unreadable ({exc.__class__.__name__}: corrupt or not a fedrank file); its run has no {kind}")
+        return found, problems
+
+
+def read_metrics(folders: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluation rows (client mean or global model, plus communication) of every run, and the
+    files that could not be read; `run` is the index of the run's folder in `folders`."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    position = {str(Path(f) / "metrics.parquet"): i for i, f in enumerate(folders)}
+    found, problems = scan_files(list(position), "metrics", METRIC_COLUMNS, ds.field("client").is_null() & (ds.field("scope") != "train"))
+    table = pa.Table.from_batches([batch for _, batch in found], schema=pa.schema([run_file_schema("metrics").field(c) for c in METRIC_COLUMNS]))
     frame = pd.DataFrame({
-        "run": np.concatenate(owners) if owners else np.array([], dtype=np.int32),
+        "run": np.concatenate([np.full(batch.num_rows, position[path], dtype=np.int32) for path, batch in found]) if found else np.array([], dtype=np.int32),
         "round": table["round"].to_numpy().astype(np.int32),
         "scope": table["scope"].dictionary_encode().to_pandas(),
         "metric": table["metric"].dictionary_encode().to_pandas(),
         "value": table["value"].to_numpy(),
     })
-    return frame
+    return frame, problems
 
 
 # ---- studies --------------------------------------------------------------------------------
@@ -327,8 +341,8 @@ def load_results(source: Path | list[Path], settings: dict, studies: Path | None
     with ThreadPoolExecutor(1) as pool:
         scan = pool.submit(read_metrics, folders)
         runs, unreadable = read_runs(paths, progress)
-        metrics = scan.result()
-    problems += unreadable
+        metrics, broken = scan.result()
+    problems += unreadable + broken
     for problem in problems:
         log.warning(problem)
     if runs.empty:
@@ -364,14 +378,13 @@ def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:
     import pyarrow.dataset as ds
 
     folders = results.runs.drop_duplicates("run_id").set_index("folder")["run_id"]
-    files = {str(Path(f) / "diagnostics.parquet"): run for f, run in folders.items() if (Path(f) / "diagnostics.parquet").is_file()}
+    files = {str(Path(f) / "diagnostics.parquet"): run for f, run in folders.items()}
     columns = ["round", "name", "layer", "value"]
-    if not files:
+    found, problems = scan_files(list(files), "diagnostics", columns, ds.field("name").isin(list(names)) & ds.field("client").is_null())
+    for problem in problems:
+        log.warning(problem)
+    if not found:
         return pd.DataFrame(columns=["run_id", *columns])
-    scanner = ds.dataset(list(files), format="parquet", schema=run_file_schema("diagnostics")).scanner(columns=columns, filter=ds.field("name").isin(list(names)) & ds.field("client").is_null())
-    frames = [tagged.record_batch.to_pandas().assign(run_id=files[tagged.fragment.path]) for tagged in scanner.scan_batches() if tagged.record_batch.num_rows]
-    if not frames:
-        return pd.DataFrame(columns=["run_id", *columns])
-    out = pd.concat(frames, ignore_index=True)
+    out = pd.concat([batch.to_pandas().assign(run_id=files[path]) for path, batch in found], ignore_index=True)
     out["layer"] = pd.Categorical(out["layer"], categories=out["layer"].drop_duplicates())
     return out
