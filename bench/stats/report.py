@@ -102,10 +102,24 @@ def front_page(analysis: Analysis, summary: Table, written: dict[str, list[Path]
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines.append(markdown(leaderboard_table(analysis)[0]) if not analysis.ranking.leaderboard.empty else "")
     lines.append(markdown(summary).replace("## Global-model comparison", "## Results per setting", 1))
-    files = sorted(p.relative_to(out).as_posix() for part in ("tables", "figures") for p in written.get(part, []) if p.suffix in (".md", ".png"))
+    files = sorted(p.relative_to(out) for part in ("tables", "figures") for p in written.get(part, []) if p.suffix in (".md", ".png"))
     if files:
-        lines += ["## Tables and figures", "", *[f"- [{f}]({f})" for f in files], ""]
+        lines += ["## Tables and figures", "", *file_links(files), ""]
     return "\n".join(lines)
+
+
+def file_links(files: list[Path], most: int = 8) -> list[str]:
+    """Markdown links to each file; a folder of more than `most` files is one link with a count."""
+    folders: dict[str, list[Path]] = {}
+    for path in files:
+        folders.setdefault(path.parent.as_posix(), []).append(path)
+    links = []
+    for folder, paths in folders.items():
+        if len(paths) > most and folder not in (".", "tables", "figures"):
+            links.append(f"- [{folder}/]({folder}/) ({len(paths)} files, e.g. [{paths[0].name}]({paths[0].as_posix()}))")
+        else:
+            links += [f"- [{p.as_posix()}]({p.as_posix()})" for p in paths]
+    return links
 
 
 # ---- bookkeeping ----------------------------------------------------------------------------
