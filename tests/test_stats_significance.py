@@ -109,3 +109,15 @@ def test_comparisons_pair_by_seed_and_compare_two_references_once():
     assert pairs[("A", "R2")] == pytest.approx([0.3, 0.1])  # seed 1 of R2 is missing: not paired
     assert pairs[("R2", "R1")] == pytest.approx([0.1, 0.1])
     assert ("R1", "R2") not in pairs
+
+
+def test_a_single_pair_is_no_test_and_not_in_the_holm_family():
+    from bench.stats.paired import paired_comparisons
+    from bench.stats.settings import resolve_stats
+
+    scored = pd.DataFrame({"study": "all", "setting": "s", "setting_order": 0, "method_order": 0,
+                           "method": ["R"] * 3 + ["A"] * 3 + ["B"],
+                           "seed": [0, 1, 2, 0, 1, 2, 0], "value": [0.5, 0.6, 0.55, 0.7, 0.8, 0.72, 0.9]})
+    table = paired_comparisons(scored, ["R"], resolve_stats({"bootstrap": {"resamples": 999}})).set_index("method")
+    assert np.isnan(table.loc["B", "p_t"]) and np.isnan(table.loc["B", "p_wilcoxon"]) and "no test" in table.loc["B", "note"]
+    assert table.loc["A", "family"] == 1 and table.loc["A", "p_wilcoxon_holm"] == table.loc["A", "p_wilcoxon"] == 0.25

@@ -79,11 +79,13 @@ def comparison_tests(diffs: pd.DataFrame, settings: dict) -> pd.DataFrame:
         table[column] = np.nan
     table["wilcoxon_method"] = ""
     for n, index in table.groupby("n").groups.items():
+        if n < 2:  # one pair is no test: it stays out of the Holm family
+            continue
         matrix = np.array(table.loc[index, "values"].tolist(), dtype=float).reshape(len(index), n)
         t, p = paired_t(matrix)
         w, pw, how = wilcoxon(matrix)
         with np.errstate(divide="ignore", invalid="ignore"):
-            dz = matrix.mean(1) / matrix.std(1, ddof=1) if n > 1 else np.full(len(index), np.nan)
+            dz = matrix.mean(1) / matrix.std(1, ddof=1)
         table.loc[index, ["t", "p_t", "w_plus", "p_wilcoxon", "effect_dz"]] = np.column_stack([t, p, w, pw, dz])
         table.loc[index, "wilcoxon_method"] = how
     return table.drop(columns="values")
@@ -97,7 +99,7 @@ def paired_comparisons(scored: pd.DataFrame, references: list[str], settings: di
     table = comparison_tests(diffs, settings)
     alpha = settings["alpha"]
     family = table["study"] + "\x00" + table["setting"]
-    table["family"] = family.map(family.value_counts())
+    table["family"] = family.map(family[table["n"] >= 2].value_counts()).fillna(0).astype(int)
     table["p_t_holm"] = holm(table["p_t"], family)
     table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"], family)
     means = scored.groupby(["study", "setting", "method"], observed=True)["value"].mean()
