@@ -55,12 +55,15 @@ def test_every_status_is_kept_and_broken_folders_are_reported(tmp_path):
     (runs / "half" / "run.json").write_text('{"run_id": "x", "sta')
     (runs / "foreign").mkdir()
     (runs / "foreign" / "run.json").write_text('{"hello": 1}')
+    (runs / "no_method").mkdir()
+    (runs / "no_method" / "run.json").write_text('{"run_id": "y", "status": "completed", "seed": 0, "headline_scope": "global", "config": {"data": {"name": "d"}}}')
     results = load_results(runs, SETTINGS, progress=False)
     assert results.runs["status"].value_counts().to_dict() == {"completed": 4, "failed": 1, "diverged": 1}
-    assert len(results.problems) == 3
+    assert len(results.problems) == 4
     assert any("running" in p and "no run.json" in p for p in results.problems)
     assert any("half" in p and "unreadable" in p for p in results.problems)
     assert any("foreign" in p and "not a fedrank run record" in p for p in results.problems)
+    assert any("no_method" in p and "no config.method.name" in p for p in results.problems)
     rows = write_tidy(tmp_path / "tidy.parquet", results)
     tidy = pd.read_parquet(tmp_path / "tidy.parquet")
     assert len(tidy) == rows and tidy["run_id"].nunique() == 6

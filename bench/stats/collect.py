@@ -49,6 +49,7 @@ NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), 
 SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
 ABSENT_KEYS = "absent_config_keys"
 METRIC_COLUMNS = ["round", "scope", "metric", "value"]
+DEFAULT_STUDY = "all"
 
 
 def run_file_schema(kind: str):
@@ -56,11 +57,12 @@ def run_file_schema(kind: str):
     because a run that ends before its first evaluation writes untyped (null) empty columns."""
     import pyarrow as pa
 
-    label = "scope" if kind == "metrics" else "name"
-    extra = [] if kind == "metrics" else [("layer", pa.large_string())]
-    fields = [("round", pa.int64()), (label, pa.large_string()), ("client", pa.int64()), *(("metric", pa.large_string()),) * (kind == "metrics"), *extra, ("value", pa.float64())]
-    return pa.schema(fields)
-DEFAULT_STUDY = "all"
+    text, integer = pa.large_string(), pa.int64()
+    columns = {
+        "metrics": [("round", integer), ("scope", text), ("client", integer), ("metric", text), ("value", pa.float64())],
+        "diagnostics": [("round", integer), ("name", text), ("layer", text), ("client", integer), ("value", pa.float64())],
+    }
+    return pa.schema(columns[kind])
 
 
 @dataclass
@@ -116,6 +118,9 @@ def read_record(path: Path) -> tuple[dict | None, str | None]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"{path}: unreadable ({exc.__class__.__name__}: half-written or not a run record); skipped"
     missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+    if not missing:
+        config = record["config"] if isinstance(record["config"], dict) else {}
+        missing = [f"config.{k}.name" for k in ("data", "method") if not isinstance(config.get(k), dict) or "name" not in config[k]]
     if missing:
         return None, f"{path}: not a fedrank run record (no {', '.join(missing)}); skipped"
     return record, None
