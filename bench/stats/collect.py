@@ -54,10 +54,11 @@ DEFAULT_STUDY = "all"
 
 def run_file_schema(kind: str):
     """The engine's Parquet schema of metrics.parquet or diagnostics.parquet, given explicitly
-    because a run that ends before its first evaluation writes untyped (null) empty columns."""
+    because a run that ends before its first evaluation writes untyped (null) empty columns.
+    Text columns are read as dictionaries: a few distinct names repeated thousands of times."""
     import pyarrow as pa
 
-    text, integer = pa.large_string(), pa.int64()
+    text, integer = pa.dictionary(pa.int32(), pa.large_string()), pa.int64()
     columns = {
         "metrics": [("round", integer), ("scope", text), ("client", integer), ("metric", text), ("value", pa.float64())],
         "diagnostics": [("round", integer), ("name", text), ("layer", text), ("client", integer), ("value", pa.float64())],
@@ -158,8 +159,12 @@ def scan_files(files: list[str], kind: str, columns: list[str], condition) -> tu
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    schema = run_file_schema(kind)
+    text = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=text))
+
     def scan(paths: list[str]) -> list[tuple[str, object]]:
-        dataset = ds.dataset(paths, format="parquet", schema=run_file_schema(kind))
+        dataset = ds.dataset(paths, format=file_format, schema=schema)
         return [(t.fragment.path, t.record_batch) for t in dataset.scanner(columns=columns, filter=condition).scan_batches() if t.record_batch.num_rows]
 
     present = [f for f in files if Path(f).is_file()]
@@ -182,13 +187,15 @@ def read_metrics(folders: list[str]) -> tuple[pd.DataFrame, list[str]]:
     import pyarrow.dataset as ds
 
     position = {str(Path(f) / "metrics.parquet"): i for i, f in enumerate(folders)}
-    found, problems = scan_files(list(position), "metrics", METRIC_COLUMNS, ds.field("client").is_null() & (ds.field("scope") != "train"))
+    # client is null: the global model, the means over clients and comm (train rows are per client)
+    found, problems = scan_files(list(position), "metrics", METRIC_COLUMNS, ds.field("client").is_null())
     table = pa.Table.from_batches([batch for _, batch in found], schema=pa.schema([run_file_schema("metrics").field(c) for c in METRIC_COLUMNS]))
+    table = table.unify_dictionaries()
     frame = pd.DataFrame({
         "run": np.concatenate([np.full(batch.num_rows, position[path], dtype=np.int32) for path, batch in found]) if found else np.array([], dtype=np.int32),
         "round": table["round"].to_numpy().astype(np.int32),
-        "scope": table["scope"].dictionary_encode().to_pandas(),
-        "metric": table["metric"].dictionary_encode().to_pandas(),
+        "scope": table["scope"].to_pandas().astype("category"),
+        "metric": table["metric"].to_pandas().astype("category"),
         "value": table["value"].to_numpy(),
     })
     return frame, problems
@@ -391,5 +398,6 @@ def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:
     if not found:
         return pd.DataFrame(columns=["run_id", *columns])
     out = pd.concat([batch.to_pandas().assign(run_id=files[path]) for path, batch in found], ignore_index=True)
-    out["layer"] = pd.Categorical(out["layer"], categories=out["layer"].drop_duplicates())
+    out["layer"] = pd.Categorical(out["layer"].astype(str), categories=out["layer"].astype(str).drop_duplicates())
+    out["name"] = out["name"].astype(str)
     return out
