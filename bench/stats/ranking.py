@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.stats.bootstrap import mean_ci
+from bench.stats.bootstrap import grouped_mean_ci
 from bench.stats.scores import orient
 from bench.stats.significance import holm, wilcoxon
 from bench.stats.summaries import bootstrap_args
@@ -157,29 +157,19 @@ def wins_ties_losses(scores: pd.DataFrame, method: str, reference: str, margin: 
 def leaderboard(ranking: Ranking, references: list[str], metric: str, settings: dict) -> pd.DataFrame:
     """Rank, average rank, mean over blocks with a bootstrap CI, wins/ties/losses vs references."""
     scores, average = ranking.scores, ranking.ranks.mean() if not ranking.ranks.empty else pd.Series(dtype=float)
-    raw = orient(scores, metric, settings)  # back to the metric's own direction
-    rows = []
-    for method in scores.columns:
-        values = raw[method].dropna().to_numpy()
-        row = {"method": method, "average_rank": average.get(method, np.nan), "blocks": len(values), "mean": values.mean()}
-        row["ci_low"], row["ci_high"] = confidence_interval(values, settings)
-        for ref in references:
-            if ref in scores.columns and ref != method:
-                row[f"vs {ref}"] = "{}/{}/{}".format(*wins_ties_losses(scores, method, ref, settings["ranking"]["tie_margin"]))
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    raw = orient(scores, metric, settings).melt(var_name="method", value_name="value", ignore_index=False)  # the metric's own direction
+    table = grouped_mean_ci(raw, ["method"], "value", **bootstrap_args(settings)).rename(columns={"n": "blocks"}).set_index("method").reindex(scores.columns)
+    table = table.reset_index()[["method", "blocks", "mean", "ci_low", "ci_high"]]
+    table.insert(1, "average_rank", table["method"].map(average))
+    for ref in references:
+        if ref in scores.columns:
+            margin = settings["ranking"]["tie_margin"]
+            table[f"vs {ref}"] = [None if m == ref else "{}/{}/{}".format(*wins_ties_losses(scores, m, ref, margin)) for m in table["method"]]
     table["ranked_on"] = np.where(table["average_rank"].notna(), "Friedman design", "pairwise evidence only")
-    sort_mean = table["mean"] * (1 if orient(1, metric, settings) > 0 else -1)
-    table = table.assign(_mean=-sort_mean).sort_values(["average_rank", "_mean"], na_position="last").drop(columns="_mean")
+    table["_score"] = scores.mean().reindex(table["method"]).to_numpy()  # oriented: larger is better
+    table = table.sort_values(["average_rank", "_score"], ascending=[True, False], na_position="last").drop(columns="_score")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)
-
-
-def confidence_interval(values: np.ndarray, settings: dict) -> tuple[float, float]:
-    if len(values) < 2:
-        return np.nan, np.nan
-    low, high, _ = mean_ci(values[None, :], **bootstrap_args(settings))
-    return float(low[0]), float(high[0])
 
 
 def rank_methods(scored: pd.DataFrame, references: list[str], settings: dict) -> Ranking:
