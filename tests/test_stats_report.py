@@ -146,3 +146,9 @@ def test_latex_and_markdown_escape_what_they_must():
     tex, md = latex(table), markdown(table)
     assert r"FedLSC Per=1\%" in tex and r"a|b\_c \& \textless{}0.001" in tex and r"$\beta$" in tex
     assert r"a\|b_c & <0.001" in md
+
+
+def test_an_unknown_headline_metric_is_a_one_line_error(tmp_path, capsys):
+    write_study(tmp_path / "runs", {"method": ["fedavg"], "seed": [0], "train.rounds": [2]})
+    assert main(["tables", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--set", "metric=auc"]) == 2
+    assert "stats.metric 'auc' is not in the runs' metrics; choose one of: accuracy" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from functools import cached_property
 
 import pandas as pd
 
+from bench.errors import UserError
 from bench.stats.collect import Results
 from bench.stats.paired import paired_comparisons, resolve_references
 from bench.stats.ranking import Ranking, rank_methods
@@ -50,6 +51,16 @@ def mb_per_round(results: Results) -> pd.DataFrame:
     return runs.groupby(["study", "setting", "method"], as_index=False)["mb_per_round"].mean()
 
 
+def check_metrics(curves: pd.DataFrame, settings: dict) -> None:
+    """The headline metric must exist in the runs; other named metrics may be missing (said)."""
+    present = set(curves["metric"].astype(str).unique())
+    if settings["metric"] not in present:
+        raise UserError(f"stats.metric '{settings['metric']}' is not in the runs' metrics; choose one of: {', '.join(sorted(present))}")
+    for metric in dict.fromkeys([*settings["table_metrics"], *(goal["metric"] for goal in settings["targets"].values())]):
+        if metric not in present:
+            log.warning("metric '%s' (stats settings) is not in the runs' metrics: its columns stay empty", metric)
+
+
 def analyse(results: Results, settings: dict) -> Analysis:
     """Compute every statistic (timed step by step, for the log and the benchmark)."""
     timings: dict[str, float] = {}
@@ -63,6 +74,7 @@ def analyse(results: Results, settings: dict) -> Analysis:
 
     references = resolve_references(results, settings["references"])
     curves = step("headline curves", headline_curves, results)
+    check_metrics(curves, settings)
     finals = step("final scores", final_scores, curves, settings["last_k"])
     scored = scored_runs(results, finals, settings["metric"])
     summary = step("summaries", summarize, results, finals, settings)

@@ -65,6 +65,7 @@ def hparam_sweeps(results: Results, summary: pd.DataFrame, metric: str) -> dict[
         for hparam in sorted({k for c in group["config"] for k in c if k != "name"}):
             frame = group.assign(value=[c.get(hparam) for c in group["config"]], fixed=[others_text(c, hparam) for c in group["config"]])
             swept = frame.assign(text=frame["value"].astype(str)).groupby(["study", "setting", "fixed"])["text"].transform("nunique") > 1
-            if swept.any():
-                found[(name, hparam)] = frame[swept].drop(columns="config").merge(rows.drop(columns=["setting_order", "method_order"]), on=["study", "setting", "method"])
+            scored = frame[swept].drop(columns="config").merge(rows.drop(columns=["setting_order", "method_order"]), on=["study", "setting", "method"])
+            if len(scored):
+                found[(name, hparam)] = scored
     return found
