@@ -12,7 +12,7 @@ import sys
 
 from bench.errors import UserError
 
-SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.report")
+SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.report", "bench.commands.workflow")
 
 EPILOG = """\
 examples:
@@ -20,6 +20,8 @@ examples:
   fedrank run --config configs/ham10000_cpu.yaml --set seed=2 --out results/runs/mine
   fedrank methods                 # every method with its hyper-parameters and defaults
   fedrank report --runs results/runs --out reports
+  fedrank plan configs/paper.yaml   # the studies and runs a workflow config expands to
+  fedrank status configs/paper.yaml # how far they have run
 """
 
 
