@@ -16,12 +16,12 @@ SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.report", "bench.comm
 
 EPILOG = """\
 examples:
-  fedrank run --config configs/default.yaml --set method=fedlsc --set method.tau=0.5
-  fedrank run --config configs/ham10000_cpu.yaml --set seed=2 --out results/runs/mine
+  fedrank run --set method=fedlsc --set method.tau=0.5 --set seed=2
+  fedrank run --set data=ham10000 --set data.root=../shared/data/ham10000_200x150 --out results/runs/mine
   fedrank methods                 # every method with its hyper-parameters and defaults
   fedrank report --runs results/runs --out reports
-  fedrank plan configs/paper.yaml   # the studies and runs a workflow config expands to
-  fedrank status configs/paper.yaml # how far they have run
+  fedrank plan configs/paper.yaml  # the studies and runs of a workflow config (--runs: each run)
+  fedrank status configs/paper.yaml  # how far they have run
 """
 
 

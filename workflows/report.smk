@@ -20,7 +20,7 @@ rule manifest:
         studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Workflow"),
         stats=f"{REPORTS}/stats.yaml",
     params:
-        config=json.dumps(config, sort_keys=True),
+        config=lambda wildcards: json.dumps(config, sort_keys=True),
     conda:
         ENV
     log:

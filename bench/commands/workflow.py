@@ -45,6 +45,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bench.io import write_csv, write_text
 
     config, plan = load_plan(args)
+    if args.config_of:
+        if args.config_of not in plan.runs:
+            from bench.errors import UserError
+
+            raise UserError(f"--config-of '{args.config_of}': no such run in this config; list them with --runs")
+        print(json.dumps(plan.runs[args.config_of].config, sort_keys=True))
+        return 0
+    if args.runs:
+        for group in plan.groups.values():
+            for rid, label in group.runs.items():
+                print(f"{rid}  {group.path}  {label}")
+        return 0
     if args.write_manifest:
         write_csv(args.write_manifest, pd.DataFrame(plan.manifest(), columns=["study", "run_id"]))
     if args.write_stats:
@@ -88,6 +100,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Check a workflow config and expand its studies into runs, exactly as `snakemake` does at DAG-build time.",
     )
     add_config_arguments(plan)
+    plan.add_argument("--runs", action="store_true", help="list every run: run id, report group, method variant")
+    plan.add_argument("--config-of", metavar="RUN_ID",
+                      help='print the config a run\'s job gets; run it by hand with fedrank run --config-json "$(fedrank plan CONFIG --config-of RUN_ID)"')
     plan.add_argument("--write-manifest", metavar="CSV", help="write the study manifest (columns study,run_id; one row per membership)")
     plan.add_argument("--write-stats", metavar="YAML", help="write the config's `stats` settings for the statistics stage")
     plan.set_defaults(func=cmd_plan)
