@@ -100,6 +100,14 @@ def set_key(cfg: dict, path: str, value: Any) -> None:
         node[last] = copy.deepcopy(value)
 
 
+def existing_path(value: str, key: str, kind: str, fix: str) -> str:
+    """`value` with variables expanded, if that file or folder exists; else a UserError naming `key`."""
+    path = Path(expand_path(value))
+    if not (path.is_dir() if kind == "folder" else path.is_file()):
+        raise UserError(f"config key '{key}': {kind} {path} does not exist; {fix}")
+    return str(path)
+
+
 def apply_override(cfg: dict, assignment: str) -> None:
     """Apply one `--set key.path=value` in place; the value is parsed as YAML."""
     if "=" not in assignment:

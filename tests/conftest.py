@@ -40,6 +40,40 @@ def shared_data() -> Path:
     return root
 
 
+def assert_resume_is_exact(cfg: dict, tmp_path: Path, monkeypatch, crash_round: int) -> dict:
+    """Run `cfg` straight through; run it again with a simulated node failure at the start of
+    `crash_round`, then restart it: the restarted run must resume there and end with exactly
+    the straight run's metrics. Returns the resumed run's record."""
+    import json
+
+    import pandas as pd
+
+    import bench.engine.run as engine_run
+    from bench.engine.run import RunPaths, execute
+
+    execute(cfg, tmp_path / "straight", show_progress=False)
+    real_play = engine_run.play_round
+
+    def crash(exp, progress):
+        if exp.fed.round == crash_round:
+            raise RuntimeError("simulated node failure")
+        return real_play(exp, progress)
+
+    monkeypatch.setattr(engine_run, "play_round", crash)
+    with pytest.raises(RuntimeError, match="simulated node failure"):
+        execute(cfg, tmp_path / "resumed", show_progress=False)
+    paths = RunPaths(tmp_path / "resumed")
+    failed = json.loads(paths.record.read_text())
+    assert failed["status"] == "failed" and "simulated node failure" in failed["error"]
+    assert paths.checkpoint.exists()
+    monkeypatch.setattr(engine_run, "play_round", real_play)
+    record = execute(cfg, paths.root, show_progress=False)
+    assert record["status"] == "completed" and record["resumed_from_round"] == crash_round
+    straight, resumed = (pd.read_parquet(RunPaths(tmp_path / d).metrics) for d in ("straight", "resumed"))
+    pd.testing.assert_frame_equal(straight, resumed, check_exact=True)
+    return record
+
+
 @pytest.fixture(autouse=True)
 def _single_thread():
     torch.set_num_threads(1)

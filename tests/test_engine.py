@@ -14,13 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.engine.run as engine_run
 import bench.methods
 from bench.engine.run import RunPaths, execute
 from bench.engine.setup import build_experiment
 from bench.errors import UserError
 from bench.methods import Method, register
-from conftest import REPO, tiny_config
+from conftest import REPO, assert_resume_is_exact, tiny_config
 
 
 def metrics_of(path) -> pd.DataFrame:
@@ -80,27 +79,7 @@ def test_a_finished_run_is_not_repeated(tmp_path):
 
 
 def test_a_crash_mid_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
-    cfg = tiny_config(method="fedlsc", method__per=0.2, train__rounds=4)
-    execute(cfg, tmp_path / "straight", show_progress=False)
-
-    real_play = engine_run.play_round
-
-    def crash_in_round_3(exp, progress):
-        if exp.fed.round == 3:
-            raise RuntimeError("simulated node failure")
-        return real_play(exp, progress)
-
-    monkeypatch.setattr(engine_run, "play_round", crash_in_round_3)
-    with pytest.raises(RuntimeError, match="simulated"):
-        execute(cfg, tmp_path / "resumed", show_progress=False)
-    paths = RunPaths(tmp_path / "resumed")
-    failed = json.loads(paths.record.read_text())
-    assert failed["status"] == "failed" and "simulated node failure" in failed["error"]
-    assert paths.checkpoint.exists()
-    monkeypatch.setattr(engine_run, "play_round", real_play)
-    record = execute(cfg, tmp_path / "resumed", show_progress=False)
-    assert record["status"] == "completed" and record["resumed_from_round"] == 3
-    pd.testing.assert_frame_equal(metrics_of(tmp_path / "straight"), metrics_of(tmp_path / "resumed"), check_exact=True)
+    assert_resume_is_exact(tiny_config(method="fedlsc", method__per=0.2, train__rounds=4), tmp_path, monkeypatch, crash_round=3)
 
 
 def _run_in_subprocess(cfg: dict, out, **kwargs) -> subprocess.Popen:

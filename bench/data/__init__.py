@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
-
-from bench.config import expand_path
+from bench.config import existing_path
 from bench.data.base import DATASETS, ImageDataset, register_dataset
 from bench.errors import UserError
 
@@ -32,13 +30,7 @@ def resolve_data_config(section: dict) -> dict:
     if spec.needs_root:
         if not section["root"]:
             raise UserError(f"config key 'data.root': dataset '{name}' needs the folder it was downloaded to; set data.root")
-        root = Path(expand_path(section["root"]))
-        if not root.is_dir():
-            raise UserError(
-                f"config key 'data.root': folder {root} for dataset '{name}' does not exist; "
-                "point data.root (or FEDRANK_DATA_ROOT) at the downloaded dataset"
-            )
-        out["root"] = str(root)
+        out["root"] = existing_path(section["root"], "data.root", "folder", f"point data.root (or FEDRANK_DATA_ROOT) at the downloaded {name} dataset")
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.config import expand_path
+from bench.config import existing_path
 from bench.errors import UserError
 from bench.models import res2net_sa, small_cnn, timm_models
 from bench.models.classifier import Classifier
@@ -54,13 +54,10 @@ def resolve_model_config(section: dict) -> dict:
     out = {"name": section["name"], "weights": section.get("weights"), **options}
     out.update({k: v for k, v in section.items() if k in options})
     if out["weights"]:
-        path = Path(expand_path(out["weights"]))
-        if not path.is_file():
-            raise UserError(
-                f"config key 'model.weights': file {path} not found; fedrank never downloads weights: "
-                "save them once to a local file and point model.weights at it, or set it to null for random init"
-            )
-        out["weights"] = str(path)
+        out["weights"] = existing_path(
+            out["weights"], "model.weights", "file",
+            "fedrank never downloads weights: save them once to a local file and point model.weights at it, or set it to null for random init",
+        )
     return out
 
 
