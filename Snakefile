@@ -8,8 +8,10 @@
 # Stages: train (one job per run id) -> report (tables and figures per study, dataset and
 # setting, plus the study manifest the statistics read). The config is checked and expanded here,
 # before any job starts; `fedrank plan CONFIG` prints the same expansion.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from bench.errors import UserError
 from bench.workflow import WORKFLOW_SCHEMA, check_config, job_attempts, plan_workflow
 
 min_version("9.0")
@@ -20,9 +22,12 @@ if not workflow.overwrite_configfiles:
     configfile: "configs/default.yaml"
 
 
-check_config(config)  # one line naming the key for a bad config...
-validate(config, WORKFLOW_SCHEMA)  # ...then Snakemake's schema check, which fills the defaults
-PLAN = plan_workflow(config)
+try:
+    check_config(config)  # one line naming the key for a bad config...
+    validate(config, WORKFLOW_SCHEMA)  # ...then Snakemake's schema check, which fills in the defaults
+    PLAN = plan_workflow(config)  # every run resolved: bad values fail here, before any job starts
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
 RESULTS = config["results"]
 REPORTS = config["reports"]
 # Every rule's software, for `--software-deployment-method conda`: this checkout, pip-installed.

@@ -17,7 +17,7 @@ localrules:
 
 rule manifest:
     output:
-        studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Workflow"),
+        studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Study manifest"),
         stats=f"{REPORTS}/stats.yaml",
     params:
         config=lambda wildcards: json.dumps(config, sort_keys=True),
@@ -36,7 +36,7 @@ rule report:
     output:
         report(
             directory(f"{REPORTS}/{{study}}/{{dataset}}/{{setting}}"),
-            patterns=["{name}.png", "{name}.csv"],
+            patterns=["{name}.png", "{name}.csv", "{name}.html"],
             caption="report/group.rst",
             category="{study}",
             subcategory="{dataset}",
@@ -49,4 +49,4 @@ rule report:
     log:
         f"{REPORTS}/logs/{{study}}/{{dataset}}/{{setting}}.log",
     shell:
-        "fedrank report --out {output} {input} > {log} 2>&1"
+        "fedrank report --out {output:q} {input:q} > {log:q} 2>&1"
