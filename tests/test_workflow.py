@@ -303,3 +303,32 @@ def test_paper_dry_run_benchmark(paper_environment):
     jobs = int(re.search(r"^jobs: (\d+)", proc.stdout, re.M).group(1))
     seconds = float(re.search(r"median ([\d.]+)", proc.stdout).group(1))
     assert jobs > 1000 and seconds < 60, proc.stdout  # target 30 s on 2 cores; generous here against noisy neighbours
+
+
+def run_job(tmp_path, attempt: str | None, **overrides) -> int:
+    cfg = {"data": {"name": "synthetic"}, "model": {"name": "small_cnn", "widths": [8, 16]}, "train": {"rounds": 2}, **overrides}
+    return main(["run", "--config-json", json.dumps(cfg), "--out", str(tmp_path / "run"), "--quiet", *(["--attempt", attempt] if attempt else [])])
+
+
+def test_a_job_records_bad_input_found_at_run_time_as_a_failed_run_at_once(tmp_path):
+    tight = {"partition": {"min_samples": 200}}
+    assert run_job(tmp_path, None, **tight) == 2 and not (tmp_path / "run").exists()  # by hand: an error, nothing written
+    assert run_job(tmp_path, "1/3", **tight) == 0  # in the workflow: recorded, no retry
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "failed" and "min_samples" in record["error"] and record["rounds_completed"] == 0
+    assert pd.read_parquet(tmp_path / "run" / "metrics.parquet").empty and (tmp_path / "run" / "diagnostics.parquet").is_file()
+    assert run_job(tmp_path, "1-3") == 2
+
+
+def test_a_job_error_fails_the_attempt_until_the_last_which_records_it(tmp_path, monkeypatch):
+    import bench.engine.run as engine_run
+
+    def crash(exp, progress):
+        raise RuntimeError("simulated CUDA error")
+
+    monkeypatch.setattr(engine_run, "play_round", crash)
+    with pytest.raises(RuntimeError, match="simulated CUDA error"):
+        run_job(tmp_path, "1/2")  # fails the job: Snakemake retries it
+    assert run_job(tmp_path, "2/2") == 0
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "failed" and "simulated CUDA error" in record["error"] and "environment" in record  # the engine's own record

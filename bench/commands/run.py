@@ -19,13 +19,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"run_id": run_id(cfg), **cfg}, indent=2))
         return 0
     out = Path(args.out) if args.out else Path(args.runs) / run_id(cfg)
+    log = logging.getLogger("fedrank")
+    if attempt:
+        log.info("%s: attempt %d of %d", run_id(cfg), *attempt)
     try:
         record = execute(cfg, out, show_progress=not args.quiet)
     except Exception as exc:
         if not ends_as_failed_run(exc, attempt):
             raise
         record = record_failure(cfg, out, exc)
-    logging.getLogger("fedrank").info("%s: %s after %d rounds -> %s", record["run_id"], record["status"], record["rounds_completed"], out)
+    log.info("%s: %s after %d rounds -> %s", record["run_id"], record["status"], record["rounds_completed"], out)
     return 0
 
 
