@@ -1,6 +1,7 @@
-# Training: one job per run id, `fedrank run` on the run's config. A job killed or pre-empted
-# resumes from its last round checkpoint when retried; on its last attempt an error is recorded
-# as a failed run (exit 0), so the failure reaches the statistics instead of being dropped.
+# Training: one job per run id, `fedrank run` on the run's config, with torch on the job's threads.
+# A job killed or pre-empted resumes from its last round checkpoint when retried. Bad input found
+# at run time, or any error on the job's last attempt, is recorded as a failed run (exit 0), so
+# the failure reaches the reports instead of being dropped.
 import json
 
 
@@ -25,4 +26,4 @@ rule train:
         f"{RESULTS}/{{run}}/train.log",
     shell:
         "fedrank run --config-json {params.config:q} --set runtime.threads={threads} "
-        "--out {params.out} --attempt {resources.attempt} --quiet 2>> {log}"
+        "--out {params.out} --attempt {resources.attempt} --quiet 2> {log}"
