@@ -40,6 +40,12 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory) -> Path:
+    """One decode cache for every real-data test of a session: each dataset is decoded once."""
+    return tmp_path_factory.getbasetemp() / "real_cache"
+
+
 def assert_resume_is_exact(cfg: dict, tmp_path: Path, monkeypatch, crash_round: int) -> dict:
     """Run `cfg` straight through; run it again with a simulated node failure at the start of
     `crash_round`, then restart it: the restarted run must resume there and end with exactly

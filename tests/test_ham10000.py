@@ -13,6 +13,7 @@ from bench.data import load_dataset
 from bench.data.sources.ham10000 import CLASSES
 from bench.data.split import global_split
 from bench.engine.run import execute
+from bench.engine.setup import partition_dataset
 from bench.errors import UserError
 from conftest import tiny_config
 
@@ -134,9 +135,8 @@ def test_a_changed_source_file_or_size_rebuilds_the_cache(tmp_path):
 
 # ---- the real dataset ---------------------------------------------------------------------------
 @pytest.fixture
-def real_ham(shared_data, tmp_path_factory):
-    cfg = resolve({"data": {"name": "ham10000", "root": str(shared_data / "ham10000_200x150"), "image_size": 32,
-                            "cache_dir": str(tmp_path_factory.getbasetemp() / "ham_cache")}})
+def real_ham(shared_data, real_cache):
+    cfg = resolve({"data": {"name": "ham10000", "root": str(shared_data / "ham10000_200x150"), "image_size": 32, "cache_dir": str(real_cache)}})
     return cfg
 
 
@@ -160,3 +160,28 @@ def test_short_federated_run_on_real_ham10000(real_ham, tmp_path):
     assert record["status"] == "completed" and record["data"]["global_test"] > 1500
     assert record["data"]["classes"] == CLASSES
     assert sum(c["train"] + c["local_test"] for c in record["data"]["clients"]) == record["data"]["train_pool"]
+
+
+def test_centres_come_from_the_dataverse_metadata(tmp_path):
+    root = make_ham(tmp_path / "ham")
+    assert load_dataset(data_config(root, tmp_path)).sites is None
+    meta = (root / "HAM10000_metadata.csv").read_text().splitlines()
+    centres = ["vienna_dias", "rosendahl", "vidir_modern"]
+    rows = [meta[0] + ",dataset"] + [f"{line},{centres[i % 3]}" for i, line in enumerate(meta[1:-1])]  # last image: no centre
+    (root / "HAM10000_metadata_dataverse.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset(data_config(root, tmp_path))
+    assert ds.site_names == ["vidir_modern", "vidir_molemax", "rosendahl", "vienna_dias"]
+    assert ds.sites.tolist() == [[3, 2, 0][i % 3] for i in range(20)] + [-1]
+    assert any("1 image(s) have no centre" in n for n in ds.notes)
+
+
+@pytest.mark.shared_data
+def test_real_ham10000_natural_centres_as_listed(real_ham):
+    ds = load_dataset(real_ham["data"])
+    assert dict(zip(ds.site_names, np.bincount(ds.sites).tolist())) == {"vidir_modern": 3363, "vidir_molemax": 3954, "rosendahl": 2259, "vienna_dias": 439}
+    cfg = tiny_config(data=real_ham["data"], partition__scheme="natural")
+    train, test = global_split(ds, 0.2, seed=0)
+    part = partition_dataset(ds, train, test, cfg)
+    assert part.names == ["vidir_modern", "vidir_molemax", "rosendahl", "vienna_dias"]
+    for code, (local_train, local_test) in enumerate(zip(part.train, part.test)):
+        assert (ds.sites[local_train] == code).all() and not set(ds.groups[local_train]) & set(ds.groups[local_test])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.data.partition import dirichlet_partition, iid_partition, make_partition, pathological_partition
+from bench.data.partition import dirichlet_partition, iid_partition, make_partition, pathological_partition, quantity_partition
 from bench.errors import UserError
 
 LABELS = np.repeat(np.arange(5), 400)  # 5 balanced classes, 2,000 samples
@@ -82,3 +82,71 @@ def test_pathological_gives_k_classes_each():
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(LABELS)))
     with pytest.raises(UserError, match="classes_per_client"):
         pathological_partition(LABELS, 2, 6, np.random.default_rng(0))
+
+
+# ---- quantity skew -------------------------------------------------------------------------------
+def test_quantity_skew_sizes_follow_the_dirichlet_and_labels_stay_iid():
+    """Client size shares ~ Dir(beta): mean 1/K, variance (1/K)(1 - 1/K)/(K*beta + 1); each client's
+    label mix is the pool's (5 balanced classes: 20% each)."""
+    k, beta = 4, 0.5
+    shares = np.array([[len(p) / len(LABELS) for p in quantity_partition(len(LABELS), k, beta, 1, 10, np.random.default_rng(s))] for s in range(400)])
+    assert shares.sum(axis=1) == pytest.approx(1)
+    assert shares.mean() == pytest.approx(1 / k)
+    assert shares.var() == pytest.approx((1 / k) * (1 - 1 / k) / (k * beta + 1), rel=0.15)
+    big = max(quantity_partition(len(LABELS), k, beta, 1, 10, np.random.default_rng(0)), key=len)
+    assert np.bincount(LABELS[big], minlength=5) / len(big) == pytest.approx([0.2] * 5, abs=0.05)
+
+
+def test_quantity_skew_respects_the_minimum_or_fails_clearly():
+    part = make_partition(np.arange(len(LABELS)), LABELS, config(scheme="quantity", clients=5, beta=0.3, min_samples=50), seed=1)
+    assert min(len(a) + len(b) for a, b in zip(part.train, part.test)) >= 50
+    with pytest.raises(UserError, match=r"no Dirichlet\(beta=0.01\) quantity-skew .* in 5 tries"):
+        quantity_partition(len(LABELS), 10, 0.01, 150, 5, np.random.default_rng(0))
+
+
+# ---- natural partitions --------------------------------------------------------------------------
+SITES = np.repeat([0, 1, 2, -1], 500)  # 3 centres of 500 images; the last 500 have no centre
+SITE_NAMES = ["north", "south", "east", "west"]  # "west" has no images
+
+
+def natural(**kw) -> dict:
+    return config(**{"scheme": "natural", "sites": None, **kw})
+
+
+def test_natural_partition_gives_one_client_per_centre_with_images():
+    pool = np.arange(0, 2000, 2)
+    part = make_partition(pool, LABELS, natural(), seed=0, sites=SITES, site_names=SITE_NAMES)
+    assert part.names == ["north", "south", "east"]
+    for code, (train, test) in enumerate(zip(part.train, part.test)):
+        members = np.concatenate([train, test])
+        assert (SITES[members] == code).all() and len(members) == 250 and len(test) == 50
+    assert any("250 training image(s) of other or unknown centres" in n for n in part.notes)
+
+
+def test_natural_partition_takes_chosen_centres_in_order_and_the_official_test_per_centre():
+    pool, test = np.arange(0, 2000, 2), np.arange(1, 2000, 2)
+    part = make_partition(pool, LABELS, natural(sites=["east", "north"]), seed=0, sites=SITES, site_names=SITE_NAMES, official_test=test)
+    assert part.names == ["east", "north"]
+    assert np.array_equal(part.train[0], pool[SITES[pool] == 2]) and np.array_equal(part.test[0], test[SITES[test] == 2])
+
+
+def test_natural_partition_errors_name_the_fix():
+    pool = np.arange(2000)
+    with pytest.raises(UserError, match="natural partitions need each image's acquisition centre.*data.sites_file"):
+        make_partition(pool, LABELS, natural(), seed=0)
+    with pytest.raises(UserError, match=r"'partition.sites': \['west'\] not among the centres with training images \(north, south, east\)"):
+        make_partition(pool, LABELS, natural(sites=["north", "west"]), seed=0, sites=SITES, site_names=SITE_NAMES)
+    with pytest.raises(UserError, match="names a centre twice"):
+        make_partition(pool, LABELS, natural(sites=["north", "north"]), seed=0, sites=SITES, site_names=SITE_NAMES)
+    small = np.concatenate([np.arange(500, 1500), [0, 1, 2]])  # "north" keeps 3 images
+    with pytest.raises(UserError, match=r"client\(s\) north \(2\) got fewer than partition.min_samples=10 .*partition.sites=\[south,east\]"):
+        make_partition(small, LABELS, natural(), seed=0, sites=SITES, site_names=SITE_NAMES)
+
+
+# ---- local splits never separate a group -----------------------------------------------------------
+def test_local_test_splits_keep_groups_whole_and_close_to_the_fraction():
+    groups = np.arange(len(LABELS)) // 4  # groups of 4 images (e.g. copies of one original)
+    part = make_partition(np.arange(len(LABELS)), LABELS, config(), seed=0, groups=groups)
+    for train, test in zip(part.train, part.test):
+        assert not set(groups[train]) & set(groups[test])
+        assert abs(len(test) - 0.2 * (len(train) + len(test))) <= 4

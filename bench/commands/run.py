@@ -96,7 +96,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     import_loaders()
     for name, spec in sorted(DATASETS.items()):
         where = "needs data.root" if spec.needs_root else "bundled"
-        print(f"{name:<12} {spec.summary} [{where}; default {spec.default_size}px]")
+        size = f"default {spec.default_size}px" if spec.default_size else "native size"
+        print(f"{name:<12} {spec.summary} [{where}; {size}]")
     return 0
 
 

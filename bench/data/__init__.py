@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from bench.config import existing_path
+from pathlib import Path
+
+from bench.config import existing_path, expand_path
 from bench.data.base import DATASETS, ImageDataset, register_dataset
 from bench.errors import UserError
 
-__all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config"]
+__all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config", "sites_path"]
+
 
 def import_loaders() -> None:
     """Import every module under bench/data/sources: adding a dataset is adding a file there."""
@@ -19,7 +22,7 @@ def import_loaders() -> None:
 
 
 def resolve_data_config(section: dict) -> dict:
-    """Check the dataset name and its root folder; fill the dataset's default image size."""
+    """Check the dataset name, its root and sites file; fill the dataset's default image size."""
     import_loaders()
     name = section["name"]
     if name not in DATASETS:
@@ -30,8 +33,15 @@ def resolve_data_config(section: dict) -> dict:
     if spec.needs_root:
         if not section["root"]:
             raise UserError(f"config key 'data.root': dataset '{name}' needs the folder it was downloaded to; set data.root")
-        out["root"] = existing_path(section["root"], "data.root", "folder", f"point data.root (or FEDRANK_DATA_ROOT) at the downloaded {name} dataset")
+        out["root"] = existing_path(section["root"], "data.root", spec.root_kind, f"point data.root (or FEDRANK_DATA_ROOT) at the downloaded {name} dataset")
+    if section["sites_file"]:  # checked, but kept as written so the run id travels between machines
+        existing_path(section["sites_file"], "data.sites_file", "file", "point it at the centre/split CSV (e.g. FLamby's flamby_train_test_split.csv) or set it to null")
     return out
+
+
+def sites_path(section: dict) -> Path:
+    """The sites file with variables expanded (the config keeps it as written, so run ids travel)."""
+    return Path(expand_path(section["sites_file"]))
 
 
 def load_dataset(data_cfg: dict) -> ImageDataset:

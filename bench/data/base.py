@@ -17,8 +17,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ImageDataset:
     """Labelled images decoded once into uint8, channels first (N, C, H, W).
 
-    `groups` holds the patient/lesion id of each image where the source has one: the global
-    test split never separates a group. `test_mask` marks an official test split, if any.
+    `groups` holds the patient/lesion id of each image where the source has one, merged with its
+    duplicate cluster: the global test split never separates a group. `test_mask` marks an
+    official test split, if any. `sites` holds each image's acquisition centre as an index into
+    `site_names` (-1: unknown), the clients of a natural partition. `duplicates` holds each
+    image's cluster of exact/near copies (-1: none found; None: not checked).
     """
 
     name: str
@@ -30,6 +33,9 @@ class ImageDataset:
     groups: np.ndarray | None = None
     ids: np.ndarray | None = None
     test_mask: np.ndarray | None = None
+    sites: np.ndarray | None = None
+    site_names: list[str] = field(default_factory=list)
+    duplicates: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -43,6 +49,10 @@ class ImageDataset:
                 f"{self.name}: {int(bad.sum())} label(s) outside the {len(self.classes)} classes "
                 f"{self.classes} (first at row {int(np.flatnonzero(bad)[0])}); fix the labels file"
             )
+        for name in ("groups", "ids", "test_mask", "sites", "duplicates"):
+            column = getattr(self, name)
+            if column is not None and len(column) != len(self.labels):
+                raise ValueError(f"{self.name}: {len(column)} {name} for {len(self.labels)} images")
 
     @property
     def num_classes(self) -> int:
@@ -61,19 +71,20 @@ class ImageDataset:
 class DatasetSpec:
     name: str
     load: Callable[[dict], ImageDataset]
-    default_size: int
+    default_size: int | None  # None: the source's native size
     needs_root: bool
     summary: str
+    root_kind: str = "folder"  # what data.root names: a folder, or a file (medmnist's .npz)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, *, default_size: int, needs_root: bool, summary: str):
+def register_dataset(name: str, *, default_size: int | None, needs_root: bool, summary: str, root_kind: str = "folder"):
     """Decorator: make a loader `load(data_config) -> ImageDataset` available as `data.name`."""
 
     def wrap(load: Callable[[dict], ImageDataset]) -> Callable[[dict], ImageDataset]:
-        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary)
+        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary, root_kind)
         return load
 
     return wrap

@@ -1,13 +1,17 @@
-"""Split a training pool across simulated clients: Dirichlet label skew, IID, k classes each.
+"""Split a training pool across simulated clients: Dirichlet label skew, IID, k classes each,
+Dirichlet quantity skew, or the natural partition (one client per acquisition centre).
 
 Everything is drawn from a numpy Generator seeded by the run seed, so for a given seed every
 method sees the same clients. Each client's share is then split into local train/test parts
-for personalised evaluation.
+for personalised evaluation, never separating a patient/lesion/copy group; in a natural
+partition of a dataset with an official test split, a client's local test part is its centre's
+share of that split instead (FLamby's per-centre test sets).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -16,10 +20,12 @@ from bench.errors import UserError
 
 @dataclass(frozen=True)
 class Partition:
-    """Per-client dataset indices: `train[i]` and `test[i]` belong to client i."""
+    """Per-client dataset indices: `train[i]` and `test[i]` belong to client i (named `names[i]`)."""
 
     train: list[np.ndarray]
     test: list[np.ndarray]
+    names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def clients(self) -> int:
@@ -38,18 +44,36 @@ def dirichlet_shares(labels: np.ndarray, clients: int, beta: float, rng: np.rand
     return [np.sort(np.concatenate(parts)) for parts in shares]
 
 
-def dirichlet_partition(
-    labels: np.ndarray, clients: int, beta: float, min_samples: int, max_retries: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+def redraw_until_large_enough(draw: Callable[[], list[np.ndarray]], min_samples: int, max_retries: int, what: str) -> list[np.ndarray]:
     """Redraw until every client has at least `min_samples`; give up after `max_retries` draws."""
     for _ in range(max_retries):
-        shares = dirichlet_shares(labels, clients, beta, rng)
+        shares = draw()
         if min(len(s) for s in shares) >= min_samples:
             return shares
     raise UserError(
-        f"partition: no Dirichlet(beta={beta}) draw in {max_retries} tries gave each of {clients} clients "
-        f">= {min_samples} samples (of {len(labels)}); raise partition.beta, lower partition.clients or partition.min_samples"
+        f"partition: no {what} draw in {max_retries} tries gave each client >= {min_samples} samples; "
+        "raise partition.beta, lower partition.clients or partition.min_samples"
     )
+
+
+def dirichlet_partition(
+    labels: np.ndarray, clients: int, beta: float, min_samples: int, max_retries: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    what = f"Dirichlet(beta={beta}) label-skew of {len(labels)} samples over {clients} clients"
+    return redraw_until_large_enough(lambda: dirichlet_shares(labels, clients, beta, rng), min_samples, max_retries, what)
+
+
+def quantity_shares(n: int, clients: int, beta: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """One draw: client sizes in proportions ~ Dir(beta), samples dealt at random (labels iid)."""
+    cuts = (np.cumsum(rng.dirichlet(np.full(clients, beta)))[:-1] * n).astype(int)
+    return [np.sort(part) for part in np.split(rng.permutation(n), cuts)]
+
+
+def quantity_partition(
+    n: int, clients: int, beta: float, min_samples: int, max_retries: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    what = f"Dirichlet(beta={beta}) quantity-skew of {n} samples over {clients} clients"
+    return redraw_until_large_enough(lambda: quantity_shares(n, clients, beta, rng), min_samples, max_retries, what)
 
 
 def iid_partition(labels: np.ndarray, clients: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -76,33 +100,97 @@ def pathological_partition(labels: np.ndarray, clients: int, k: int, rng: np.ran
     return [np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=int) for parts in shares]
 
 
-def split_local(share: np.ndarray, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    shuffled = rng.permutation(share)
+def split_local(share: np.ndarray, test_fraction: float, rng: np.random.Generator, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A client's share (dataset indices) -> (local train, local test), whole groups on one side.
+
+    With groups, groups are taken in random order until the test part is as close as possible
+    to `test_fraction` of the share.
+    """
     n_test = int(round(test_fraction * len(share)))
-    return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
+    if groups is None:
+        shuffled = rng.permutation(share)
+        return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
+    names, member_of = np.unique(groups[share], return_inverse=True)
+    order = rng.permutation(len(names))
+    filled = np.cumsum(np.bincount(member_of, minlength=len(names))[order])
+    taken = int(np.argmin(np.abs(np.concatenate([[0], filled]) - n_test)))
+    in_test = np.isin(member_of, order[:taken])
+    return np.sort(share[~in_test]), np.sort(share[in_test])
 
 
-def make_partition(pool: np.ndarray, labels: np.ndarray, cfg: dict, seed: int) -> Partition:
-    """Partition the training `pool` (dataset indices; `labels` are the dataset's labels)."""
+def natural_shares(pool: np.ndarray, sites: np.ndarray | None, site_names: Sequence[str], chosen: list[str] | None) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """One share (dataset indices) per acquisition centre, in `chosen` order or the dataset's."""
+    if sites is None:
+        raise UserError(
+            "config key 'partition.scheme': natural partitions need each image's acquisition centre, and this dataset has none; "
+            "set data.sites_file (isic2019: FLamby's flamby_train_test_split.csv; ham10000: HAM10000_metadata_dataverse.csv) or choose another scheme"
+        )
+    present = [name for code, name in enumerate(site_names) if (sites[pool] == code).any()]
+    names = chosen if chosen is not None else present
+    if len(set(names)) != len(names):
+        raise UserError(f"config key 'partition.sites': {names} names a centre twice; list each centre once")
+    unknown = [n for n in names if n not in present]
+    if unknown:
+        raise UserError(f"config key 'partition.sites': {unknown} not among the centres with training images ({', '.join(present)})")
+    shares = [pool[sites[pool] == site_names.index(n)] for n in names]
+    unused = len(pool) - sum(len(s) for s in shares)
+    notes = [f"natural partition: one client per centre ({', '.join(names)})"]
+    if unused:
+        notes.append(f"{unused} training image(s) of other or unknown centres are used by no client")
+    return shares, names, notes
+
+
+def check_min_samples(sizes: list[int], names: list[str], min_samples: int, scheme: str) -> None:
+    small = [f"{name} ({size})" for name, size in zip(names, sizes) if size < min_samples]
+    if small:
+        large = ",".join(name for name, size in zip(names, sizes) if size >= min_samples)
+        fix = f"keep the others with --set partition.sites=[{large}] or lower partition.min_samples" if scheme == "natural" else "use fewer clients or lower partition.min_samples"
+        raise UserError(f"partition: client(s) {', '.join(small)} got fewer than partition.min_samples={min_samples} training samples under scheme '{scheme}'; {fix}")
+
+
+def make_natural(pool: np.ndarray, cfg: dict, rng: np.random.Generator, groups, sites, site_names, official_test) -> Partition:
+    shares, names, notes = natural_shares(pool, sites, site_names, cfg["sites"])
+    if official_test is None:
+        train, test = zip(*(split_local(s, cfg["local_test_fraction"], rng, groups) for s in shares))
+    else:  # the centre's own part of the official test split, as FLamby evaluates per centre
+        train, test = shares, [official_test[sites[official_test] == site_names.index(n)] for n in names]
+        notes.append("local test sets: each centre's part of the official test split")
+    check_min_samples([len(t) for t in train], names, cfg["min_samples"], "natural")
+    return Partition(list(train), list(test), names, notes)
+
+
+def make_partition(
+    pool: np.ndarray,
+    labels: np.ndarray,
+    cfg: dict,
+    seed: int,
+    *,
+    groups: np.ndarray | None = None,
+    sites: np.ndarray | None = None,
+    site_names: Sequence[str] = (),
+    official_test: np.ndarray | None = None,
+) -> Partition:
+    """Partition the training `pool` (dataset indices; `labels`, `groups` and `sites` are per
+    dataset image; `official_test` is the official test split, if the run uses one)."""
+    rng = np.random.default_rng([seed, 0xDA7A])
+    if cfg["scheme"] == "natural":
+        return make_natural(pool, cfg, rng, groups, sites, list(site_names), official_test)
     clients, min_samples = cfg["clients"], cfg["min_samples"]
     if clients * min_samples > len(pool):
         raise UserError(
             f"config key 'partition.clients': {clients} clients x {min_samples} min_samples needs "
             f"{clients * min_samples} samples but the training pool has {len(pool)}; use fewer clients"
         )
-    rng = np.random.default_rng([seed, 0xDA7A])
     pool_labels = labels[pool]
     if cfg["scheme"] == "dirichlet":
         shares = dirichlet_partition(pool_labels, clients, cfg["beta"], min_samples, cfg["max_retries"], rng)
+    elif cfg["scheme"] == "quantity":
+        shares = quantity_partition(len(pool), clients, cfg["beta"], min_samples, cfg["max_retries"], rng)
     elif cfg["scheme"] == "iid":
         shares = iid_partition(pool_labels, clients, rng)
     else:
         shares = pathological_partition(pool_labels, clients, cfg["classes_per_client"], rng)
-    small = [i for i, s in enumerate(shares) if len(s) < min_samples]
-    if small:
-        raise UserError(
-            f"partition: client(s) {small} got fewer than partition.min_samples={min_samples} samples "
-            f"under scheme '{cfg['scheme']}'; use fewer clients or lower min_samples"
-        )
-    train, test = zip(*(split_local(pool[s], cfg["local_test_fraction"], rng) for s in shares))
-    return Partition(list(train), list(test))
+    names = [str(i) for i in range(clients)]
+    check_min_samples([len(s) for s in shares], names, min_samples, cfg["scheme"])
+    train, test = zip(*(split_local(pool[s], cfg["local_test_fraction"], rng, groups) for s in shares))
+    return Partition(list(train), list(test), names)

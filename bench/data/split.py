@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from bench.data.base import ImageDataset
+from bench.errors import UserError
 
 
 def global_split(ds: ImageDataset, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +23,9 @@ def global_split(ds: ImageDataset, test_fraction: float, seed: int) -> tuple[np.
         train, test = train_test_split(everything, test_size=test_fraction, stratify=ds.labels, random_state=seed)
         return np.sort(train), np.sort(test)
     folds = max(2, round(1 / test_fraction))
+    if (np.unique(ds.labels, return_counts=True)[1] < folds).all():
+        raise UserError(f"config key 'data.test_fraction': {test_fraction} makes a 1-in-{folds} grouped split, but every class of "
+                        f"{ds.name} has fewer than {folds} images; raise data.test_fraction or use more data")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train, test = next(splitter.split(everything, ds.labels, groups=ds.groups))
     return np.sort(train), np.sort(test)

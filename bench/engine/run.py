@@ -225,7 +225,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "name": exp.dataset.name,
             "classes": exp.dataset.classes,
             "image_size": exp.dataset.image_size,
-            "train_pool": int(sum(len(c.train) + len(c.test) for c in fed.clients)),
+            "train_pool": exp.pool_size,
             "global_test": len(exp.test_index),
             "clients": [
                 {"id": c.id, "train": len(c.train), "local_test": len(c.test),

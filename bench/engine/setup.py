@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from bench.data import ImageDataset, load_dataset
+from bench.data.augment import make_augment
 from bench.data.partition import Partition, make_partition
 from bench.data.split import global_split
 from bench.engine.batches import TensorData
@@ -38,6 +39,14 @@ def configure_torch(runtime: dict, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def partition_dataset(dataset: ImageDataset, pool: np.ndarray, test: np.ndarray, cfg: dict) -> Partition:
+    """The run's clients: the partition scheme applied to the training pool, knowing the dataset's
+    groups, acquisition centres and (if used) official test split."""
+    official_test = test if dataset.test_mask is not None else None
+    return make_partition(pool, dataset.labels, cfg["partition"], cfg["seed"], groups=dataset.groups,
+                          sites=dataset.sites, site_names=dataset.site_names, official_test=official_test)
+
+
 @dataclass
 class Experiment:
     fed: Federation
@@ -45,14 +54,15 @@ class Experiment:
     dataset: ImageDataset
     partition: Partition
     test_index: torch.Tensor
+    pool_size: int  # images left for the clients by the global split
 
 
 def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     dataset = load_dataset(cfg["data"])
     pool, test = global_split(dataset, cfg["data"]["test_fraction"], cfg["data"]["split_seed"])
-    partition = make_partition(pool, dataset.labels, cfg["partition"], cfg["seed"])
+    partition = partition_dataset(dataset, pool, test, cfg)
     on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])
-    data = TensorData(dataset, device, on_device)
+    data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]))
 
     def make_model() -> torch.nn.Module:
         return build_model(cfg["model"], dataset.num_classes, dataset.channels, dataset.image_size).to(device)
@@ -77,4 +87,5 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
         classifier_layers=layout.layers_where(lambda key: key.startswith("head.")),
         make_model=make_model,
     )
-    return Experiment(fed, make_method(cfg["method"]), dataset, partition, torch.as_tensor(np.asarray(test), device=index_device))
+    test_index = torch.as_tensor(np.asarray(test), device=index_device)
+    return Experiment(fed, make_method(cfg["method"]), dataset, partition, test_index, len(pool))

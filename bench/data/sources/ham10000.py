@@ -4,6 +4,10 @@
 `HAM10000_images_part_1/` + `HAM10000_images_part_2/` or in one folder. Classes, in this fixed
 order: akiec, bcc, bkl, df, mel, nv, vasc. Images are grouped by `lesion_id` (7,470 lesions for
 10,015 images) so a lesion never sits in both the training and the test split.
+
+Acquisition centres (natural partitions) come from the `dataset` column of the Harvard Dataverse
+metadata, `HAM10000_metadata_dataverse.csv`: read from data.root when present, or from the file
+data.sites_file names.
 """
 
 from __future__ import annotations
@@ -13,36 +17,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, register_dataset
-from bench.data.cache import cached_decode
+from bench.data import sites_path
+from bench.data.base import ImageDataset, register_dataset
+from bench.data.readers import decode_grouped, index_images, listed_images, read_csv, site_codes, strip_extension
 from bench.errors import UserError
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 METADATA = "HAM10000_metadata.csv"
+DATAVERSE = "HAM10000_metadata_dataverse.csv"
+CENTRES = ["vidir_modern", "vidir_molemax", "rosendahl", "vienna_dias"]
 REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def index_images(root: Path) -> dict[str, Path]:
-    """Map image id (file stem) to path for images in `root` and its immediate sub-folders."""
-    found: dict[str, Path] = {}
-    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                found.setdefault(path.stem, path)
-    return found
 
 
 def read_metadata(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"HAM10000 metadata {path} not found; data.root must hold {METADATA} next to the image folders")
-    meta = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
-    meta.columns = [c.strip() for c in meta.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {missing}; expected the HAM10000 header lesion_id,image_id,dx,...")
-    meta["image_id"] = meta["image_id"].str.strip().str.replace(r"\.(jpe?g|png)$", "", case=False, regex=True)
-    meta["dx"] = meta["dx"].str.strip().str.lower()
+    meta = read_csv(path, REQUIRED_COLUMNS, f"data.root must hold {METADATA} next to the image folders")
+    meta["image_id"] = strip_extension(meta["image_id"])
+    meta["dx"] = meta["dx"].str.lower()
     unknown = meta.loc[~meta["dx"].isin(CLASSES)]
     if len(unknown):
         first = unknown.index[0]
@@ -53,26 +43,27 @@ def read_metadata(path: Path) -> pd.DataFrame:
     return meta
 
 
-@register_dataset("ham10000", default_size=64, needs_root=True, summary="HAM10000 dermoscopy, 10,015 images, 7 classes, grouped by lesion")
+def read_centres(cfg: dict, root: Path, image_ids: pd.Series) -> tuple[np.ndarray | None, list[str], list[str]]:
+    """Each image's centre from the Dataverse metadata (sites file or data.root), if there is one."""
+    path = sites_path(cfg) if cfg["sites_file"] else root / DATAVERSE
+    if not path.is_file():
+        return None, [], [f"acquisition centres: none ({DATAVERSE} not in data.root and data.sites_file unset)"]
+    table = read_csv(path, ("image_id", "dataset"), f"data.sites_file must be {DATAVERSE} (image_id and dataset columns)")
+    centre = dict(zip(strip_extension(table["image_id"]), table["dataset"]))
+    sites, names = site_codes([centre.get(i) for i in image_ids], CENTRES)
+    notes = [f"acquisition centres from {path.name}: {', '.join(names)}"]
+    if (sites < 0).any():
+        notes.append(f"{int((sites < 0).sum())} image(s) have no centre in {path.name}: left out of natural partitions")
+    return sites, names, notes
+
+
+@register_dataset("ham10000", default_size=64, needs_root=True, summary="HAM10000 dermoscopy, 10,015 images, 7 classes, grouped by lesion; 4 centres")
 def load(cfg: dict) -> ImageDataset:
     root = Path(cfg["root"])
     meta = read_metadata(root / METADATA)
-    images_by_id = index_images(root)
-    absent = [i for i in meta["image_id"] if i not in images_by_id]
-    if absent:
-        raise UserError(
-            f"{len(absent)} image(s) listed in {METADATA} are missing under {root} (first: {', '.join(absent[:5])}); "
-            "restore them or remove their rows"
-        )
-    paths = [images_by_id[i] for i in meta["image_id"]]
-    images = cached_decode(cfg["cache_dir"], "ham10000", paths, cfg["image_size"])
-    return ImageDataset(
-        name="ham10000",
-        images=images,
-        labels=meta["dx"].map(CLASSES.index).to_numpy(np.int64),
-        classes=list(CLASSES),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        groups=meta["lesion_id"].fillna(meta["image_id"]).to_numpy(),
-        ids=meta["image_id"].to_numpy(),
-    )
+    paths = listed_images(list(meta["image_id"]), index_images(root, "HAM10000"), root / METADATA, root)
+    labels = meta["dx"].map(CLASSES.index).to_numpy(np.int64)
+    lesions = meta["lesion_id"].where(meta["lesion_id"] != "", meta["image_id"]).to_numpy()
+    sites, site_names, site_notes = read_centres(cfg, root, meta["image_id"])
+    decoded = decode_grouped(cfg, "ham10000", paths, labels, lesions, default_duplicates="exact")
+    return decoded.dataset("ham10000", labels, CLASSES, meta["image_id"].to_numpy(), decoded.notes + site_notes, sites=sites, site_names=site_names)
