@@ -27,6 +27,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -62,11 +63,16 @@ def free_port() -> int:
 
 
 def profile_train_resources() -> dict:
-    """What the slurm profile requests for a training job (the node must offer at least that)."""
+    """What the slurm profile requests for a training job here (the node must offer at least that)."""
     import yte
 
-    with open(REPO / "slurm" / "config.yaml") as profile:
+    with mock.patch.dict(os.environ, slurm_env(), clear=True), open(REPO / "slurm" / "config.yaml") as profile:
         return yte.process_yaml(profile, require_use_yte=True)["set-resources"]["train"]
+
+
+def slurm_time(minutes: int) -> str:
+    days, rest = divmod(minutes, 24 * 60)
+    return (f"{days}-" if days else "") + f"{rest // 60:02d}:{rest % 60:02d}:00"
 
 
 def slurm_conf(host: str, state: Path) -> str:
@@ -105,8 +111,9 @@ def slurm_conf(host: str, state: Path) -> str:
 
 
 def slurm_env() -> dict[str, str]:
-    """This environment without SLURM_* variables (the cluster's config is the system one)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    """This environment without SLURM settings meant for another cluster (this one's config is the
+    system one; it has no accounts, partitions but its own, or QOS)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "FEDRANK_SLURM_"))}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), SBIN_PATH])
     return env
 
@@ -227,7 +234,7 @@ def test_profile_runs_the_workflow_on_slurm_and_a_killed_job_resumes(cluster, tm
     # the profile's requests reached SLURM: one (stand-in) GPU, its CPUs and memory
     assert preempter.job, "the training job to pre-empt was never seen running"
     train = profile_train_resources()
-    wanted = [f"TresPerJob=gres:gpu:{train['gpu']}", f"NumCPUs={train['cpus_per_task']} ", f"mem={train['mem_mb']}M", f"TimeLimit={train['runtime'] // 60:02d}:00:00"]
+    wanted = [f"TresPerJob=gres:gpu:{train['gpu']}", f"NumCPUs={train['cpus_per_task']} ", f"mem={train['mem_mb']}M", f"TimeLimit={slurm_time(train['runtime'])}"]
     assert all(w in preempter.details for w in wanted), (wanted, preempter.details)
 
     records = {rid: json.loads((results / rid / "run.json").read_text()) for rid in plan.runs}
