@@ -23,6 +23,7 @@ def final_metrics(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     scoped = headline_metrics(runs, metrics)
     last = scoped.groupby("run_id")["round"].transform("max")
     final = scoped[scoped["round"] == last].pivot_table(index="run_id", columns="metric", values="value")
+    final = final.reindex(columns=sorted(set(final.columns) | set(TABLE_METRICS)))  # runs that never reached an evaluation
     return runs.set_index("run_id").join(final).reset_index()
 
 
@@ -61,12 +62,14 @@ def convergence_plot(runs: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> N
 
 def write_demo_report(source: Path | list[Path], out: Path) -> list[Path]:
     runs, metrics, _ = load_runs(source)
-    if runs.empty or metrics.empty:
+    if runs.empty:
         raise UserError(f"no finished runs in {source}; run `fedrank run` or `snakemake --cores all` first")
     final = final_metrics(runs, metrics)
     table = results_table(final)
-    paths = [out / "results.csv", out / "results.md", out / "convergence.png"]
+    paths = [out / "results.csv", out / "results.md"]
     write_csv(paths[0], table)
     write_text(paths[1], markdown(table))
-    convergence_plot(runs, metrics, paths[2])
+    if final[list(TABLE_METRICS)].notna().any(axis=None):  # else every run failed or diverged before its first evaluation
+        paths.append(out / "convergence.png")
+        convergence_plot(runs, metrics, paths[2])
     return paths
