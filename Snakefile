@@ -1,18 +1,48 @@
-# fedrank workflow: `snakemake --cores all` runs the demo (configs/default.yaml);
-# `snakemake --cores all --configfile configs/<other>.yaml` runs another grid.
-from bench.workflow import plan_runs
+# fedrank: federated-learning methods benchmarked as a Snakemake DAG.
+#
+#   snakemake --cores all                                        the demo (configs/default.yaml)
+#   snakemake --cores all --configfile configs/paper.yaml        another config (replaces the demo)
+#   snakemake --cores all --configfile configs/paper.yaml --profile slurm     on a SLURM cluster
+#   snakemake --report reports/report.html                       the HTML report
+#
+# Stages: train (one job per run id) -> report (tables and figures per study, dataset and
+# setting, plus the study manifest the statistics read). The config is checked and expanded here,
+# before any job starts; `fedrank plan CONFIG` prints the same expansion.
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
 
-configfile: "configs/default.yaml"
+from bench.errors import UserError
+from bench.workflow import WORKFLOW_SCHEMA, check_config, job_attempts, plan_workflow
 
-RUNS = plan_runs(config)
-RESULTS = config.get("results", "results/runs")
-REPORTS = config.get("reports", "reports")
+min_version("9.0")
+
+# A --configfile replaces the demo config instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "configs/default.yaml"
+
+
+try:
+    check_config(config)  # one line naming the key for a bad config...
+    validate(config, WORKFLOW_SCHEMA)  # ...then Snakemake's schema check, which fills in the defaults
+    PLAN = plan_workflow(config)  # every run resolved: bad values fail here, before any job starts
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
+RESULTS = config["results"]
+REPORTS = config["reports"]
+# Every rule's software, for `--software-deployment-method conda`: this checkout, pip-installed.
+ENV = "envs/fedrank.yaml"
+
+
+report: "workflows/report/workflow.rst"
+
 
 include: "workflows/train.smk"
 include: "workflows/report.smk"
 
 
 rule all:
+    default_target: True
     input:
-        f"{REPORTS}/results.md",
-        f"{REPORTS}/convergence.png",
+        rules.manifest.output,
+        [f"{REPORTS}/{path}" for path in PLAN.groups],

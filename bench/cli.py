@@ -12,15 +12,17 @@ import sys
 
 from bench.errors import UserError
 
-SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.data", "bench.commands.report")
+SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.data", "bench.commands.report", "bench.commands.workflow")
 
 EPILOG = """\
 examples:
-  fedrank run --config configs/default.yaml --set method=fedlsc --set method.tau=0.5
-  fedrank run --config configs/ham10000_cpu.yaml --set seed=2 --out results/runs/mine
+  fedrank run --set method=fedlsc --set method.tau=0.5 --set seed=2
+  fedrank run --set data=ham10000 --set data.root=../shared/data/ham10000_200x150 --out results/runs/mine
   fedrank methods                 # every method with its hyper-parameters and defaults
   fedrank data describe msld --root ../shared/data/monkeypox_msld_v1    # a data card
   fedrank report --runs results/runs --out reports
+  fedrank plan configs/paper.yaml  # the studies and runs of a workflow config (--runs: each run)
+  fedrank status configs/paper.yaml  # how far they have run
 """
 
 

@@ -91,3 +91,19 @@ def test_res2net50_sa_loads_backbone_weights_from_a_local_file(tmp_path):
 def test_small_cnn_handles_tiny_and_larger_images(size, widths):
     model = build_model(resolve_model_config({"name": "small_cnn", "widths": widths}), 7, 1, size)
     assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
+
+
+def test_weights_path_stays_as_written_so_run_ids_travel(tmp_path, monkeypatch):
+    from bench.config import run_id
+    from conftest import tiny_config
+
+    torch.save(build_model(resolve_model_config({"name": "small_cnn", "widths": [8, 16]}), 4, 3, 8).state_dict(), tmp_path / "w.pt")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "w.pt").write_bytes((tmp_path / "w.pt").read_bytes())
+    monkeypatch.setenv("FEDRANK_WEIGHTS_DIR", str(tmp_path))
+    here = tiny_config(model__weights="${FEDRANK_WEIGHTS_DIR}/w.pt")
+    assert here["model"]["weights"] == "${FEDRANK_WEIGHTS_DIR}/w.pt"
+    monkeypatch.setenv("FEDRANK_WEIGHTS_DIR", str(tmp_path / "elsewhere"))
+    assert run_id(tiny_config(model__weights="${FEDRANK_WEIGHTS_DIR}/w.pt")) == run_id(here)
+    model = build_model(here["model"], 4, 3, 8)
+    assert torch.equal(model.head.weight, torch.load(tmp_path / "w.pt")["head.weight"])

@@ -1,74 +1,139 @@
-"""The Snakemake workflow end to end on a tiny grid, the demo's dry run, and the report."""
+"""The workflow end to end with Snakemake's local executor: a tiny grid with a diverging and a
+failing run, its reports and HTML report; and a training job killed mid-run, retried, resumed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from bench.config import resolve
+from bench.engine.run import RunPaths, execute
 from bench.stats.collect import load_results
 from bench.stats.settings import resolve_stats
-from bench.errors import UserError
-from bench.workflow import plan_runs
+from bench.workflow import load_workflow_config, plan_workflow
 from conftest import REPO
 
+pytestmark = pytest.mark.slow
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = REPO / "configs" / "test" / "tiny.yaml"
 
 
-def tiny_workflow(tmp_path: Path) -> Path:
-    config = {
-        "results": str(tmp_path / "runs"),
-        "reports": str(tmp_path / "reports"),
-        "base": {"data": {"name": "synthetic"}, "model": {"name": "small_cnn", "widths": [8, 16]},
-                 "train": {"rounds": 2, "lr": 0.003}, "runtime": {"threads": 1}},
-        "grid": {"seed": [0, 1], "method": ["fedavg", {"name": "fedlsc", "per": 0.2}]},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def test_plan_expands_the_grid_and_dedupes_identical_runs():
-    runs = plan_runs({"base": {"data": {"name": "synthetic"}}, "grid": {"seed": [0, 1], "method": ["fedavg", "fedavg", {"name": "fedlsc", "per": 0}]}})
-    assert len(runs) == 4
-    assert {cfg["method"]["name"] for cfg in runs.values()} == {"fedavg", "fedlsc"}
-    with pytest.raises(UserError, match="grid.seed"):
-        plan_runs({"grid": {"seed": []}})
-    with pytest.raises(UserError, match="config key 'method.tau'"):
-        plan_runs({"grid": {"method": [{"name": "fedlsc", "tau": 0}]}})
-
-
-def test_default_demo_dry_run_plans_21_runs():
-    proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall", "--cores", "1", "--quiet", "rules"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert re.search(r"^train\s+21$", proc.stdout, re.M), proc.stdout
-
-
-@pytest.mark.slow
-def test_snakemake_runs_a_tiny_grid_end_to_end(tmp_path):
-    config = tiny_workflow(tmp_path)
+def snakemake(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([*SNAKEMAKE, "--cores", "2", "--configfile", str(config), "--quiet"], cwd=REPO, capture_output=True, text=True, env=env)
+    return subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """configs/test/tiny.yaml run once by `snakemake --cores 2` into a temporary folder."""
+    out = tmp_path_factory.mktemp("tiny")
+    paths = [f"results={out / 'runs'}", f"reports={out / 'reports'}"]
+    proc = snakemake("--cores", "2", "--configfile", str(TINY), "--config", *paths)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    config = load_workflow_config(TINY)
+    config.update(results=str(out / "runs"), reports=str(out / "reports"))
+    return out, paths, plan_workflow(config)
+
+
+def test_every_run_reaches_the_reports_diverged_and_failed_included(tiny_run):
+    out, _, plan = tiny_run
+    results = load_results(out / "runs", resolve_stats({}), progress=False)
+    runs, problems = results.runs, results.problems
+    assert not problems and set(runs["run_id"]) == set(plan.runs)
+    status = dict(zip(runs["run_id"], runs["status"]))
+    (diverged,) = plan.groups["lr/synthetic/train.lr=1e+30"].runs
+    (failed,) = plan.studies["tight"]
+    assert status.pop(diverged) == "diverged" and status.pop(failed) == "failed"
+    assert set(status.values()) == {"completed"}
+    assert "min_samples" in json.loads((out / "runs" / failed / "run.json").read_text())["error"]
+
+    reports = out / "reports"
+    compare = pd.read_csv(reports / "compare" / "synthetic" / "all" / "results.csv")
+    assert set(compare["label"]) == {"fedavg", "fedlsc (per=0.2)"} and (compare["seeds"] == 2).all()
+    assert set(compare["method"]) == {"FedAvg", "fedlsc (per=0.2)"}  # paper names where they apply
+    assert (reports / "compare" / "synthetic" / "all" / "convergence.png").stat().st_size > 10_000
+    assert pd.read_csv(reports / "lr" / "synthetic" / "train.lr=1e+30" / "results.csv")["statuses"].tolist() == ["1 diverged"]
+    assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["1 failed"]
+    manifest = pd.read_csv(reports / "studies.csv")
+    assert len(manifest) == len(plan.manifest()) == len(plan.runs) + 1  # one run is in two studies
+    assert sorted(map(tuple, manifest.values)) == sorted(plan.manifest())
+
+
+def test_a_finished_workflow_has_nothing_left_to_do(tiny_run):
+    _, paths, _ = tiny_run
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(TINY), "--config", *paths)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+
+
+def test_html_report_is_self_contained_and_grouped_by_study_and_dataset(tiny_run):
+    out, paths, plan = tiny_run
+    html = out / "report.html"
+    proc = snakemake("--cores", "1", "--configfile", str(TINY), "--config", *paths, "--report", str(html))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    reports = tmp_path / "reports"
-    table = pd.read_csv(reports / "results.csv")
-    assert set(table["method"]) == {"FedAvg", "fedlsc (per=0.2)"} and (table["seeds"] == 2).all()
-    assert (reports / "convergence.png").stat().st_size > 10_000
-    assert "**synthetic**" in (reports / "results.md").read_text() and "| FedAvg |" in (reports / "results.md").read_text()
-    results = load_results(tmp_path / "runs", resolve_stats({}), progress=False)
-    assert len(results.runs) == 4 and set(results.runs["status"]) == {"completed"} and not results.problems
-    assert {"run_id", "round", "scope", "metric", "value"} <= set(results.metrics.columns)
+    text = html.read_text()
+    assert not re.search(r"""(src|href)=["']https?://""", text)  # nothing fetched when opened
+    for study in plan.studies:
+        assert study in text
+    assert "Workflow" in text and "train.lr=1e+30" in text
+    assert "Study **compare** on **synthetic**".replace("**", "") in re.sub(r"<[^>]+>", "", text).replace("\\n", " ")
 
 
-def test_a_folder_of_only_foreign_entries_is_an_error(tmp_path):
-    (tmp_path / "not_a_run").mkdir()
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "run.json").write_text("{ half written")
-    with pytest.raises(UserError, match="no run records"):
-        load_results(tmp_path, resolve_stats({}), progress=False)
+def running_fedrank(marker: str) -> int | None:
+    """The pid of the `fedrank run` process whose command line contains `marker`."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"fedrank" in a for a in argv[:2]) and b"run" in argv and any(marker.encode() in a for a in argv):
+                return int(proc.name)
+    return None
+
+
+def test_a_killed_training_job_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    config = {
+        "results": str(tmp_path / "runs"), "reports": str(tmp_path / "reports"), "seeds": [0],
+        "base": {"data": {"name": "synthetic"}, "model": {"name": "small_cnn", "widths": [8, 16]}, "train": {"rounds": 40, "lr": 0.003}},
+        "studies": {"one": {"datasets": ["synthetic"], "methods": ["fedavg"]}},
+    }
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(config))
+    (run,) = plan_workflow(load_workflow_config(path)).runs.values()
+    run_dir = tmp_path / "runs" / run.id
+    killed: list[int] = []
+
+    def kill_once_checkpointed():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            pid = running_fedrank(str(run_dir)) if (run_dir / "checkpoint.pt").is_file() else None
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_once_checkpointed, daemon=True)
+    watcher.start()
+    proc = snakemake(str(run_dir / "run.json"), "--cores", "1", "--retries", "1", "--configfile", str(path))
+    watcher.join(timeout=1)
+    assert killed, "the training job finished before it could be killed"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Trying to restart" in proc.stdout + proc.stderr
+    assert re.findall(r"attempt (\d) of (\d)", (run_dir / "train.log").read_text()) == [("2", "2")]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and record["resumed_from_round"] >= 2
+    execute(resolve(run.config), tmp_path / "straight", show_progress=False)
+    straight, resumed = (pd.read_parquet(RunPaths(d).metrics) for d in (tmp_path / "straight", run_dir))
+    pd.testing.assert_frame_equal(straight, resumed, check_exact=True)

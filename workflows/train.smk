@@ -1,5 +1,12 @@
-# One federated run per job; the resolved run config travels on the command line.
+# Training: one job per run id, `fedrank run` on the run's config, with torch on the job's threads.
+# A job killed or pre-empted resumes from its last round checkpoint when retried. Bad input found
+# at run time, or any error on the job's last attempt, is recorded as a failed run (exit 0), so
+# the failure reaches the reports instead of being dropped.
 import json
+
+
+wildcard_constraints:
+    run=r"[^/]+",
 
 
 rule train:
@@ -8,10 +15,15 @@ rule train:
         metrics=f"{RESULTS}/{{run}}/metrics.parquet",
         diagnostics=f"{RESULTS}/{{run}}/diagnostics.parquet",
     params:
-        config=lambda wildcards: json.dumps(RUNS[wildcards.run], sort_keys=True),
+        config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
         out=lambda wildcards: f"{RESULTS}/{wildcards.run}",
     threads: 1
+    resources:
+        attempt=lambda wildcards, attempt: f"{attempt}/{job_attempts(workflow)}",
+    conda:
+        ENV
     log:
         f"{RESULTS}/{{run}}/train.log",
     shell:
-        "fedrank run --config-json {params.config:q} --out {params.out} --quiet 2> {log}"
+        "fedrank run --config-json {params.config:q} --set runtime.threads={threads} "
+        "--out {params.out} --attempt {resources.attempt} --quiet 2> {log}"

@@ -14,13 +14,65 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.engine.run import execute
 
     cfg = resolve_json(args.config_json, args.set) if args.config_json else load_config(args.config, args.set)
+    attempt = parse_attempt(args.attempt)
     if args.print_config:
         print(json.dumps({"run_id": run_id(cfg), **cfg}, indent=2))
         return 0
     out = Path(args.out) if args.out else Path(args.runs) / run_id(cfg)
-    record = execute(cfg, out, show_progress=not args.quiet)
-    logging.getLogger("fedrank").info("%s: %s after %d rounds -> %s", record["run_id"], record["status"], record["rounds_completed"], out)
+    log = logging.getLogger("fedrank")
+    if attempt:
+        log.info("%s: attempt %d of %d", run_id(cfg), *attempt)
+    try:
+        record = execute(cfg, out, show_progress=not args.quiet)
+    except Exception as exc:
+        if not ends_as_failed_run(exc, attempt):
+            raise
+        record = record_failure(cfg, out, exc)
+    log.info("%s: %s after %d rounds -> %s", record["run_id"], record["status"], record["rounds_completed"], out)
     return 0
+
+
+def parse_attempt(text: str | None) -> tuple[int, int] | None:
+    """`--attempt N/M` as (N, M)."""
+    from bench.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        current, total = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--attempt '{text}': expected N/M, e.g. --attempt 1/3") from None
+    return current, total
+
+
+def ends_as_failed_run(exc: Exception, attempt: tuple[int, int] | None) -> bool:
+    """Under the workflow (`--attempt N/M`), whether an error is recorded as a failed run: bad input
+    found at run time at once (retrying cannot fix it), any other error on the last attempt."""
+    from bench.errors import UserError
+
+    return attempt is not None and (isinstance(exc, UserError) or attempt[0] >= attempt[1])
+
+
+def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
+    """The failed run's record: the engine's own if it got that far, else a minimal one written here
+    (bad input found at run time, e.g. a client left without data), so the run is never dropped."""
+    from bench.config import config_digest, run_id
+    from bench.engine.run import Progress, RunPaths, write_outputs
+
+    log = logging.getLogger("fedrank")
+    log.error("%s recorded as failed: %s: %s", run_id(cfg), type(exc).__name__, exc)
+    paths = RunPaths(out)
+    if paths.record.is_file():
+        record = json.loads(paths.record.read_text())
+        if record.get("config_digest") == config_digest(cfg):
+            return record
+    record = {
+        "run_id": run_id(cfg), "status": "failed", "error": f"{type(exc).__name__}: {exc}", "rounds_completed": 0,
+        "diverged_round": None, "resumed_from_round": None, "headline_scope": None, "seed": cfg["seed"],
+        "method": cfg["method"], "config": cfg, "config_digest": config_digest(cfg),
+    }
+    write_outputs(paths, Progress(), record)
+    return record
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -70,6 +122,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--runs", default="results/runs", help="parent folder of run directories (default: %(default)s)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and run id, run nothing")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument("--attempt", metavar="N/M",
+                     help="this is attempt N of M (the workflow passes it): bad input found at run time, or any error on "
+                          "the last attempt, is recorded as a failed run with exit code 0, so the failure reaches the statistics")
     run.set_defaults(func=cmd_run)
 
     methods = sub.add_parser("methods", help="list methods with their hyper-parameters and defaults")

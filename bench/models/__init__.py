@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.config import existing_path
+from bench.config import existing_path, expand_path
 from bench.errors import UserError
 from bench.models import res2net_sa, small_cnn, timm_models
 from bench.models.classifier import Classifier
@@ -53,8 +53,8 @@ def resolve_model_config(section: dict) -> dict:
         )
     out = {"name": section["name"], "weights": section.get("weights"), **options}
     out.update({k: v for k, v in section.items() if k in options})
-    if out["weights"]:
-        out["weights"] = existing_path(
+    if out["weights"]:  # checked, but kept as written so the run id travels between machines
+        existing_path(
             out["weights"], "model.weights", "file",
             "fedrank never downloads weights: save them once to a local file and point model.weights at it, or set it to null for random init",
         )
@@ -68,15 +68,21 @@ def build_model(cfg: dict, num_classes: int, in_chans: int, image_size: int) -> 
     options = {k: v for k, v in cfg.items() if k not in ("name", "weights")}
     if arch:
         options["arch"] = arch
-    return BUILDERS[family](num_classes=num_classes, in_chans=in_chans, image_size=image_size, weights=cfg["weights"], **options)
+    return BUILDERS[family](num_classes=num_classes, in_chans=in_chans, image_size=image_size, weights=weights_path(cfg), **options)
+
+
+def weights_path(cfg: dict) -> str | None:
+    """The weights file with variables expanded (the config keeps it as written)."""
+    return expand_path(cfg["weights"]) if cfg["weights"] else None
 
 
 def describe_init(cfg: dict) -> str:
     """For the run record: how the model was initialised."""
     if not cfg["weights"]:
         return "random init (no model.weights given)"
-    digest = hashlib.sha256(Path(cfg["weights"]).read_bytes()).hexdigest()[:16]
-    return f"pretrained weights {cfg['weights']} (sha256 {digest})"
+    path = weights_path(cfg)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return f"pretrained weights {path} (sha256 {digest})"
 
 
 def count_parameters(model: nn.Module) -> int:

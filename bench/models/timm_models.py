@@ -1,8 +1,11 @@
-"""Any timm architecture as a fedrank body, with weights from a local file only."""
+"""Any timm architecture as a fedrank body, with weights from a local file only.
+
+timm is imported where it is used: resolving thousands of configs (the workflow's DAG build)
+then never pays for importing it and torchvision.
+"""
 
 from __future__ import annotations
 
-import timm
 from torch import nn
 
 from bench.errors import UserError
@@ -10,6 +13,8 @@ from bench.models.classifier import Classifier
 
 
 def check_architecture(arch: str) -> None:
+    import timm
+
     if not timm.is_model(arch):
         raise UserError(f"config key 'model.name': timm has no model '{arch}'; list them with python -c \"import timm; print(timm.list_models())\"")
 
@@ -17,6 +22,8 @@ def check_architecture(arch: str) -> None:
 def create_backbone(arch: str, in_chans: int, weights: str | None, **kwargs) -> nn.Module:
     """timm model without classifier; `weights` (a local file) is loaded by timm's own loader,
     which drops the original classifier and adapts the stem to `in_chans`. Never downloads."""
+    import timm
+
     overlay = {"file": weights} if weights else None
     return timm.create_model(arch, pretrained=bool(weights), pretrained_cfg_overlay=overlay, num_classes=0, in_chans=in_chans, **kwargs)
 

@@ -34,6 +34,7 @@ class Analysis:
     rounds_to_target: pd.DataFrame  # per setting and method
     mb_per_round: pd.DataFrame  # per setting and method: mean MB sent per round
     ranking: Ranking
+    notes: list[str] = field(default_factory=list)  # what a reader must know (missing metrics, ...)
     timings: dict[str, float] = field(default_factory=dict)
 
     @cached_property
@@ -51,14 +52,16 @@ def mb_per_round(results: Results) -> pd.DataFrame:
     return runs.groupby(["study", "setting", "method"], as_index=False)["mb_per_round"].mean()
 
 
-def check_metrics(curves: pd.DataFrame, settings: dict) -> None:
-    """The headline metric must exist in the runs; other named metrics may be missing (said)."""
+def check_metrics(curves: pd.DataFrame, settings: dict) -> list[str]:
+    """The headline metric must exist in the runs; other named metrics may be missing. Returns
+    the notes a reader should see."""
     present = set(curves["metric"].astype(str).unique())
+    if not present:
+        return ["no run has an evaluated round (all failed or diverged before one): the report holds run counts only"]
     if settings["metric"] not in present:
         raise UserError(f"stats.metric '{settings['metric']}' is not in the runs' metrics; choose one of: {', '.join(sorted(present))}")
-    for metric in dict.fromkeys([*settings["table_metrics"], *(goal["metric"] for goal in settings["targets"].values())]):
-        if metric not in present:
-            log.warning("metric '%s' (stats settings) is not in the runs' metrics: its columns stay empty", metric)
+    wanted = dict.fromkeys([*settings["table_metrics"], *(goal["metric"] for goal in settings["targets"].values())])
+    return [f"metric '{metric}' (stats settings) is not in the runs' metrics: its columns stay empty" for metric in wanted if metric not in present]
 
 
 def analyse(results: Results, settings: dict) -> Analysis:
@@ -74,7 +77,9 @@ def analyse(results: Results, settings: dict) -> Analysis:
 
     references = resolve_references(results, settings["references"])
     curves = step("headline curves", headline_curves, results)
-    check_metrics(curves, settings)
+    notes = check_metrics(curves, settings)
+    for note in notes:
+        log.warning(note)
     finals = step("final scores", final_scores, curves, settings["last_k"])
     scored = scored_runs(results, finals, settings["metric"])
     summary = step("summaries", summarize, results, finals, settings)
@@ -83,4 +88,4 @@ def analyse(results: Results, settings: dict) -> Analysis:
     rtt = rounds_to_target(results, targets, references)
     mb = step("communication", mb_per_round, results)
     ranking = step("ranking", rank_methods, scored, references, settings)
-    return Analysis(results, settings, references, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, timings)
+    return Analysis(results, settings, references, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, notes, timings)

@@ -97,7 +97,7 @@ def front_page(analysis: Analysis, summary: Table, written: dict[str, list[Path]
         f"Headline metric: **{settings['metric']}** at the {final}; intervals: {settings['confidence']:.0%} BCa bootstrap over seeds "
         f"({settings['bootstrap']['resamples']} resamples, seed {settings['bootstrap']['seed']}); alpha = {settings['alpha']:g}.", "",
     ]
-    notes = results.problems + analysis.ranking.notes
+    notes = results.problems + analysis.notes + analysis.ranking.notes
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines.append(markdown(leaderboard_table(analysis)[0]) if not analysis.ranking.leaderboard.empty else "")

@@ -64,7 +64,8 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
     display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"]})
     for metric in present:
         display[metric] = [fmt_ci(m, lo, hi, is_percent(metric)) for m, lo, hi in data[[metric, f"{metric}_ci_low", f"{metric}_ci_high"]].itertuples(index=False)]
-    display["runs"] = data.apply(status_text, axis=1)
+    data.insert(data.columns.get_loc("missing_seeds") + 1, "statuses", data.apply(status_text, axis=1))
+    display["runs"] = data["statuses"]
     bold = best_cells(data, display, display["setting"], {m: m for m in present}, set(analysis.settings["lower_is_better"]))
     notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored "
              "by the mean over clients of each client's own model on the global test set (column scope in the CSV); best mean per setting in bold."]

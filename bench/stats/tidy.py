@@ -51,6 +51,14 @@ def dictionary_array(codes: np.ndarray, dictionary: pa.Array) -> pa.DictionaryAr
     return pa.DictionaryArray.from_arrays(pa.array(codes, mask=missing) if missing.any() else pa.array(codes), dictionary)
 
 
+def gather(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
+    """values[rows], with `fill` where rows is -1 (a run without measurements)."""
+    out = np.full(len(rows), fill, dtype=values.dtype)
+    present = rows >= 0
+    out[present] = values[rows[present]]
+    return out
+
+
 def write_tidy(path, results: Results) -> int:
     """Write the tidy table to `path` (Parquet, atomically); returns the number of rows. A run
     without any evaluation (failed at once) still has one row, with empty measurements."""
@@ -70,8 +78,8 @@ def write_tidy(path, results: Results) -> int:
             rows = np.concatenate(spans)
             sizes = np.array([len(s) for s in spans])
             arrays = {c: dictionary_array(np.repeat(codes[chunk], sizes), dictionary) for c, (codes, dictionary) in run_columns.items()}
-            arrays.update({c: dictionary_array(np.where(rows >= 0, codes[rows], -1), dictionary) for c, (codes, dictionary) in measured.items()})
-            arrays.update({c: pa.array(values[rows], mask=rows < 0) for c, values in numbers.items()})
+            arrays.update({c: dictionary_array(gather(codes, rows, -1), dictionary) for c, (codes, dictionary) in measured.items()})
+            arrays.update({c: pa.array(gather(values, rows, 0), mask=rows < 0) for c, values in numbers.items()})
             table = pa.table(arrays)
             writer = writer or pq.ParquetWriter(tmp, table.schema, write_statistics=[c for c in STATISTICS if c in arrays])
             writer.write_table(table)

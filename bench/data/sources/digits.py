@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-
 from bench.data.base import ImageDataset, register_dataset
 
 
 @register_dataset("digits", default_size=8, needs_root=False, summary="sklearn handwritten digits, 1,797 images 8x8, 10 classes (bundled, no download)")
 def load(cfg: dict) -> ImageDataset:
+    from sklearn.datasets import load_digits  # here, not at import: listing datasets stays fast
+
     bunch = load_digits()
     images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # pixel values are 0..16
     size = cfg["image_size"]

@@ -58,6 +58,8 @@ def convergence_overview(analysis: Analysis, style: MethodStyle, path: Path) -> 
     """The report's convergence.png: the first settings side by side, one shared legend."""
     bands = analysis.bands
     settings_shown = bands[["study", "setting"]].drop_duplicates().head(OVERVIEW_PANELS)
+    if settings_shown.empty:  # no completed run was ever evaluated
+        return []
     columns = min(3, len(settings_shown))
     rows = math.ceil(len(settings_shown) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)

@@ -1,0 +1,121 @@
+"""`fedrank plan`, `fedrank status`: what a workflow config expands to, and how far it has run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+STATUSES = ("completed", "diverged", "failed", "interrupted", "pending")
+
+
+def load_plan(args: argparse.Namespace):
+    from bench.config import fill_defaults
+    from bench.errors import UserError
+    from bench.workflow import check_config, load_workflow_config, plan_workflow, workflow_schema
+
+    if args.config_json:
+        try:
+            config = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--config-json is not valid JSON ({exc.msg} at char {exc.pos}); pass one JSON object")
+        check_config(config)
+        config = fill_defaults(workflow_schema(), config)
+    else:
+        config = load_workflow_config(args.config)
+    return config, plan_workflow(config)
+
+
+def run_status(folder: Path) -> str:
+    """completed / diverged / failed from run.json; interrupted (a checkpoint to resume); pending."""
+    record = folder / "run.json"
+    if record.is_file():
+        try:
+            return json.loads(record.read_text()).get("status", "failed")
+        except (OSError, json.JSONDecodeError):
+            return "interrupted"
+    return "interrupted" if (folder / "checkpoint.pt").is_file() else "pending"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import yaml
+
+    from bench.io import write_csv, write_text
+
+    config, plan = load_plan(args)
+    if args.config_of:
+        if args.config_of not in plan.runs:
+            from bench.errors import UserError
+
+            raise UserError(f"--config-of '{args.config_of}': no such run in this config; list them with --runs")
+        print(json.dumps(plan.runs[args.config_of].config, sort_keys=True))
+        return 0
+    if args.runs:
+        for group in plan.groups.values():
+            for rid, label in group.runs.items():
+                print(f"{rid}  {group.path}  {label}")
+        return 0
+    if args.write_manifest:
+        write_csv(args.write_manifest, pd.DataFrame(plan.manifest(), columns=["study", "run_id"]))
+    if args.write_stats:
+        write_text(args.write_stats, yaml.safe_dump(plan.stats, sort_keys=False))
+    print(f"{'study':<16} {'runs':>6} {'groups':>7}  datasets")
+    for study, ids in plan.studies.items():
+        groups = [g for g in plan.groups.values() if g.study == study]
+        datasets = ", ".join(dict.fromkeys(g.dataset for g in groups))
+        print(f"{study:<16} {len(ids):>6} {len(groups):>7}  {datasets}")
+    memberships = len(plan.manifest())
+    print(f"{len(plan.runs)} distinct runs ({memberships - len(plan.runs)} shared between studies) under {config['results']}; reports under {config['reports']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config, plan = load_plan(args)
+    results = Path(config["results"])
+    status = {rid: run_status(results / rid) for rid in plan.runs}
+    if args.failed:
+        for rid, state in status.items():
+            if state == "failed":
+                print(results / rid / "run.json")
+        return 0
+    print(f"{'study':<16} " + " ".join(f"{s:>11}" for s in STATUSES))
+    for study, ids in [*plan.studies.items(), ("(distinct)", list(plan.runs))]:
+        counts = Counter(status[rid] for rid in ids)
+        print(f"{study:<16} " + " ".join(f"{counts[s]:>11}" for s in STATUSES))
+    return 0
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("config", nargs="?", default="configs/default.yaml", help="workflow config YAML (default: %(default)s)")
+    source.add_argument("--config-json", metavar="JSON", help="the workflow config as one JSON object (what the Snakefile passes)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    plan = sub.add_parser(
+        "plan",
+        help="expand a workflow config: studies, runs, report groups",
+        description="Check a workflow config and expand its studies into runs, exactly as `snakemake` does at DAG-build time.",
+    )
+    add_config_arguments(plan)
+    plan.add_argument("--runs", action="store_true", help="list every run: run id, report group, method variant")
+    plan.add_argument("--config-of", metavar="RUN_ID",
+                      help='print the config a run\'s job gets; run it by hand with fedrank run --config-json "$(fedrank plan CONFIG --config-of RUN_ID)"')
+    plan.add_argument("--write-manifest", metavar="CSV", help="write the study manifest (columns study,run_id; one row per membership)")
+    plan.add_argument("--write-stats", metavar="YAML", help="write the config's `stats` settings for the statistics stage")
+    plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser(
+        "status",
+        help="how far a workflow config has run: run statuses per study",
+        description=(
+            "Count the runs of each study by status: completed, diverged, failed (recorded after the last "
+            "attempt), interrupted (a checkpoint to resume from) and pending. To retry failed runs: "
+            "snakemake --cores all --configfile CONFIG --forcerun $(fedrank status CONFIG --failed)"
+        ),
+    )
+    add_config_arguments(status)
+    status.add_argument("--failed", action="store_true", help="print the run.json path of every failed run (targets for --forcerun)")
+    status.set_defaults(func=cmd_status)
