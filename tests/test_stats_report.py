@@ -152,3 +152,16 @@ def test_an_unknown_headline_metric_is_a_one_line_error(tmp_path, capsys):
     write_study(tmp_path / "runs", {"method": ["fedavg"], "seed": [0], "train.rounds": [2]})
     assert main(["tables", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--set", "metric=auc"]) == 2
     assert "stats.metric 'auc' is not in the runs' metrics; choose one of: accuracy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status, stop", [("completed", None), ("failed", 0), ("diverged", 1)])
+def test_a_report_group_of_one_run_whatever_its_fate(tmp_path, status, stop):
+    # The workflow reports each study x dataset x setting group on its own: often one run.
+    from bench.stats.synthetic import grid_configs, write_run
+
+    path = write_run(tmp_path / "runs", grid_configs({"method": ["fedavg"], "seed": [0], "train.rounds": [2]})[0], status, stop)
+    out = tmp_path / "out"
+    assert main(["report", "--quiet", "--out", str(out), str(path)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert table["statuses"].tolist() == [f"1 {status}"] and table["method"].tolist() == ["FedAvg"]
+    assert (out / "convergence.png").exists() == (status == "completed")

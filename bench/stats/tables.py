@@ -55,9 +55,10 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
     keys = ["study", "setting", "setting_order", "method", "method_order", "label"]
     wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "ci_low", "ci_high", "n"], observed=True)
     wide.columns = [metric if stat == "mean" else f"{metric}_{stat}" for stat, metric in wide.columns]
-    ordered = [c for m in metrics for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n") if c in wide.columns]
+    ordered = [c for m in metrics if m in wide.columns for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n")]  # CIs are all-NaN with one seed
+    wide = wide.reindex(columns=ordered)
     counts = summary.drop_duplicates(["study", "setting", "method"]).set_index(keys)[[*analysis.results.setting_columns, "seeds", "completed", "diverged", "failed", "missing_seeds"]]
-    data = counts.join(wide[ordered]).reset_index().sort_values(["setting_order", "method_order", "method"], ignore_index=True)
+    data = counts.join(wide).reset_index().sort_values(["setting_order", "method_order", "method"], ignore_index=True)
     scope = analysis.results.runs.drop_duplicates("method").set_index("method")["headline_scope"]
     data.insert(data.columns.get_loc("label") + 1, "scope", data["method"].map(scope))
     present = [m for m in metrics if m in data]
