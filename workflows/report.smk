@@ -19,6 +19,10 @@ localrules:
 
 
 rule manifest:
+    input:
+        # An edited config file reruns the statistics also under `--rerun-triggers mtime input`
+        # (the SLURM profile), which ignores the changed params.
+        workflow.configfiles,
     output:
         studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Study manifest"),
         stats=f"{REPORTS}/stats.yaml",
