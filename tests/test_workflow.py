@@ -210,7 +210,7 @@ def job_counts(out: str) -> dict[str, int]:
 def test_demo_dry_run_plans_21_runs_and_a_configfile_replaces_the_demo(tmp_path):
     proc = dry_run()
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout) == {"manifest": 1, "train": 21, "report": 1, "all": 1, "total": 24}
+    assert job_counts(proc.stdout) == {"manifest": 1, "train": 21, "statistics": 1, "report": 1, "all": 1, "total": 25}
     other = write_config(tmp_path, study(methods=["fedavg"]))
     proc = dry_run("--configfile", other)
     assert proc.returncode == 0, proc.stderr

@@ -66,6 +66,9 @@ def test_every_run_reaches_the_reports_diverged_and_failed_included(tiny_run):
     assert (reports / "compare" / "synthetic" / "all" / "convergence.png").stat().st_size > 10_000
     assert pd.read_csv(reports / "lr" / "synthetic" / "train.lr=1e+30" / "results.csv")["statuses"].tolist() == ["1 diverged"]
     assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["1 failed"]
+    statuses = pd.read_csv(reports / "tables" / "runs.csv").groupby("study")[["diverged", "failed"]].sum()
+    assert statuses.loc["lr", "diverged"] == 1 and statuses.loc["tight", "failed"] == 1  # all studies together
+    assert (reports / "tables" / "main_comparison.tex").read_text().startswith("% Global-model comparison")
     manifest = pd.read_csv(reports / "studies.csv")
     assert len(manifest) == len(plan.manifest()) == len(plan.runs) + 1  # one run is in two studies
     assert sorted(map(tuple, manifest.values)) == sorted(plan.manifest())
@@ -87,6 +90,7 @@ def test_html_report_is_self_contained_and_grouped_by_study_and_dataset(tiny_run
     for study in plan.studies:
         assert study in text
     assert "Workflow" in text and "train.lr=1e+30" in text
+    assert "All studies" in text and "main_comparison" in text and "cd_diagram" in text  # the all-studies statistics
     assert "Study **compare** on **synthetic**".replace("**", "") in re.sub(r"<[^>]+>", "", text).replace("\\n", " ")
 
 
