@@ -5,8 +5,8 @@
 #   snakemake --cores all --configfile configs/paper.yaml --profile slurm     on a SLURM cluster
 #   snakemake --report reports/report.html                       the HTML report
 #
-# Stages: train (one job per run id) -> report (tables and figures per study, dataset and
-# setting, plus the study manifest the statistics read). The config is checked and expanded here,
+# Stages: train (one job per run id) -> statistics (paper tables, ranking and figures over all
+# studies) and report (tables and figures per study, dataset and setting). The config is checked and expanded here,
 # before any job starts; `fedrank plan CONFIG` prints the same expansion.
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -45,4 +45,5 @@ rule all:
     default_target: True
     input:
         rules.manifest.output,
+        rules.statistics.output,
         [f"{REPORTS}/{path}" for path in PLAN.groups],

@@ -99,6 +99,10 @@ class Plan:
         """The run.json files a report job reads."""
         return [f"{self.results}/{run}/run.json" for run in self.group(wildcards).runs]
 
+    def all_records(self) -> list[str]:
+        """The run.json files of every study: what the all-studies statistics read."""
+        return [f"{self.results}/{run}/run.json" for run in self.runs]
+
     def manifest(self) -> list[tuple[str, str]]:
         """(study, run id): one row per membership; a run shared by two studies appears twice."""
         return [(study, rid) for study, ids in self.studies.items() for rid in ids]
@@ -311,6 +315,9 @@ def plan_workflow(config: dict) -> Plan:
     """Every run of the selected studies, resolved and deduplicated, with study and report groups.
 
     `config` is a checked workflow config with its defaults filled (see `load_workflow_config`)."""
+    from bench.stats.settings import resolve_stats
+
+    resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
     hparams = method_hparams()
     plan = Plan(results=config["results"], stats=config["stats"])
     for name in selected_studies(config):

@@ -248,8 +248,10 @@ def test_profile_runs_the_workflow_on_slurm_and_a_killed_job_resumes(cluster, tm
     assert records[tight]["status"] == "failed" and "min_samples" in records[tight]["error"]
 
     compare = pd.read_csv(reports / "compare" / "synthetic" / "all" / "results.csv")
-    assert set(compare["method"]) == {"fedavg", "fedlsc"} and set(compare["statuses"]) == {"completed 1"}
+    assert set(compare["method"]) == {"FedAvg", "FedLSC Per=1%"} and set(compare["statuses"]) == {"1 completed"}
     assert (reports / "compare" / "synthetic" / "all" / "convergence.png").is_file()
-    assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["failed 1"]
+    assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["1 failed"]
+    runs = pd.read_csv(reports / "tables" / "runs.csv")  # the all-studies statistics, run as a local rule
+    assert runs.groupby("study")["failed"].sum().to_dict() == {"compare": 0, "preempt": 0, "tight": 1}
     manifest = pd.read_csv(reports / "studies.csv")
     assert sorted(manifest["study"]) == ["compare", "compare", "preempt", "tight"]

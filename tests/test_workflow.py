@@ -19,6 +19,7 @@ from bench.cli import main
 from bench.config import fill_defaults
 from bench.errors import UserError
 from bench.methods import Method, hparam, register, registry
+from bench.stats.settings import load_stats_settings
 from bench.methods import _REGISTRY as METHODS
 from bench.workflow import check_config, load_workflow_config, plan_workflow, workflow_schema
 from conftest import REPO
@@ -150,6 +151,8 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
         ({"datasets": {"ham": {"data": {"name": "ham10000", "root": "/nonexistent/ham"}}}, "studies": {"s": {"datasets": ["ham"]}}},
          r"studies.s \(ham, .*config key 'data.root': folder /nonexistent/ham does not exist"),
         ({**study(), "seeds": 0}, r"config key 'seeds'"),
+        ({**study(), "stats": {"targets": {"synthetic": 0.5}}}, r"config key 'stats.targets.synthetic': 0.5 is not of type 'object'"),
+        ({"studies": {"tables": study()["studies"]["s"]}}, r"config key 'studies'.*tables, figures, stats and logs"),
     ],
 )
 def test_bad_workflow_config_is_one_line_naming_the_key(config, message):
@@ -165,14 +168,15 @@ def write_config(tmp_path, config: dict) -> str:
 
 
 def test_plan_cli_writes_the_manifest_and_stats_and_prints_run_configs(tmp_path, capsys):
-    config = {**study(methods=["fedavg", "fedprox"]), "stats": {"targets": {"synthetic": 0.5}}}
+    config = {**study(methods=["fedavg", "fedprox"]), "stats": {"targets": {"synthetic": {"value": 0.5}}}}
     path = write_config(tmp_path, config)
     manifest, stats = tmp_path / "studies.csv", tmp_path / "stats.yaml"
     assert main(["plan", path, "--write-manifest", str(manifest), "--write-stats", str(stats)]) == 0
     assert "4 distinct runs (0 shared between studies)" in capsys.readouterr().out
     rows = pd.read_csv(manifest)
     assert list(rows.columns) == ["study", "run_id"] and len(rows) == 4 and set(rows["study"]) == {"s"}
-    assert yaml.safe_load(stats.read_text()) == {"targets": {"synthetic": 0.5}}
+    assert yaml.safe_load(stats.read_text()) == {"stats": {"targets": {"synthetic": {"value": 0.5}}}}
+    assert load_stats_settings(stats)["targets"]["synthetic"] == {"metric": "accuracy", "value": 0.5}  # what --stats-config reads
     assert main(["plan", path, "--runs"]) == 0
     first = capsys.readouterr().out.split()[0]
     assert main(["plan", path, "--config-of", first]) == 0
@@ -206,7 +210,7 @@ def job_counts(out: str) -> dict[str, int]:
 def test_demo_dry_run_plans_21_runs_and_a_configfile_replaces_the_demo(tmp_path):
     proc = dry_run()
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout) == {"manifest": 1, "train": 21, "report": 1, "all": 1, "total": 24}
+    assert job_counts(proc.stdout) == {"manifest": 1, "train": 21, "statistics": 1, "report": 1, "all": 1, "total": 25}
     other = write_config(tmp_path, study(methods=["fedavg"]))
     proc = dry_run("--configfile", other)
     assert proc.returncode == 0, proc.stderr

@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.collect import load_runs
 from bench.config import resolve
 from bench.engine.run import RunPaths, execute
+from bench.stats.collect import load_results
+from bench.stats.settings import resolve_stats
 from bench.workflow import load_workflow_config, plan_workflow
 from conftest import REPO
 
@@ -48,7 +49,8 @@ def tiny_run(tmp_path_factory):
 
 def test_every_run_reaches_the_reports_diverged_and_failed_included(tiny_run):
     out, _, plan = tiny_run
-    runs, metrics, problems = load_runs(out / "runs")
+    results = load_results(out / "runs", resolve_stats({}), progress=False)
+    runs, problems = results.runs, results.problems
     assert not problems and set(runs["run_id"]) == set(plan.runs)
     status = dict(zip(runs["run_id"], runs["status"]))
     (diverged,) = plan.groups["lr/synthetic/train.lr=1e+30"].runs
@@ -59,10 +61,14 @@ def test_every_run_reaches_the_reports_diverged_and_failed_included(tiny_run):
 
     reports = out / "reports"
     compare = pd.read_csv(reports / "compare" / "synthetic" / "all" / "results.csv")
-    assert set(compare["method"]) == {"fedavg", "fedlsc"} and (compare["seeds"] == 2).all()
+    assert set(compare["label"]) == {"fedavg", "fedlsc (per=0.2)"} and (compare["seeds"] == 2).all()
+    assert set(compare["method"]) == {"FedAvg", "fedlsc (per=0.2)"}  # paper names where they apply
     assert (reports / "compare" / "synthetic" / "all" / "convergence.png").stat().st_size > 10_000
-    assert pd.read_csv(reports / "lr" / "synthetic" / "train.lr=1e+30" / "results.csv")["statuses"].tolist() == ["diverged 1"]
-    assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["failed 1"]
+    assert pd.read_csv(reports / "lr" / "synthetic" / "train.lr=1e+30" / "results.csv")["statuses"].tolist() == ["1 diverged"]
+    assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["1 failed"]
+    statuses = pd.read_csv(reports / "tables" / "runs.csv").groupby("study")[["diverged", "failed"]].sum()
+    assert statuses.loc["lr", "diverged"] == 1 and statuses.loc["tight", "failed"] == 1  # all studies together
+    assert (reports / "tables" / "main_comparison.tex").read_text().startswith("% Global-model comparison")
     manifest = pd.read_csv(reports / "studies.csv")
     assert len(manifest) == len(plan.manifest()) == len(plan.runs) + 1  # one run is in two studies
     assert sorted(map(tuple, manifest.values)) == sorted(plan.manifest())
@@ -84,6 +90,7 @@ def test_html_report_is_self_contained_and_grouped_by_study_and_dataset(tiny_run
     for study in plan.studies:
         assert study in text
     assert "Workflow" in text and "train.lr=1e+30" in text
+    assert "All studies" in text and "main_comparison" in text and "cd_diagram" in text  # the all-studies statistics
     assert "Study **compare** on **synthetic**".replace("**", "") in re.sub(r"<[^>]+>", "", text).replace("\\n", " ")
 
 

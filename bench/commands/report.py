@@ -1,22 +1,74 @@
-"""`fedrank report`: the results table and convergence plot of a set of runs."""
+"""`fedrank report | stats | tables | plots | rank`: statistics, tables and figures of any
+results folder (or list of run.json files), inside or outside Snakemake."""
 
 from __future__ import annotations
 
 import argparse
+
 from pathlib import Path
 
+COMMANDS = {
+    "report": (("stats", "tables", "figures", "report"), "everything: tidy table, statistics, tables, figures, results.md/csv, convergence.png"),
+    "stats": (("stats",), "the tidy results table (results.parquet) and every statistic (stats/*.parquet)"),
+    "tables": (("tables",), "the paper's tables and the leaderboard as CSV, Markdown and LaTeX (tables/)"),
+    "plots": (("figures",), "every figure as PNG and PDF (figures/)"),
+    "rank": (("rank",), "rank all methods: leaderboard (printed and in tables/), pairwise tests, CD diagram"),
+}
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_demo_report
+DESCRIPTION = """\
+{summary}.
 
-    for path in write_demo_report([Path(p) for p in args.records] or Path(args.runs), Path(args.out)):
-        print(path)
+Reads run directories (run.json + metrics.parquet, any status; folders without a readable
+run.json are reported and skipped) from --runs, or the run.json files given as arguments.
+A setting is a study plus the config fields that vary between runs (dataset, beta, clients,
+local epochs, ...); a method variant (e.g. FedLSC per=0 vs per=0.01, or a tau sweep) is its
+own treatment; comparisons are paired by seed within a setting.
+
+Outputs under --out: results.parquet, stats/, tables/, figures/, results.md, results.csv,
+convergence.png, report.json (what was read, skipped and written). Statistics settings
+(metric, targets, references, alpha, bootstrap, paper names, sweeps) and their defaults:
+bench/schemas/stats.schema.yaml; pass them with --stats-config and/or --set."""
+
+EXAMPLES = """\
+examples:
+  fedrank report --runs results/runs --out reports
+  fedrank report --out reports results/runs/*/run.json
+  fedrank rank --runs results/runs --set metric=balanced_accuracy
+  fedrank tables --stats-config configs/study.yaml --studies results/studies.csv
+  fedrank plots --set targets.ham10000.value=0.8 --set figures.formats=[png]
+"""
+
+
+def cmd(args: argparse.Namespace) -> int:
+    from bench.errors import UserError
+    from bench.stats.report import produce
+    from bench.stats.settings import load_stats_settings
+
+    settings = load_stats_settings(args.stats_config, args.set)
+    source = [Path(p) for p in args.records] or Path(args.runs)
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {args.out} ({exc.strerror}); pass a writable --out") from exc
+    written = produce(source, Path(args.out), settings, Path(args.studies) if args.studies else None, COMMANDS[args.command][0], progress=not args.quiet)
+    count = sum(len(paths) for paths in written.values())
+    print(f"{count} files written under {args.out} (list: {Path(args.out) / 'report.json'})")
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    report = sub.add_parser("report", help="results table and convergence plot from a folder of runs")
-    report.add_argument("records", nargs="*", help="run.json files to include (default: every run under --runs)")
-    report.add_argument("--runs", default="results/runs", help="folder of run directories (default: %(default)s)")
-    report.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
-    report.set_defaults(func=cmd_report)
+    for name, (_, summary) in COMMANDS.items():
+        parser = sub.add_parser(name, help=summary, description=DESCRIPTION.format(summary=summary[0].upper() + summary[1:]),
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("records", nargs="*", help="run.json files to include (default: every run under --runs)")
+        parser.add_argument("--runs", default="results/runs", help="folder of run directories (default: %(default)s)")
+        parser.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
+        parser.add_argument("--studies", metavar="CSV", help="study manifest with columns study,run_id (default: every run in one study 'all')")
+        parser.add_argument("--stats-config", metavar="YAML", help="statistics settings: the mapping itself or a config with a `stats:` section")
+        parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a statistics setting, value parsed as YAML; repeatable (e.g. --set metric=f1 --set last_k=5)")
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        parser.set_defaults(func=cmd)
+
+
+

@@ -60,7 +60,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.write_manifest:
         write_csv(args.write_manifest, pd.DataFrame(plan.manifest(), columns=["study", "run_id"]))
     if args.write_stats:
-        write_text(args.write_stats, yaml.safe_dump(plan.stats, sort_keys=False))
+        write_text(args.write_stats, yaml.safe_dump({"stats": plan.stats}, sort_keys=False))  # a config with a `stats:` section
     print(f"{'study':<16} {'runs':>6} {'groups':>7}  datasets")
     for study, ids in plan.studies.items():
         groups = [g for g in plan.groups.values() if g.study == study]

@@ -1,0 +1,403 @@
+"""Collect run directories into tidy tables, whatever methods produced them.
+
+Every run is kept whatever its status (completed, diverged, failed are columns, not filters);
+folders without a readable run.json (running, killed, half-written, foreign) are reported and
+skipped. A run belongs to the studies an optional manifest (CSV `study,run_id`) names, else to
+the one study `all`; runs a manifest names but the results lack are reported as missing.
+
+A *setting* is a study plus the config fields that vary between runs and are not the method or
+the seed (dataset, beta, clients, local epochs, ...); a *treatment* is a method with its
+hyper-parameters, labelled by name plus the hyper-parameters that vary or differ from their
+defaults (`fedlsc (per=0.01, tau=0.5)`), shown under its paper name where one is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from bench.config import NON_SEMANTIC, NON_SEMANTIC_DATA_KEYS
+from bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+RUN_FIELDS = {
+    "run_id": "run_id",
+    "status": "status",
+    "error": "error",
+    "seed": "seed",
+    "headline_scope": "headline_scope",
+    "rounds_completed": "rounds_completed",
+    "diverged_round": "diverged_round",
+    "model.parameters": "model_parameters",
+    "communication.full_state_mb_per_round": "full_state_mb_per_round",
+    "timing.seconds_per_round": "seconds_per_round",
+    "environment.git_revision": "git_revision",
+    "environment.device": "device",
+}
+REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
+# Config fields that never define a setting: the treatment, the replicate, and what does not
+# change results (the fields the run id ignores: how a run ran, where the data lives).
+NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), *(f"data.{key}" for key in NON_SEMANTIC_DATA_KEYS))
+SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
+ABSENT_KEYS = "absent_config_keys"
+METRIC_COLUMNS = ["round", "scope", "metric", "value"]
+DEFAULT_STUDY = "all"
+
+
+def run_file_schema(kind: str):
+    """The engine's Parquet schema of metrics.parquet or diagnostics.parquet, given explicitly
+    because a run that ends before its first evaluation writes untyped (null) empty columns.
+    Text columns are read as dictionaries: a few distinct names repeated thousands of times."""
+    import pyarrow as pa
+
+    text, integer = pa.dictionary(pa.int32(), pa.large_string()), pa.int64()
+    columns = {
+        "metrics": [("round", integer), ("scope", text), ("client", integer), ("metric", text), ("value", pa.float64())],
+        "diagnostics": [("round", integer), ("name", text), ("layer", text), ("client", integer), ("value", pa.float64())],
+    }
+    return pa.schema(columns[kind])
+
+
+@dataclass
+class Results:
+    """Runs (one row per study membership) and their evaluation rows (global model or mean
+    over clients; per-client rows stay in each run's metrics.parquet)."""
+
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    setting_columns: list[str]
+    problems: list[str] = field(default_factory=list)
+    missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["study", "run_id"]))
+
+    @property
+    def methods(self) -> list[str]:
+        """Display names of every treatment, in table order (paper order, then by label)."""
+        ordered = self.runs.drop_duplicates("method").sort_values(["method_order", "method"])
+        return ordered["method"].tolist()
+
+
+# ---- reading --------------------------------------------------------------------------------
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """Dotted keys for nested dicts; lists become their JSON text so they can be grouped on."""
+    out = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+def run_files(source: Path | list[Path]) -> tuple[list[Path], list[str]]:
+    """The run.json files of a results folder (or the given list) and what was skipped."""
+    if isinstance(source, list):
+        return sorted(Path(p) for p in source), []
+    if not source.is_dir():
+        raise UserError(f"results folder {source} not found; pass --runs DIR holding run directories (default results/runs)")
+    paths, problems = [], []
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        if (folder / "run.json").is_file():
+            paths.append(folder / "run.json")
+        else:
+            problems.append(f"{folder}: no run.json (still running, killed, or not a run); skipped")
+    return paths, problems
+
+
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, why it was skipped)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path}: unreadable ({exc.__class__.__name__}: half-written or not a run record); skipped"
+    missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+    if not missing:
+        config = record["config"] if isinstance(record["config"], dict) else {}
+        missing = [f"config.{k}.name" for k in ("data", "method") if not isinstance(config.get(k), dict) or "name" not in config[k]]
+    if missing:
+        return None, f"{path}: not a fedrank run record (no {', '.join(missing)}); skipped"
+    return record, None
+
+
+def run_row(path: Path, record: dict) -> dict:
+    """One runs-table row: run fields, the flattened config, what figures need from the record."""
+    flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment")})
+    row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
+    config = {k: v for k, v in flatten(record["config"]).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))}
+    row.update(config)
+    data = record.get("data", {})
+    row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(record["config"]["method"], sort_keys=True),
+               classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])])
+    return row
+
+
+def read_runs(paths: list[Path], progress: bool) -> tuple[pd.DataFrame, list[str]]:
+    rows, problems, seen = [], [], set()
+    for path in tqdm(paths, desc="reading runs", unit="run", disable=not progress or None, leave=False):
+        record, problem = read_record(path)
+        if problem:
+            problems.append(problem)
+        elif record["run_id"] in seen:
+            problems.append(f"{path}: run {record['run_id']} already read from another folder; skipped")
+        else:
+            seen.add(record["run_id"])
+            rows.append(run_row(path, record))
+    return pd.DataFrame(rows), problems
+
+
+def scan_files(files: list[str], kind: str, columns: list[str], condition) -> tuple[list[tuple[str, object]], list[str]]:
+    """(path, record batch) of the rows of every file that match `condition`, in one
+    multi-threaded scan; a file Arrow cannot read (corrupt, foreign) is reported and skipped."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    schema = run_file_schema(kind)
+    text = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=text))
+
+    def scan(paths: list[str]) -> list[tuple[str, object]]:
+        dataset = ds.dataset(paths, format=file_format, schema=schema)
+        return [(t.fragment.path, t.record_batch) for t in dataset.scanner(columns=columns, filter=condition).scan_batches() if t.record_batch.num_rows]
+
+    present = [f for f in files if Path(f).is_file()]
+    try:
+        return scan(present), []
+    except (pa.ArrowException, OSError):  # find the culprits one by one
+        found, problems = [], []
+        for path in present:
+            try:
+                found += scan([path])
+            except (pa.ArrowException, OSError) as exc:
+                problems.append(f"{path}: unreadable ({exc.__class__.__name__}: corrupt or not a fedrank file); its run has no {kind}")
+        return found, problems
+
+
+def read_metrics(folders: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluation rows (client mean or global model, plus communication) of every run, and the
+    files that could not be read; `run` is the index of the run's folder in `folders`."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    position = {str(Path(f) / "metrics.parquet"): i for i, f in enumerate(folders)}
+    # client is null: the global model, the means over clients and comm (train rows are per client)
+    found, problems = scan_files(list(position), "metrics", METRIC_COLUMNS, ds.field("client").is_null())
+    table = pa.Table.from_batches([batch for _, batch in found], schema=pa.schema([run_file_schema("metrics").field(c) for c in METRIC_COLUMNS]))
+    table = table.unify_dictionaries()
+    frame = pd.DataFrame({
+        "run": np.concatenate([np.full(batch.num_rows, position[path], dtype=np.int32) for path, batch in found]) if found else np.array([], dtype=np.int32),
+        "round": table["round"].to_numpy().astype(np.int32),
+        "scope": table["scope"].to_pandas().astype("category"),
+        "metric": table["metric"].to_pandas().astype("category"),
+        "value": table["value"].to_numpy(),
+    })
+    return frame, problems
+
+
+# ---- studies --------------------------------------------------------------------------------
+def read_studies(path: Path) -> pd.DataFrame:
+    """The study manifest: one row per (study, run_id) membership."""
+    if not path.is_file():
+        raise UserError(f"study manifest {path} not found; pass a CSV with columns study,run_id (or leave out --studies)")
+    try:
+        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"study manifest {path} is not a readable CSV ({exc.__class__.__name__}); write it with a header line study,run_id") from exc
+    lacking = {"study", "run_id"} - set(manifest.columns)
+    if lacking:
+        raise UserError(f"study manifest {path} lacks column(s) {', '.join(sorted(lacking))}; its header must be study,run_id")
+    manifest = manifest[["study", "run_id"]].apply(lambda s: s.str.strip())
+    if (manifest == "").any(axis=None):
+        raise UserError(f"study manifest {path} has an empty study or run_id; give both on every line")
+    return manifest.drop_duplicates(ignore_index=True)
+
+
+def assign_studies(runs: pd.DataFrame, manifest: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs x their studies, manifest rows whose run is absent, notes)."""
+    if manifest is None:
+        return runs.assign(study=DEFAULT_STUDY), pd.DataFrame(columns=["study", "run_id"]), []
+    joined = manifest.merge(runs, on="run_id", how="inner")
+    missing = manifest[~manifest["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+    notes = [f"study {s}: run {r} is in the study manifest but not in the results (not run yet, or deleted)" for s, r in missing.itertuples(index=False)]
+    outside = int((~runs["run_id"].isin(manifest["run_id"])).sum())
+    if outside:
+        notes.append(f"{outside} run(s) in the results belong to no study of the manifest; left out")
+    return joined, missing, notes
+
+
+# ---- treatments -----------------------------------------------------------------------------
+def method_defaults() -> dict[str, dict]:
+    """Registered methods' hyper-parameter defaults by method name."""
+    from bench.methods import registry
+
+    return {name: {"name": name, **{k: f.default for k, f in cls.hparams().items()}} for name, cls in registry().items()}
+
+
+def format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def treatment_labels(configs: list[dict], defaults: dict[str, dict]) -> list[str]:
+    """Method name plus the hyper-parameters that vary across these configs or differ from
+    the method's defaults: 'fedlsc (per=0.01, tau=0.5)'."""
+    values: dict[tuple[str, str], set] = {}
+    for cfg in configs:
+        for key, value in cfg.items():
+            values.setdefault((cfg["name"], key), set()).add(json.dumps(value))
+    labels = []
+    for cfg in configs:
+        base = defaults.get(cfg["name"], {})
+        shown = [f"{k}={format_value(v)}" for k, v in sorted(cfg.items())
+                 if k != "name" and (len(values[(cfg["name"], k)]) > 1 or (k in base and base[k] != v))]
+        labels.append(cfg["name"] + (f" ({', '.join(shown)})" if shown else ""))
+    return labels
+
+
+def paper_entry(cfg: dict, paper_names: list[dict], defaults: dict[str, dict]) -> int | None:
+    """Index of the first paper-name entry that is exactly this method configuration."""
+    for index, entry in enumerate(paper_names):
+        wanted = entry["method"]
+        if wanted["name"] != cfg["name"]:
+            continue
+        if cfg["name"] in defaults:
+            if {**defaults[cfg["name"]], **wanted} == cfg:
+                return index
+        elif wanted.items() <= cfg.items():
+            return index
+    return None
+
+
+def name_treatments(runs: pd.DataFrame, paper_names: list[dict]) -> pd.DataFrame:
+    """Add `label` (from the config), `method` (paper name or label) and `method_order`."""
+    unique = sorted(runs["method_config"].unique())
+    configs = [json.loads(text) for text in unique]
+    defaults = method_defaults()
+    labels = treatment_labels(configs, defaults)
+    entries = [paper_entry(cfg, paper_names, defaults) for cfg in configs]
+    display = [label if entry is None else paper_names[entry]["name"] for label, entry in zip(labels, entries)]
+    order = [len(paper_names) if entry is None else entry for entry in entries]
+    table = pd.DataFrame({"method_config": unique, "label": labels, "method": display, "method_order": order})
+    return runs.merge(table, on="method_config", how="left")
+
+
+# ---- settings -------------------------------------------------------------------------------
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """Config fields that take different values in runs that have them, other than the method,
+    seed and runtime; the dataset always (every table says which dataset it is about); and
+    ABSENT_KEYS when runs of an older (or newer) config schema lack some fields."""
+    candidates = [c for c in runs.columns if "." in c and not c.startswith(NOT_SETTING)]
+    has = {c: runs["config_keys"].map(lambda keys, c=c: c in keys).to_numpy(bool) for c in candidates}
+    varying = [c for c in candidates if c == "data.name" or runs.loc[has[c], c].astype(str).nunique(dropna=False) > 1]
+    first = [c for c in SETTING_ORDER if c in varying]
+    return first + sorted(set(varying) - set(first)) + ([ABSENT_KEYS] if runs[ABSENT_KEYS].nunique() > 1 else [])
+
+
+def mark_absent_keys(runs: pd.DataFrame) -> pd.DataFrame:
+    """ABSENT_KEYS: the setting-defining config fields other runs have and this one lacks (a
+    run made before a field existed is not silently paired with runs made after)."""
+    every = frozenset().union(*runs["config_keys"])
+    relevant = {k for k in every if not k.startswith(NOT_SETTING)}
+    return runs.assign(**{ABSENT_KEYS: [", ".join(sorted(relevant - keys)) for keys in runs["config_keys"]]})
+
+
+def short_names(columns: list[str]) -> dict[str, str]:
+    """Column -> its last dotted part where that is unambiguous, else the full key."""
+    tails = [c.rsplit(".", 1)[-1] for c in columns]
+    return {c: t if tails.count(t) == 1 else c for c, t in zip(columns, tails)}
+
+
+def sort_key(value) -> tuple:
+    """Numbers before text, numbers by value: settings sort as a reader expects."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and not pd.isna(value):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def setting_part(column: str, value, names: dict[str, str]) -> str:
+    """How one setting field reads in a setting's name."""
+    if column == "data.name":
+        return str(value)
+    if column == ABSENT_KEYS:
+        keys = value.split(", ") if value else []
+        return f"config without {', '.join(keys[:2])}{f' (+{len(keys) - 2} more)' if len(keys) > 2 else ''}" if keys else ""
+    return f"{names[column]}={format_value(value)}"
+
+
+def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
+    """Add `setting` (readable, without the study), `block` (the same: a run shared by two
+    studies is one block) and `setting_order` (studies in manifest order, then settings by
+    value), by which every table is sorted."""
+    names = short_names(columns)
+    combos = runs[["study", *columns]].astype(object).drop_duplicates()
+    combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
+    combos = combos.sort_values("_key").drop(columns="_key")
+    combos["setting"] = [", ".join(setting_part(c, v, names) for c, v in zip(columns, row) if setting_part(c, v, names)) for row in combos[columns].itertuples(index=False)]
+    combos["setting_order"] = np.arange(len(combos))
+    keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
+    return keyed.assign(block=keyed["setting"])
+
+
+# ---- everything -----------------------------------------------------------------------------
+def load_results(source: Path | list[Path], settings: dict, studies: Path | None = None, progress: bool = True) -> Results:
+    """Read, label and index a results folder (or a list of run.json files). The metrics files
+    are scanned in a background thread (Arrow releases the GIL) while the records are parsed."""
+    paths, problems = run_files(source)
+    folders = [str(p.parent) for p in paths]
+    with ThreadPoolExecutor(1) as pool:
+        scan = pool.submit(read_metrics, folders)
+        runs, unreadable = read_runs(paths, progress)
+        metrics, broken = scan.result()
+    problems += unreadable + broken
+    for problem in problems:
+        log.warning(problem)
+    if runs.empty:
+        raise UserError(f"no run records in {source}; run `fedrank run` or `snakemake --cores all` first")
+    manifest = read_studies(studies) if studies else None
+    runs, missing, notes = assign_studies(runs, manifest)
+    for note in notes:
+        log.warning(note)
+    if runs.empty:
+        raise UserError(f"no run of the results is in a study of {studies}; check that its run_id column names runs in {source}")
+    runs = mark_absent_keys(name_treatments(runs, settings["paper_names"]))
+    columns = setting_columns(runs)
+    study_order = list(dict.fromkeys((manifest if manifest is not None else runs)["study"]))
+    runs = describe_settings(runs, columns, study_order).sort_values(["setting_order", "method_order", "method", "seed"], ignore_index=True)
+    return Results(runs, label_metrics(metrics, folders, runs), columns, problems + notes, missing)
+
+
+def label_metrics(metrics: pd.DataFrame, folders: list[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """Replace the folder index of each metrics row by its run id (categorical); rows of folders
+    that are no run of the analysis (unreadable, duplicate, outside the studies) are dropped."""
+    kept = runs.drop_duplicates("run_id")
+    position = pd.Index(folders).get_indexer(kept["folder"])
+    code = np.full(len(folders), -1)
+    code[position] = np.arange(len(kept))
+    run_code = code[metrics.pop("run").to_numpy()]
+    metrics.insert(0, "run_id", pd.Categorical.from_codes(run_code, categories=pd.Index(kept["run_id"])))
+    return metrics[run_code >= 0].reset_index(drop=True) if (run_code < 0).any() else metrics
+
+
+def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:
+    """run_id, round, name, layer, value of the given per-layer diagnostics (client-free rows)
+    of every run that recorded them; layers keep the model's order."""
+    import pyarrow.dataset as ds
+
+    folders = results.runs.drop_duplicates("run_id").set_index("folder")["run_id"]
+    files = {str(Path(f) / "diagnostics.parquet"): run for f, run in folders.items()}
+    columns = ["round", "name", "layer", "value"]
+    found, problems = scan_files(list(files), "diagnostics", columns, ds.field("name").isin(list(names)) & ds.field("client").is_null())
+    for problem in problems:
+        log.warning(problem)
+    if not found:
+        return pd.DataFrame(columns=["run_id", *columns])
+    out = pd.concat([batch.to_pandas().assign(run_id=files[path]) for path, batch in found], ignore_index=True)
+    out["layer"] = pd.Categorical(out["layer"].astype(str), categories=out["layer"].astype(str).drop_duplicates())
+    out["name"] = out["name"].astype(str)
+    return out

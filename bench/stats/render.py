@@ -1,0 +1,127 @@
+"""Write a table three ways: CSV (the numbers), Markdown and LaTeX booktabs (for reading).
+
+A `Table` carries its numbers (`data`, written to CSV unrounded) and its reading form
+(`display`: formatted text, the same rows in the same order), optionally split into sections
+(one per setting, say) and with cells to set in bold (the best of a column).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.io import write_csv, write_text
+
+LATEX_SYMBOLS = {"β": r"$\beta$", "τ": r"$\tau$", "μ": r"$\mu$", "≥": r"$\geq$", "≤": r"$\leq$", "±": r"$\pm$", "–": "--", "—": "---", "×": r"$\times$"}
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+                 "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+@dataclass
+class Table:
+    name: str  # file stem under tables/
+    title: str
+    data: pd.DataFrame
+    display: pd.DataFrame
+    section: str | None = None  # a display column whose value heads a section instead of a column
+    bold: pd.DataFrame | None = None  # same shape as display: True where the cell is set in bold
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(value, digits: int = 2, percent: bool = False) -> str:
+    """A number for reading: '81.23' (percent scale) or '0.8123'; '–' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{100 * value:.{digits}f}" if percent else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def fmt_ci(mean, low, high, percent: bool = True, digits: int = 2) -> str:
+    """'81.23 [80.10, 82.30]'; the mean alone when there is no interval."""
+    text = fmt(mean, digits, percent)
+    if pd.isna(low) or pd.isna(high):
+        return text
+    return f"{text} [{fmt(low, digits, percent)}, {fmt(high, digits, percent)}]"
+
+
+def fmt_p(p) -> str:
+    if pd.isna(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_text(p) -> str:
+    """'p = 0.050' or 'p < 0.001', for sentences."""
+    shown = fmt_p(p)
+    return f"p {shown[0]} {shown[1:]}" if shown.startswith("<") else f"p = {shown}"
+
+
+@dataclass
+class Section:
+    heading: str | None
+    columns: list[str]
+    rows: list[list[str]]  # cell texts
+    bold: list[list[bool]]
+
+
+def sections(table: Table) -> list[Section]:
+    """The table's rows as text, split into sections in row order (one if none)."""
+    display = table.display.drop(columns=[table.section] if table.section else [])
+    cells = display.astype(str).to_numpy().tolist()
+    bold = (table.bold[display.columns].to_numpy(bool) if table.bold is not None else np.zeros(display.shape, bool)).tolist()
+    if table.section is None:
+        return [Section(None, list(display.columns), cells, bold)]
+    groups = pd.Series(range(len(display))).groupby(table.display[table.section].to_numpy(), sort=False)
+    return [Section(heading, list(display.columns), [cells[i] for i in index], [bold[i] for i in index]) for heading, index in groups]
+
+
+def markdown(table: Table) -> str:
+    lines = [f"## {table.title}", ""]
+    for part in sections(table):
+        if part.heading is not None:
+            lines += [f"**{part.heading}**", ""]
+        lines += ["| " + " | ".join(part.columns) + " |", "|" + "---|" * len(part.columns)]
+        for cells, bold in zip(part.rows, part.bold):
+            lines.append("| " + " | ".join(f"**{c}**" if b else c for c, b in zip((c.replace("|", "\\|") for c in cells), bold)) + " |")
+        lines.append("")
+    lines += [f"_{note}_" for note in table.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+LATEX = str.maketrans({**LATEX_SPECIAL, **LATEX_SYMBOLS})
+
+
+def latex_text(value) -> str:
+    return str(value).translate(LATEX)
+
+
+def latex(table: Table) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); sections become spanning rows."""
+    parts = sections(table)
+    width = len(parts[0].columns)
+    lines = [f"% {table.title} (fedrank)", r"\begin{tabular}{" + "l" * width + "}", r"\toprule",
+             " & ".join(latex_text(c) for c in parts[0].columns) + r" \\", r"\midrule"]
+    for index, part in enumerate(parts):
+        if part.heading is not None:
+            if index:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\emph{{{latex_text(part.heading)}}}}} \\")
+        for cells, bold in zip(part.rows, part.bold):
+            lines.append(" & ".join(rf"\textbf{{{c}}}" if b else c for c, b in zip(map(latex_text, cells), bold)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, folder: Path) -> list[Path]:
+    """tables/<name>.csv, .md and .tex, each written atomically."""
+    paths = [folder / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
+    write_csv(paths[0], table.data)
+    write_text(paths[1], markdown(table))
+    write_text(paths[2], latex(table))
+    return paths

@@ -1,0 +1,204 @@
+"""Write the outputs of `fedrank stats | tables | plots | rank | report` into one folder.
+
+    <out>/results.parquet            the tidy table (study x run x round x scope x metric)
+    <out>/stats/*.parquet, *.json    every statistic, unrounded (summaries, paired tests, ...)
+    <out>/tables/<name>.csv|md|tex   the paper's tables and the leaderboard
+    <out>/figures/<kind>/...png|pdf  every figure
+    <out>/results.md, results.csv, convergence.png   the report a reader opens first
+    <out>/report.json                what was read, skipped and written, with which settings
+
+Every file is written atomically. report.json remembers what each part wrote, so a rerun that
+no longer produces a file (a sweep left the results, say) deletes it instead of leaving a stale
+figure that looks current; files fedrank did not write are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bench
+from bench.io import write_csv, write_json, write_parquet, write_text
+from bench.stats.analysis import Analysis, analyse
+from bench.stats.collect import load_results
+from bench.stats.render import Table, markdown, write_table
+from bench.stats.summaries import summary_metrics
+from bench.stats.tables import all_tables, leaderboard_table, main_comparison, pairwise_table
+from bench.stats.tidy import write_tidy
+
+log = logging.getLogger(__name__)
+MANIFEST = "report.json"
+
+
+def load(source: Path | list[Path], settings: dict, studies: Path | None, progress: bool = True) -> Analysis:
+    """Collect the runs and compute every statistic."""
+    results = load_results(source, settings, studies, progress)
+    log.info("%d runs (%s) in %d settings, %d methods", results.runs["run_id"].nunique(),
+             ", ".join(f"{n} {s}" for s, n in results.runs.drop_duplicates("run_id")["status"].value_counts().items()),
+             results.runs[["study", "setting"]].drop_duplicates().shape[0], len(results.methods))
+    return analyse(results, settings)
+
+
+# ---- parts ----------------------------------------------------------------------------------
+def write_stats(analysis: Analysis, out: Path) -> list[Path]:
+    """The tidy table and every statistic as Parquet (lists of seeds as text)."""
+    folder = out / "stats"
+    paths = [out / "results.parquet"]
+    rows = write_tidy(paths[0], analysis.results)
+    log.info("tidy results table: %d rows -> %s", rows, paths[0])
+    frames = {
+        "summary": analysis.summary, "paired": analysis.paired, "rounds_to_target": analysis.rounds_to_target,
+        "run_targets": analysis.targets, "communication": analysis.mb_per_round, "leaderboard": analysis.ranking.leaderboard,
+        "pairwise": analysis.ranking.pairwise, "block_scores": analysis.ranking.scores.reset_index(), "block_ranks": analysis.ranking.ranks.reset_index(),
+    }
+    for name, frame in frames.items():
+        paths.append(folder / f"{name}.parquet")
+        write_parquet(paths[-1], frame.reset_index(drop=True))
+    paths.append(folder / "friedman.json")
+    write_json(paths[-1], {**analysis.ranking.friedman, "notes": analysis.ranking.notes})
+    return paths
+
+
+def write_tables(tables: list[Table], out: Path) -> list[Path]:
+    return [path for table in tables for path in write_table(table, out / "tables")]
+
+
+def write_figures(analysis: Analysis, out: Path, progress: bool = True, only: tuple[str, ...] | None = None) -> list[Path]:
+    from bench.stats.figures import all_figures
+
+    return all_figures(analysis, out / "figures", progress, only)
+
+
+def write_front_page(analysis: Analysis, out: Path, written: dict[str, list[Path]]) -> list[Path]:
+    """results.md (the report), results.csv (per setting and method) and convergence.png."""
+    from bench.stats.figures import style
+    from bench.stats.figures.curves import convergence_overview
+
+    summary = main_comparison(analysis, summary_metrics(analysis.settings))[0]
+    paths = [out / "results.csv", out / "results.md"]
+    write_csv(paths[0], summary.data)
+    write_text(paths[1], front_page(analysis, summary, written, out))
+    with style.figure_style():
+        paths += convergence_overview(analysis, style.MethodStyle(analysis.results, analysis.settings["paper_names"]), out / "convergence.png")
+    return paths
+
+
+def front_page(analysis: Analysis, summary: Table, written: dict[str, list[Path]], out: Path) -> str:
+    results, settings = analysis.results, analysis.settings
+    runs = results.runs.drop_duplicates("run_id")
+    final = "last evaluated round" if settings["last_k"] == 1 else f"mean of the last {settings['last_k']} evaluated rounds"
+    lines = [
+        "# fedrank report", "",
+        f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())}) in "
+        f"{results.runs[['study', 'setting']].drop_duplicates().shape[0]} settings of {results.runs['study'].nunique()} studies; {len(results.methods)} methods. "
+        f"fedrank {bench.__version__}.", "",
+        f"Headline metric: **{settings['metric']}** at the {final}; intervals: {settings['confidence']:.0%} BCa bootstrap over seeds "
+        f"({settings['bootstrap']['resamples']} resamples, seed {settings['bootstrap']['seed']}); alpha = {settings['alpha']:g}.", "",
+    ]
+    notes = results.problems + analysis.notes + analysis.ranking.notes
+    if notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    lines.append(markdown(leaderboard_table(analysis)[0]) if not analysis.ranking.leaderboard.empty else "")
+    lines.append(markdown(summary).replace("## Global-model comparison", "## Results per setting", 1))
+    files = sorted(p.relative_to(out) for part in ("tables", "figures") for p in written.get(part, []) if p.suffix in (".md", ".png"))
+    if files:
+        lines += ["## Tables and figures", "", *file_links(files), ""]
+    return "\n".join(lines)
+
+
+def file_links(files: list[Path], most: int = 8) -> list[str]:
+    """Markdown links to each file; a folder of more than `most` files is one link with a count."""
+    folders: dict[str, list[Path]] = {}
+    for path in files:
+        folders.setdefault(path.parent.as_posix(), []).append(path)
+    links = []
+    for folder, paths in folders.items():
+        if len(paths) > most and folder not in (".", "tables", "figures"):
+            links.append(f"- [{folder}/]({folder}/) ({len(paths)} files, e.g. [{paths[0].name}]({paths[0].as_posix()}))")
+        else:
+            links += [f"- [{p.as_posix()}]({p.as_posix()})" for p in paths]
+    return links
+
+
+# ---- bookkeeping ----------------------------------------------------------------------------
+def previous_outputs(out: Path) -> dict:
+    try:
+        return json.loads((out / MANIFEST).read_text()).get("outputs", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def record(out: Path, analysis: Analysis, written: dict[str, list[Path]], source, studies: Path | None) -> Path:
+    """report.json: inputs, settings, problems, timings and every file written per part;
+    files a part wrote last time but not now are deleted (stale)."""
+    outputs = previous_outputs(out)
+    for part, paths in written.items():
+        now = {p.relative_to(out).as_posix() for p in paths}
+        for stale in set(outputs.get(part, [])) - now:
+            (out / stale).unlink(missing_ok=True)
+            log.info("removed stale %s", stale)
+        outputs[part] = sorted(now)
+    runs = analysis.results.runs.drop_duplicates("run_id")
+    manifest = {
+        "fedrank": bench.__version__,
+        "source": [str(p) for p in source] if isinstance(source, list) else str(source),
+        "studies": str(studies) if studies else None,
+        "runs": {str(k): int(v) for k, v in runs["status"].value_counts().items()},
+        "missing_runs": analysis.results.missing.to_dict("records"),
+        "problems": analysis.results.problems,
+        "references": analysis.references,
+        "settings": analysis.settings,
+        "timings_s": {k: round(v, 3) for k, v in analysis.timings.items()},
+        "outputs": outputs,
+    }
+    write_json(out / MANIFEST, manifest)
+    return out / MANIFEST
+
+
+PARTS = ("stats", "tables", "figures", "rank", "report")
+
+
+def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
+    """Run the pipeline for the requested parts; returns the files written per part."""
+    analysis = load(source, settings, studies, progress)
+    written = write_outputs(analysis, out, parts, progress)
+    record(out, analysis, written, source, studies)
+    if "rank" in parts:
+        print_leaderboard(analysis)
+    return written
+
+
+def write_outputs(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
+    """Every output `parts` asks for; the Parquet files are written in a background thread
+    (Arrow releases the GIL) while the tables and figures are made."""
+    with ThreadPoolExecutor(1) as background:
+        stats = background.submit(write_stats, analysis, out) if "stats" in parts else None
+        written = write_readable(analysis, out, parts, progress)
+        if stats is not None:
+            written["stats"] = stats.result()
+    return written
+
+
+def write_readable(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool) -> dict[str, list[Path]]:
+    """Tables, figures and the front page, as far as `parts` asks for them."""
+    written: dict[str, list[Path]] = {}
+    if "tables" in parts:
+        written["tables"] = write_tables(all_tables(analysis), out)
+    elif "rank" in parts:
+        written["rank_tables"] = write_tables(leaderboard_table(analysis) + pairwise_table(analysis), out)
+    if "figures" in parts:
+        written["figures"] = write_figures(analysis, out, progress)
+    elif "rank" in parts:
+        written["rank_figures"] = write_figures(analysis, out, progress, only=("cd_diagram",))
+    if "report" in parts:
+        written["report"] = write_front_page(analysis, out, written)
+    return written
+
+
+def print_leaderboard(analysis: Analysis) -> None:
+    tables = leaderboard_table(analysis)
+    if tables:
+        print(markdown(tables[0]))
+

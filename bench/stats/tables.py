@@ -1,0 +1,248 @@
+"""The paper's tables, and the benchmark's own, as queries over the analysis.
+
+Each builder returns `Table`s (render.py writes them as CSV, Markdown and LaTeX) or nothing when
+the results hold no data for it (a log line says what is skipped and why). Rows are methods in
+table order (the configured paper names first, then every other method by label), so a new
+method appears in every table without any edit here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from bench.stats.analysis import Analysis
+from bench.stats.collect import format_value, sort_key
+from bench.stats.render import Table, fmt, fmt_ci, fmt_p, p_text
+from bench.stats.sweeps import hparam_sweeps, setting_sweep
+
+log = logging.getLogger(__name__)
+PERCENT_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
+
+
+def is_percent(metric: str) -> bool:
+    return metric in PERCENT_METRICS or metric.startswith("recall/")
+
+
+def heading(study: str, setting: str) -> str:
+    return setting if study == "all" else f"{study}: {setting}"
+
+
+def best_cells(data: pd.DataFrame, display: pd.DataFrame, groups: pd.Series, columns: dict[str, str], lower: set[str]) -> pd.DataFrame:
+    """Bold mask: per group, the best mean of each display column (from its data column)."""
+    bold = pd.DataFrame(False, index=display.index, columns=display.columns)
+    for shown, source in columns.items():
+        values = data[source] if source not in lower else -data[source]
+        best = values.groupby(groups.to_numpy()).transform("max")
+        bold[shown] = values.notna().to_numpy() & (values == best).to_numpy()
+    return bold
+
+
+def status_text(row: pd.Series) -> str:
+    """'3 completed, 1 diverged; missing seeds 4' from a summary row."""
+    parts = [f"{int(row[s])} {s}" for s in ("completed", "diverged", "failed") if row.get(s, 0)]
+    missing = f"; missing seeds {row['missing_seeds']}" if row.get("missing_seeds") else ""
+    return ", ".join(parts) + missing
+
+
+# ---- the global-model comparison ------------------------------------------------------------
+def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> list[Table]:
+    """Mean [95% CI] of every table metric per setting and method (the paper's main table)."""
+    metrics = metrics or analysis.settings["table_metrics"]
+    summary = analysis.summary[analysis.summary["metric"].isin(metrics) | analysis.summary["metric"].isna()]
+    keys = ["study", "setting", "setting_order", "method", "method_order", "label"]
+    wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "ci_low", "ci_high", "n"], observed=True)
+    wide.columns = [metric if stat == "mean" else f"{metric}_{stat}" for stat, metric in wide.columns]
+    ordered = [c for m in metrics if m in wide.columns for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n")]  # CIs are all-NaN with one seed
+    wide = wide.reindex(columns=ordered)
+    counts = summary.drop_duplicates(["study", "setting", "method"]).set_index(keys)[[*analysis.results.setting_columns, "seeds", "completed", "diverged", "failed", "missing_seeds"]]
+    data = counts.join(wide).reset_index().sort_values(["setting_order", "method_order", "method"], ignore_index=True)
+    scope = analysis.results.runs.drop_duplicates("method").set_index("method")["headline_scope"]
+    data.insert(data.columns.get_loc("label") + 1, "scope", data["method"].map(scope))
+    present = [m for m in metrics if m in data]
+    display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"]})
+    for metric in present:
+        display[metric] = [fmt_ci(m, lo, hi, is_percent(metric)) for m, lo, hi in data[[metric, f"{metric}_ci_low", f"{metric}_ci_high"]].itertuples(index=False)]
+    data.insert(data.columns.get_loc("missing_seeds") + 1, "statuses", data.apply(status_text, axis=1))
+    display["runs"] = data["statuses"]
+    bold = best_cells(data, display, display["setting"], {m: m for m in present}, set(analysis.settings["lower_is_better"]))
+    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored "
+             "by the mean over clients of each client's own model on the global test set (column scope in the CSV); best mean per setting in bold."]
+    return [Table("main_comparison", "Global-model comparison", data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes)]
+
+
+# ---- communication --------------------------------------------------------------------------
+def communication_table(analysis: Analysis) -> list[Table]:
+    """MB per round for every method; with a dataset target: rounds and MB to reach it."""
+    mb = analysis.mb_per_round
+    if mb.empty:
+        log.info("no communication rows in the results: skipping tables/communication")
+        return []
+    order = analysis.summary.drop_duplicates(["study", "setting", "method"])[["study", "setting", "method", "setting_order", "method_order"]]
+    data = order.merge(mb, on=["study", "setting", "method"], how="left")
+    rtt = analysis.rounds_to_target.drop(columns=["setting_order", "method_order", "mb_per_round"], errors="ignore")
+    data = data.merge(rtt, on=["study", "setting", "method"], how="left").sort_values(["setting_order", "method_order", "method"], ignore_index=True)
+    for column in ("target_metric", "target", "runs", "reached", "success_rate", "median_rounds", "median_mb_to_target", "reduction_pct", "reduction_vs"):
+        if column not in data:
+            data[column] = np.nan
+    display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"],
+                            "MB/round": [fmt(v, 2) for v in data["mb_per_round"]]})
+    display["target"] = [target_text(m, v, analysis.settings) for m, v in zip(data["target_metric"], data["target"])]
+    display["rounds to target (median)"] = [median_text(m, r, n) for m, r, n in zip(data["median_rounds"], data["reached"], data["runs"])]
+    display["reached"] = [f"{int(r)}/{int(n)}" if pd.notna(n) else "–" for r, n in zip(data["reached"], data["runs"])]
+    baseline = data["reduction_vs"].dropna().iloc[0] if data["reduction_vs"].notna().any() else "reference"
+    display[f"reduction vs {baseline}"] = [f"{v:.1f}%" if pd.notna(v) else "–" for v in data["reduction_pct"]]
+    display["MB to target (median)"] = [fmt(v, 1) for v in data["median_mb_to_target"]]
+    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent). Runs that never reach the target are "
+             "censored at the round budget; the median over seeds counts them as later than any round ('not reached' when the middle seed never reaches it)."]
+    return [Table("communication", "Communication efficiency", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
+
+
+def target_text(metric, value, settings: dict) -> str:
+    """'accuracy ≥ 90%' / 'loss ≤ 0.3'; '–' without a target."""
+    if pd.isna(value):
+        return "–"
+    shown = f"{100 * value:g}%" if is_percent(metric) else f"{value:g}"
+    return f"{metric} {'≤' if metric in settings['lower_is_better'] else '≥'} {shown}"
+
+
+def median_text(median, reached, runs) -> str:
+    if pd.isna(runs):
+        return "–"
+    return f"{median:.0f}" if pd.notna(median) else f"not reached ({int(reached)}/{int(runs)})"
+
+
+# ---- significance ---------------------------------------------------------------------------
+def significance_table(analysis: Analysis) -> list[Table]:
+    """Difference to each reference with its CI and p-values (raw and Holm-adjusted)."""
+    data = analysis.paired
+    if data.empty:
+        log.info("no reference method (%s) in the results: skipping tables/significance", ", ".join(analysis.settings["references"]))
+        return []
+    percent = is_percent(analysis.settings["metric"])
+    scale = "pp" if percent else ""
+    display = pd.DataFrame({
+        "setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])],
+        "comparison": [f"{m} vs {r}" for m, r in zip(data["method"], data["reference"])],
+        f"difference{' (' + scale + ')' if scale else ''}": [fmt_ci(d, lo, hi, percent) for d, lo, hi in zip(data["diff"], data["ci_low"], data["ci_high"])],
+        "seeds": data["n"].astype(int),
+        "p (t)": [fmt_p(p) for p in data["p_t"]],
+        "p (Wilcoxon)": [fmt_p(p) for p in data["p_wilcoxon"]],
+        "p Holm (t)": [fmt_p(p) for p in data["p_t_holm"]],
+        "p Holm (Wilcoxon)": [fmt_p(p) for p in data["p_wilcoxon_holm"]],
+        "d_z": [fmt(v, 2) for v in data["effect_dz"]],
+        "note": data["note"],
+    })
+    alpha = analysis.settings["alpha"]
+    notes = [f"{analysis.settings['metric']}: method minus reference, paired by seed; [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; paired t-test and "
+             f"exact Wilcoxon signed-rank test, Holm-corrected over all comparisons of a setting; d_z = mean difference / SD of differences; alpha = {alpha:g}."]
+    return [Table("significance", "Significance against the reference methods", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
+
+
+# ---- ablations ------------------------------------------------------------------------------
+def ablation_tables(analysis: Analysis) -> list[Table]:
+    """Method x value of the headline metric, for every configured setting sweep present."""
+    metric, tables = analysis.settings["metric"], []
+    for sweep in analysis.settings["sweeps"]:
+        rows = setting_sweep(analysis.results, analysis.summary, sweep["key"], metric)
+        if rows.empty:
+            log.info("no settings differ only in %s: skipping tables/ablation_%s", sweep["key"], sweep["name"])
+            continue
+        tables.append(pivot_table(f"ablation_{sweep['name']}", f"Ablation over {sweep['title']} ({metric})", rows, "method", sweep["title"], metric, analysis))
+    return tables
+
+
+def sensitivity_tables(analysis: Analysis) -> list[Table]:
+    """Setting x hyper-parameter value, for every method hyper-parameter swept (FedLSC's tau
+    and per in the paper), plus the reference methods' scores for scale."""
+    metric, tables = analysis.settings["metric"], []
+    sweeps = hparam_sweeps(analysis.results, analysis.summary, metric)
+    if not sweeps:
+        log.info("no method hyper-parameter is swept within a setting: skipping tables/sensitivity_*")
+    for (name, hparam), rows in sweeps.items():
+        rows = rows.assign(context=[f"{heading(s, t)}" + (f" ({f})" if f else "") for s, t, f in zip(rows["study"], rows["setting"], rows["fixed"])])
+        tables.append(pivot_table(f"sensitivity_{name}_{hparam}", f"Sensitivity of {name} to {hparam} ({metric})", rows, "context", hparam, metric, analysis))
+    return tables
+
+
+def pivot_table(name: str, title: str, rows: pd.DataFrame, row_key: str, column_title: str, metric: str, analysis: Analysis) -> Table:
+    """A sweep as a table: one row per `row_key` (within its context), one column per value."""
+    percent = is_percent(metric)
+    rows = rows.sort_values(["setting_order", "method_order", "value"] if row_key == "method" else ["setting_order", "value"], key=sort_values_key)
+    values = sorted(rows["value"].drop_duplicates(), key=sort_key)
+    cells = rows.assign(cell=[fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])])
+    section = "context" if row_key == "method" else None
+    index = ["context", row_key] if section else [row_key]
+    shown = cells.pivot_table(index=index, columns="value", values="cell", aggfunc="first", sort=False).reindex(columns=values)
+    shown.columns = [f"{column_title}={format_value(v)}" if column_title != "dataset" else str(v) for v in shown.columns]
+    display = shown.fillna("–").reset_index()
+    keep = ["study", "context", "setting", "method", "label", "fixed", "value", "mean", "ci_low", "ci_high", "n", "sd"]
+    data = rows[[c for c in keep if c in rows]].reset_index(drop=True)
+    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; '–': not run."]
+    return Table(name, title, data, display, section, None, notes)
+
+
+def sort_values_key(column: pd.Series) -> pd.Series:
+    return column.map(sort_key) if column.name == "value" else column
+
+
+# ---- ranking --------------------------------------------------------------------------------
+def leaderboard_table(analysis: Analysis) -> list[Table]:
+    """The leaderboard, with the Friedman test and Nemenyi CD in its notes."""
+    ranking, metric = analysis.ranking, analysis.settings["metric"]
+    data = ranking.leaderboard
+    if data.empty:
+        log.info("nothing to rank: skipping tables/leaderboard")
+        return []
+    percent = is_percent(metric)
+    display = data[["rank", "method"]].copy()
+    display["average rank"] = [fmt(v, 2) for v in data["average_rank"]]
+    display["blocks"] = data["blocks"]
+    display[f"mean {metric}"] = [fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(data["mean"], data["ci_low"], data["ci_high"])]
+    for column in [c for c in data.columns if c.startswith("vs ")]:
+        display[f"{column} (W/T/L)"] = data[column].fillna("–")
+    display["ranked on"] = data["ranked_on"]
+    return [Table("leaderboard", f"Leaderboard ({metric})", data, display, None, None, ranking_notes(analysis))]
+
+
+def ranking_notes(analysis: Analysis) -> list[str]:
+    ranking, alpha = analysis.ranking, analysis.settings["alpha"]
+    blocks = "settings (mean over seeds)" if ranking.kind == "setting" else "setting x seed pairs"
+    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
+    f = ranking.friedman
+    if f:
+        notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), {p_text(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
+                     f"{p_text(f['p_f'])}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
+    return notes + ranking.notes
+
+
+def pairwise_table(analysis: Analysis) -> list[Table]:
+    """Holm-corrected pairwise Wilcoxon tests over shared blocks: the primary pairwise evidence."""
+    data = analysis.ranking.pairwise
+    if data.empty:
+        return []
+    percent = is_percent(analysis.settings["metric"])
+    display = pd.DataFrame({"method A": data["method_a"], "method B": data["method_b"], "blocks": data["blocks"],
+                            "mean A - B": [fmt(v, 2, percent) for v in data["mean_diff"]], "p": [fmt_p(p) for p in data["p"]],
+                            "p Holm": [fmt_p(p) for p in data["p_holm"]], "better": data["better"].replace("", "–")})
+    notes = ["Wilcoxon signed-rank test over the blocks both methods have (exact up to 16 non-zero differences), Holm-corrected over all pairs."]
+    return [Table("pairwise", "Pairwise comparisons over blocks", data, display, None, None, notes)]
+
+
+def run_status_table(analysis: Analysis) -> list[Table]:
+    """Every setting and method with its runs by status and missing seeds: nothing hidden."""
+    summary = analysis.summary.drop_duplicates(["study", "setting", "method"])
+    data = summary[["study", "setting", "method", "label", "seeds", "completed", "diverged", "failed", "missing_seeds", "seed_list"]].reset_index(drop=True)
+    display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"], "label": data["label"],
+                            "completed": data["completed"], "diverged": data["diverged"], "failed": data["failed"],
+                            "missing seeds": data["missing_seeds"].replace("", "–")})
+    return [Table("runs", "Runs by status", data, display, "setting")]
+
+
+BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, run_status_table)
+
+
+def all_tables(analysis: Analysis) -> list[Table]:
+    return [table for build in BUILDERS for table in build(analysis)]

@@ -1,0 +1,167 @@
+"""`fedrank report | stats | tables | plots | rank` end to end on synthetic studies."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.stats.synthetic import PAPER_GRID_METHODS, write_study
+
+QUICK = ["--quiet", "--set", "bootstrap.resamples=999", "--set", "figures.formats=[png, pdf]"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """Two datasets, a beta sweep, a tau sweep, a failed and a diverged run, a foreign folder,
+    and a study manifest in which one run belongs to two studies."""
+    root = tmp_path_factory.mktemp("study")
+    runs, members = root / "runs", []
+    common = {"train.rounds": [8], "seed": [0, 1, 2]}
+    for name, grid, fates in (
+        ("main", {**common, "data.name": ["ham10000", "isic2019"], "method": PAPER_GRID_METHODS}, {"failed": 0.05, "diverged": 0.05}),
+        ("beta", {**common, "data.name": ["ham10000"], "partition.beta": [0.1, 0.5], "method": PAPER_GRID_METHODS}, {}),
+        ("tau", {**common, "data.name": ["ham10000"], "method": ["fedavg", "fedprox", *({"name": "fedlsc", "tau": t} for t in (0.1, 0.2, 1.0))]}, {}),
+    ):
+        members += [(name, p.parent.name) for p in write_study(runs, grid, **fates)]
+    (runs / "killed").mkdir()
+    with open(root / "studies.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("study", "run_id"), *members])
+    return root
+
+
+def report(*args: str) -> int:
+    return main([*args[:1], *QUICK, *args[1:]])
+
+
+def test_report_writes_every_table_and_figure(study, tmp_path):
+    out = tmp_path / "reports"
+    assert report("report", "--runs", str(study / "runs"), "--studies", str(study / "studies.csv"), "--out", str(out),
+                  "--set", "targets.ham10000.value=0.7", "--set", "targets.isic2019.value=0.7") == 0
+    for name in ("main_comparison", "communication", "significance", "ablation_beta", "ablation_dataset", "sensitivity_fedlsc_tau",
+                 "sensitivity_fedlsc_per", "leaderboard", "pairwise", "runs"):
+        for ext in ("csv", "md", "tex"):
+            assert (out / "tables" / f"{name}.{ext}").stat().st_size > 100, f"{name}.{ext}"
+    tex = (out / "tables" / "main_comparison.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"FedLSC Per=1\%" in tex and r"\textbf{" in tex
+    assert not (out / "tables" / "ablation_clients.csv").exists()  # no clients sweep in these results
+    figures = {p.relative_to(out / "figures").parts[0] for p in (out / "figures").rglob("*.png")}
+    assert figures >= {"convergence", "rounds_to_target", "cd_diagram.png", "heatmap_beta", "heatmap_dataset", "sensitivity_fedlsc_tau.png",
+                       "layer_similarity", "partitions"}
+    assert len(list((out / "figures").rglob("*.pdf"))) == len(list((out / "figures").rglob("*.png")))
+    assert (out / "convergence.png").stat().st_size > 20_000
+    front = (out / "results.md").read_text()
+    assert "## Leaderboard" in front and "killed: no run.json" in front and "| FedLSC Per=1% |" in front
+    table = pd.read_csv(out / "results.csv")
+    assert {"study", "setting", "method", "label", "seeds", "completed", "failed", "accuracy", "accuracy_ci_low"} <= set(table.columns)
+    tidy = pd.read_parquet(out / "results.parquet", columns=["study", "run_id", "status"])
+    assert set(tidy["study"]) == {"main", "beta", "tau"} and "failed" in set(tidy["status"])
+    manifest = json.loads((out / "report.json").read_text())
+    assert manifest["settings"]["targets"]["ham10000"]["value"] == 0.7 and "tables/leaderboard.md" in manifest["outputs"]["tables"]
+    paired = pd.read_parquet(out / "stats" / "paired.parquet")
+    assert {"p_t_holm", "p_wilcoxon_holm", "effect_dz", "note"} <= set(paired.columns)
+    assert paired["note"].str.contains("cannot go below 0.25").any()  # 3 seeds: said explicitly
+
+
+def test_reports_are_reproducible_and_stale_outputs_removed(study, tmp_path):
+    out = tmp_path / "reports"
+    args = ("tables", "--runs", str(study / "runs"), "--studies", str(study / "studies.csv"), "--out", str(out))
+    assert report(*args) == 0
+    first = pd.read_csv(out / "tables" / "significance.csv")
+    assert report(*args) == 0
+    pd.testing.assert_frame_equal(first, pd.read_csv(out / "tables" / "significance.csv"))
+    (out / "tables" / "mine.md").write_text("not fedrank's")
+    only_main = study / "main_only.csv"
+    rows = [r for r in csv.reader(open(study / "studies.csv")) if r[0] in ("study", "main")]
+    with open(only_main, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert report("tables", "--runs", str(study / "runs"), "--studies", str(only_main), "--out", str(out)) == 0
+    assert not (out / "tables" / "ablation_beta.md").exists() and not (out / "tables" / "sensitivity_fedlsc_tau.csv").exists()
+    assert (out / "tables" / "mine.md").exists() and (out / "tables" / "ablation_dataset.md").exists()
+
+
+def test_rank_prints_the_leaderboard(study, tmp_path, capsys):
+    out = tmp_path / "rank"
+    assert report("rank", "--runs", str(study / "runs"), "--out", str(out), "--set", "metric=balanced_accuracy") == 0
+    printed = capsys.readouterr().out
+    assert "Leaderboard (balanced_accuracy)" in printed and "Friedman chi2" in printed
+    assert sorted(p.name for p in (out / "tables").iterdir()) == [f"{n}.{e}" for n in ("leaderboard", "pairwise") for e in ("csv", "md", "tex")]
+    assert (out / "figures" / "cd_diagram.png").is_file()
+
+
+def test_a_single_method_without_references_or_targets_degrades_gracefully(tmp_path, caplog):
+    write_study(tmp_path / "runs", {"data.name": ["msid"], "method": [{"name": "fedlsc", "tau": 0.5}], "seed": [0, 1], "train.rounds": [4]})
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        assert report("report", "--runs", str(tmp_path / "runs"), "--out", str(out)) == 0
+    assert (out / "results.md").is_file() and (out / "tables" / "main_comparison.md").is_file() and (out / "convergence.png").is_file()
+    assert not (out / "tables" / "significance.csv").exists() and not (out / "figures" / "cd_diagram.png").exists()
+    assert "skipping tables/significance" in caplog.text and "no rounds_to_target" in caplog.text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "/nonexistent/runs"], "results folder /nonexistent/runs not found"),
+    (["--set", "alpha=3"], "stats.alpha"),
+    (["--stats-config", "/nonexistent.yaml"], "not found"),
+    (["--studies", "/nonexistent.csv"], "study manifest"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    write_study(tmp_path / "runs", {"method": ["fedavg"], "seed": [0], "train.rounds": [2]})
+    code = main(["stats", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("fedrank: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "out" / "results.parquet").exists()
+
+
+def test_an_empty_results_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["report", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    assert "no run records" in capsys.readouterr().err
+
+
+def test_paper_methods_keep_their_colour_whatever_else_is_present(tmp_path):
+    from bench.stats.collect import load_results
+    from bench.stats.figures.style import PALETTE, MethodStyle
+    from bench.stats.settings import resolve_stats
+
+    settings = resolve_stats({})
+    write_study(tmp_path / "a", {"method": PAPER_GRID_METHODS, "seed": [0], "train.rounds": [2]})
+    write_study(tmp_path / "b", {"method": ["fedprox", *({"name": "fedlsc", "tau": t} for t in (0.1, 0.2, 1.0))], "seed": [0], "train.rounds": [2]})
+    full = MethodStyle(load_results(tmp_path / "a", settings, progress=False), settings["paper_names"])
+    sweep_results = load_results(tmp_path / "b", settings, progress=False)
+    sweep = MethodStyle(sweep_results, settings["paper_names"])
+    assert sweep.color("FedProx") == full.color("FedProx") and sweep.color("FedLSC Per=1%") == full.color("FedLSC Per=1%")
+    colours = [sweep.color(m) for m in sweep_results.methods] + [full.color(m) for m in ("Local-only", "FedAvg", "FedLSC Per=0%", "FedAvg-FC", "FedProx-FC")]
+    assert len(set(colours)) == len(colours) and set(colours) <= set(PALETTE)
+
+
+def test_latex_and_markdown_escape_what_they_must():
+    from bench.stats.render import Table, latex, markdown
+
+    table = Table("t", "T", pd.DataFrame(), pd.DataFrame({"method": ["FedLSC Per=1%"], "β": ["a|b_c & <0.001"]}))
+    tex, md = latex(table), markdown(table)
+    assert r"FedLSC Per=1\%" in tex and r"a|b\_c \& \textless{}0.001" in tex and r"$\beta$" in tex
+    assert r"a\|b_c & <0.001" in md
+
+
+def test_an_unknown_headline_metric_is_a_one_line_error(tmp_path, capsys):
+    write_study(tmp_path / "runs", {"method": ["fedavg"], "seed": [0], "train.rounds": [2]})
+    assert main(["tables", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--set", "metric=auc"]) == 2
+    assert "stats.metric 'auc' is not in the runs' metrics; choose one of: accuracy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status, stop", [("completed", None), ("failed", 0), ("diverged", 1)])
+def test_a_report_group_of_one_run_whatever_its_fate(tmp_path, status, stop):
+    # The workflow reports each study x dataset x setting group on its own: often one run.
+    from bench.stats.synthetic import grid_configs, write_run
+
+    path = write_run(tmp_path / "runs", grid_configs({"method": ["fedavg"], "seed": [0], "train.rounds": [2]})[0], status, stop)
+    out = tmp_path / "out"
+    assert main(["report", "--quiet", "--out", str(out), str(path)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert table["statuses"].tolist() == [f"1 {status}"] and table["method"].tolist() == ["FedAvg"]
+    assert (out / "convergence.png").exists() == (status == "completed")
