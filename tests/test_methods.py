@@ -26,7 +26,7 @@ def experiment(method: str, **overrides):
 
 def fake_updates(fed, states: torch.Tensor, sizes: list[int]) -> Updates:
     fed.uploads.copy_(states)
-    fit = FitResult(steps=1, samples=1, loss=0.0, finite=True)
+    fit = FitResult(steps=1, samples=1, loss=0.0)
     return Updates(fed.uploads, [Update(i, n, fit) for i, n in enumerate(sizes)])
 
 

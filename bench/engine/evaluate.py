@@ -14,9 +14,6 @@ from torch import nn
 
 from bench.engine.batches import TensorData
 
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "loss")
-
-
 @torch.no_grad()
 def confusion_and_loss(model: nn.Module, data: TensorData, index: torch.Tensor, batch_size: int) -> tuple[np.ndarray, float]:
     """Confusion matrix (true x predicted counts) and summed cross-entropy over `index`."""

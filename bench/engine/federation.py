@@ -38,12 +38,11 @@ class Client:
 
 @dataclass(frozen=True)
 class FitResult:
-    """What local training reports: optimizer steps, samples seen, mean loss, and whether it stayed finite."""
+    """What local training reports: optimizer steps, samples seen and the mean loss (NaN/inf: diverged)."""
 
     steps: int
     samples: int
     loss: float
-    finite: bool
 
 
 @dataclass

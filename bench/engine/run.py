@@ -138,9 +138,10 @@ def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
         fit = method.train(fed, client)
         items.append(method.upload(fed, client, fit))
     losses = {u.client: u.fit.loss for u in items}
-    progress.metrics += [{"round": r, "scope": "train", "client": c, "metric": "loss", "value": v} for c, v in losses.items()]
-    if not all(u.fit.finite for u in items):
-        log.warning("round %d: non-finite training loss on client(s) %s: run diverged", r, [c for c, v in losses.items() if not math.isfinite(v)])
+    progress.metrics += [row for c, v in losses.items() for row in metric_rows(r, "train", c, {"loss": v})]
+    diverged = [c for c, v in losses.items() if not math.isfinite(v)]
+    if diverged:
+        log.warning("round %d: non-finite training loss on client(s) %s: run diverged", r, diverged)
         return None
     new_state = method.aggregate(fed, Updates(fed.uploads, items))
     if not torch.isfinite(new_state).all():
@@ -149,7 +150,7 @@ def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
     fed.global_state = new_state
     for client in fed.clients:
         method.keep(fed, client)
-    progress.metrics.append({"round": r, "scope": "comm", "client": None, "metric": "bytes", "value": float(sent)})
+    progress.metrics += metric_rows(r, "comm", None, {"bytes": float(sent)})
     progress.diagnostics += diagnostic_columns(r, fed)
     every, rounds = fed.config["eval"]["every"], fed.config["train"]["rounds"]
     evaluation = evaluate_round(exp) if r % every == 0 or r == rounds else []

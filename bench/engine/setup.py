@@ -52,7 +52,6 @@ class Experiment:
     fed: Federation
     method: Method
     dataset: ImageDataset
-    partition: Partition
     test_index: torch.Tensor
     pool_size: int  # images left for the clients by the global split
 
@@ -88,4 +87,4 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
         make_model=make_model,
     )
     test_index = torch.as_tensor(np.asarray(test), device=index_device)
-    return Experiment(fed, make_method(cfg["method"]), dataset, partition, test_index, len(pool))
+    return Experiment(fed, make_method(cfg["method"]), dataset, test_index, len(pool))

@@ -3,7 +3,6 @@ StepLR(10, 0.1) per local epoch, gradient-norm clip 5) and configurable under `t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -102,4 +101,4 @@ class LocalTrainer:
         if cfg["persist_optimizer"]:
             client.state[state_key] = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         mean_loss = (total / max(steps, 1)).item()
-        return FitResult(steps=steps, samples=samples, loss=mean_loss, finite=math.isfinite(mean_loss))
+        return FitResult(steps=steps, samples=samples, loss=mean_loss)

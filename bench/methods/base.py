@@ -92,7 +92,8 @@ class Method:
     # ---- server side --------------------------------------------------------------------
     def aggregate(self, fed: Federation, updates: Updates) -> torch.Tensor:
         """The new global state: the sample-count-weighted mean of the clients' states."""
-        weights = updates.num_samples / updates.num_samples.sum()
+        samples = updates.num_samples
+        weights = samples / samples.sum()
         return self.shared_only(fed, weights @ updates.states)
 
     def keep(self, fed: Federation, client: Client) -> None:

@@ -15,6 +15,3 @@ class Local(Method):
 
     def aggregate(self, fed, updates):
         return fed.global_state
-
-    def bytes_per_round(self, fed):
-        return 0
