@@ -47,11 +47,15 @@ def check_config(config: dict) -> None:
     validate(workflow_schema(), config)
 
 
-def load_workflow_config(path: str | Path) -> dict:
-    """Read a workflow config file, check it and fill the schema defaults (what Snakemake does)."""
-    config = read_yaml(path)
+def prepare_workflow_config(config: dict) -> dict:
+    """Check a workflow config and fill the schema defaults (what Snakemake does)."""
     check_config(config)
     return fill_defaults(workflow_schema(), config)
+
+
+def load_workflow_config(path: str | Path) -> dict:
+    """Read a workflow config file, checked and with its defaults filled."""
+    return prepare_workflow_config(read_yaml(path))
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,6 @@ class Plan:
     studies: dict[str, list[str]] = field(default_factory=dict)  # study -> its run ids
     groups: dict[str, Group] = field(default_factory=dict)  # Group.path -> group
     descriptions: dict[str, str] = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
 
     def add(self, group: Group, run: Run, label: str) -> None:
         self.runs.setdefault(run.id, run)
@@ -95,13 +98,16 @@ class Plan:
         """The group of a report job, from its study, dataset and setting wildcards."""
         return self.groups[f"{wildcards.study}/{wildcards.dataset}/{wildcards.setting}"]
 
+    def record(self, run: str) -> str:
+        return f"{self.results}/{run}/run.json"
+
     def records(self, wildcards) -> list[str]:
         """The run.json files a report job reads."""
-        return [f"{self.results}/{run}/run.json" for run in self.group(wildcards).runs]
+        return [self.record(run) for run in self.group(wildcards).runs]
 
     def all_records(self) -> list[str]:
         """The run.json files of every study: what the all-studies statistics read."""
-        return [f"{self.results}/{run}/run.json" for run in self.runs]
+        return [self.record(run) for run in self.runs]
 
     def manifest(self) -> list[tuple[str, str]]:
         """(study, run id): one row per membership; a run shared by two studies appears twice."""
@@ -319,7 +325,7 @@ def plan_workflow(config: dict) -> Plan:
 
     resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
     hparams = method_hparams()
-    plan = Plan(results=config["results"], stats=config["stats"])
+    plan = Plan(results=config["results"])
     for name in selected_studies(config):
         study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
         plan.descriptions[name] = study.get("description", "")

@@ -3,6 +3,7 @@
 # at run time, or any error on the job's last attempt, is recorded as a failed run (exit 0), so
 # the failure reaches the reports instead of being dropped.
 import json
+from pathlib import Path
 
 
 wildcard_constraints:
@@ -16,7 +17,7 @@ rule train:
         diagnostics=f"{RESULTS}/{{run}}/diagnostics.parquet",
     params:
         config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
-        out=lambda wildcards: f"{RESULTS}/{wildcards.run}",
+        out=lambda wildcards, output: Path(output.record).parent,
     threads: 1
     resources:
         attempt=lambda wildcards, attempt: f"{attempt}/{job_attempts(workflow)}",

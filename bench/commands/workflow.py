@@ -11,17 +11,15 @@ STATUSES = ("completed", "diverged", "failed", "interrupted", "pending")
 
 
 def load_plan(args: argparse.Namespace):
-    from bench.config import fill_defaults
     from bench.errors import UserError
-    from bench.workflow import check_config, load_workflow_config, plan_workflow, workflow_schema
+    from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
     if args.config_json:
         try:
             config = json.loads(args.config_json)
         except json.JSONDecodeError as exc:
             raise UserError(f"--config-json is not valid JSON ({exc.msg} at char {exc.pos}); pass one JSON object")
-        check_config(config)
-        config = fill_defaults(workflow_schema(), config)
+        config = prepare_workflow_config(config)
     else:
         config = load_workflow_config(args.config)
     return config, plan_workflow(config)
@@ -29,13 +27,16 @@ def load_plan(args: argparse.Namespace):
 
 def run_status(folder: Path) -> str:
     """completed / diverged / failed from run.json; interrupted (a checkpoint to resume); pending."""
-    record = folder / "run.json"
+    from bench.engine.run import RunPaths
+
+    paths = RunPaths(folder)
+    record = paths.record
     if record.is_file():
         try:
             return json.loads(record.read_text()).get("status", "failed")
         except (OSError, json.JSONDecodeError):
             return "interrupted"
-    return "interrupted" if (folder / "checkpoint.pt").is_file() else "pending"
+    return "interrupted" if paths.checkpoint.is_file() else "pending"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -60,7 +61,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.write_manifest:
         write_csv(args.write_manifest, pd.DataFrame(plan.manifest(), columns=["study", "run_id"]))
     if args.write_stats:
-        write_text(args.write_stats, yaml.safe_dump({"stats": plan.stats}, sort_keys=False))  # a config with a `stats:` section
+        write_text(args.write_stats, yaml.safe_dump({"stats": config["stats"]}, sort_keys=False))  # a config with a `stats:` section
     print(f"{'study':<16} {'runs':>6} {'groups':>7}  datasets")
     for study, ids in plan.studies.items():
         groups = [g for g in plan.groups.values() if g.study == study]
@@ -78,7 +79,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.failed:
         for rid, state in status.items():
             if state == "failed":
-                print(results / rid / "run.json")
+                print(Path(plan.record(rid)))
         return 0
     print(f"{'study':<16} " + " ".join(f"{s:>11}" for s in STATUSES))
     for study, ids in [*plan.studies.items(), ("(distinct)", list(plan.runs))]:
