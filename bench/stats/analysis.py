@@ -44,10 +44,10 @@ class Analysis:
         return curve_bands(self.results, self.curves, self.settings["metric"], self.settings)
 
 
-def mb_per_round(results: Results) -> pd.DataFrame:
+def mb_per_round(results: Results, comm: pd.DataFrame) -> pd.DataFrame:
     """Mean MB sent per round over the runs of each study, setting and method (all statuses:
     communication does not depend on whether a run finished)."""
-    per_run = communication(results).groupby("run_id")["mb"].mean().rename("mb_per_round")
+    per_run = comm.groupby("run_id")["mb"].mean().rename("mb_per_round")
     runs = results.runs[["study", "setting", "method", "run_id"]].merge(per_run, left_on="run_id", right_index=True)
     return runs.groupby(["study", "setting", "method"], as_index=False)["mb_per_round"].mean()
 
@@ -84,8 +84,9 @@ def analyse(results: Results, settings: dict) -> Analysis:
     scored = scored_runs(results, finals, settings["metric"])
     summary = step("summaries", summarize, results, finals, settings)
     paired = step("paired tests", paired_comparisons, scored, references, settings)
-    targets = step("rounds to target", run_targets, results, curves, settings)
+    comm = communication(results)
+    targets = step("rounds to target", run_targets, results, curves, settings, comm)
     rtt = rounds_to_target(results, targets, references)
-    mb = step("communication", mb_per_round, results)
+    mb = step("communication", mb_per_round, results, comm)
     ranking = step("ranking", rank_methods, scored, references, settings)
     return Analysis(results, settings, references, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, notes, timings)

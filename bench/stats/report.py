@@ -157,9 +157,6 @@ def record(out: Path, analysis: Analysis, written: dict[str, list[Path]], source
     return out / MANIFEST
 
 
-PARTS = ("stats", "tables", "figures", "rank", "report")
-
-
 def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
     """Run the pipeline for the requested parts; returns the files written per part."""
     analysis = load(source, settings, studies, progress)

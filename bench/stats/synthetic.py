@@ -18,11 +18,11 @@ import pandas as pd
 
 from bench.config import resolve, run_id, set_key
 from bench.io import write_json, write_parquet
+from bench.stats.target import MB
 
 PAPER_GRID_METHODS = [
     "local", "fedavg", "fedprox", {"name": "fedlsc", "per": 0.0}, "fedavg_fc", "fedprox_fc", {"name": "fedlsc", "per": 0.01},
 ]
-MB = 2**20
 STATE_BYTES = 400_000
 LAYERS = [f"body.{i}.{kind}" for i in range(4) for kind in ("weight", "bias")] + ["head.weight", "head.bias"]
 SCORE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
@@ -88,7 +88,7 @@ def evaluation_blocks(cfg: dict, rounds: np.ndarray, classes: list[str], clients
 METHOD_SHIFT = {"local": -0.12, "fedavg": 0.0, "fedprox": 0.002, "fedlsc/0": 0.01, "fedavg_fc": 0.015, "fedprox_fc": 0.016, "fedlsc/0.01": 0.03}
 
 
-def run_tables(cfg: dict, status: str, stop: int, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def run_tables(cfg: dict, stop: int, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(metrics, diagnostics, bytes per round) of one run that played rounds 1..stop."""
     clients, every = cfg["partition"]["clients"], cfg["eval"]["every"]
     rng = stable_noise("run", run_id(cfg))
@@ -164,7 +164,7 @@ def write_run(root: Path, cfg: dict, status: str = "completed", stop: int | None
     rounds = cfg["train"]["rounds"]
     stop = rounds if stop is None else stop
     names = [f"c{i}" for i in range(classes)]
-    metrics, diagnostics, sent = run_tables(cfg, status, stop if status != "diverged" else stop - 1, names)
+    metrics, diagnostics, sent = run_tables(cfg, stop if status != "diverged" else stop - 1, names)
     folder = root / run_id(cfg)
     write_parquet(folder / "metrics.parquet", metrics)
     write_parquet(folder / "diagnostics.parquet", diagnostics)

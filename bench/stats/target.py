@@ -36,8 +36,9 @@ def communication(results: Results) -> pd.DataFrame:
     return comm.assign(run_id=comm["run_id"].astype(str))
 
 
-def run_targets(results: Results, curves: pd.DataFrame, settings: dict) -> pd.DataFrame:
-    """Per run with a dataset target: reached?, round and cumulative MB at reach or censoring."""
+def run_targets(results: Results, curves: pd.DataFrame, settings: dict, comm: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per run with a dataset target: reached?, round and cumulative MB at reach or censoring.
+    `comm`: `communication(results)` when the caller already has it."""
     runs = per_run(results)
     runs = runs[runs["status"].isin(REACH_STATUSES) & runs["data.name"].isin(settings["targets"])]
     if runs.empty:
@@ -53,7 +54,7 @@ def run_targets(results: Results, curves: pd.DataFrame, settings: dict) -> pd.Da
     out = runs.join(first).reset_index()
     out["reached"] = out["reach_round"].notna()
     out["round"] = out["reach_round"].fillna(out["train.rounds"]).astype(int)
-    comm = communication(results)
+    comm = communication(results) if comm is None else comm
     sent = comm.groupby("run_id", observed=True).agg(played=("round", "max"), total_mb=("cum_mb", "last"), last_mb=("mb", "last"), mb_per_round=("mb", "mean"))
     out = out.merge(sent, left_on="run_id", right_index=True, how="left").merge(comm[["run_id", "round", "cum_mb"]], on=["run_id", "round"], how="left")
     unplayed = (out["train.rounds"] - out["played"]).clip(lower=0) * out["last_mb"]

@@ -51,5 +51,5 @@ def figure_kinds() -> dict:
         "sweep_heatmaps": sweep_heatmaps,
         "sensitivity": sensitivity,
         "layer_similarity": layer_similarity,
-        "partitions": lambda a, s, f: partitions(a, f),
+        "partitions": partitions,
     }

@@ -14,10 +14,11 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.stats.analysis import Analysis
 from bench.stats.collect import format_value, read_diagnostics, sort_key
+from bench.stats.figures.curves import metric_label, scale
 from bench.stats.figures.style import MethodStyle, save, slug
-from bench.stats.scores import STATS_STATUS
+from bench.stats.scores import STATS_STATUS, lower_is_better
 from bench.stats.sweeps import setting_sweep
-from bench.stats.tables import heading, is_percent
+from bench.stats.tables import heading
 
 log = logging.getLogger(__name__)
 SIMILARITY, PERSONAL = "layer_similarity", "personal"
@@ -27,7 +28,7 @@ MAX_LAYER_LABELS = 60
 def sweep_heatmaps(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
     """figures/heatmap_<sweep>/<context>: mean headline metric, methods x values (annotated)."""
     metric, paths = analysis.settings["metric"], []
-    k = 100 if is_percent(metric) else 1
+    k = scale(metric)
     for sweep in analysis.settings["sweeps"]:
         rows = setting_sweep(analysis.results, analysis.summary, sweep["key"], metric)
         if rows.empty:
@@ -37,8 +38,8 @@ def sweep_heatmaps(analysis: Analysis, style: MethodStyle, folder: Path) -> list
             methods = [m for m in analysis.results.methods if m in set(group["method"])]
             grid = group.pivot_table(index="method", columns="value", values="mean", aggfunc="first").reindex(index=methods, columns=values) * k
             fig, ax = plt.subplots(figsize=(1.1 * len(values) + 3.2, 0.42 * len(methods) + 1.6))
-            cmap = "viridis_r" if metric in analysis.settings["lower_is_better"] else "viridis"
-            sns.heatmap(grid, annot=True, fmt=".1f" if k == 100 else ".3f", cmap=cmap, ax=ax, cbar_kws={"label": metric.replace("_", " ") + (" (%)" if k == 100 else "")},
+            cmap = "viridis_r" if lower_is_better(metric, analysis.settings) else "viridis"
+            sns.heatmap(grid, annot=True, fmt=".1f" if k == 100 else ".3f", cmap=cmap, ax=ax, cbar_kws={"label": metric_label(metric)},
                         linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
             ax.set(xlabel=sweep["title"], ylabel="")
             ax.set_xticklabels([format_value(v) for v in values], rotation=0)

@@ -14,7 +14,7 @@ import numpy as np
 import seaborn as sns
 
 from bench.stats.analysis import Analysis
-from bench.stats.figures.style import save, slug
+from bench.stats.figures.style import MethodStyle, save, slug
 
 MAX_SEEDS_SHOWN = 6
 
@@ -24,7 +24,7 @@ def class_colors(count: int) -> list:
     return sns.color_palette("colorblind", count) if count <= 10 else sns.color_palette("husl", count)
 
 
-def partitions(analysis: Analysis, folder: Path) -> list[Path]:
+def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
     runs = analysis.results.runs.drop_duplicates(["block", "seed"])
     runs = runs[runs["class_counts"].map(lambda c: bool(c) and all(x is not None for x in c))]
     paths = []
