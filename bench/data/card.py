@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.data.base import ImageDataset
 from bench.data.partition import Partition
+from bench.data.readers import groups_spanning
 from bench.io import atomic_path
 
 
@@ -28,9 +29,8 @@ def group_summary(ds: ImageDataset, test: np.ndarray) -> dict:
     sizes = pd.Series(ds.groups).value_counts()
     in_test = np.zeros(len(ds.labels), dtype=bool)
     in_test[test] = True
-    sides = pd.Series(in_test).groupby(ds.groups).nunique()
     return {"groups": int(len(sizes)), "multi_image_groups": int((sizes > 1).sum()), "largest_group": int(sizes.max()),
-            "straddling_split": int((sides > 1).sum())}
+            "straddling_split": groups_spanning(ds.groups, in_test)}
 
 
 def duplicate_summary(ds: ImageDataset) -> dict:

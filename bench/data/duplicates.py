@@ -11,6 +11,7 @@ merged into the dataset's patient/lesion groups, which the global split never se
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -38,8 +39,9 @@ def near_pairs(phashes: np.ndarray, distance: int) -> np.ndarray:
     pairs = []
     for start in range(0, n, ROW_BLOCK):
         rows = np.arange(start, min(start + ROW_BLOCK, n))
-        bits = np.bitwise_count(phashes[rows, 0][:, None, None] ^ phashes[None, :, :]).min(axis=2)
+        bits = np.bitwise_count(phashes[rows, 0][:, None, None] ^ phashes[None, start:, :]).min(axis=2)
         i, j = np.nonzero(bits <= distance)
+        j += start
         keep = j > rows[i]
         pairs.append(np.stack([rows[i[keep]], j[keep]], axis=1))
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
@@ -80,17 +82,12 @@ def merge_groups(groups: np.ndarray | None, clusters: np.ndarray | None) -> np.n
     labels = np.array([f"#{i}" for i in range(len(clusters))], dtype=object) if groups is None else np.asarray(groups).astype(str).astype(object)
     names, node = np.unique(labels, return_inverse=True)
     members = np.flatnonzero(clusters >= 0)
-    anchor = {}  # first group seen for each cluster
-    edges = []
-    for i in members:
-        edges.append((anchor.setdefault(clusters[i], node[i]), node[i]))
-    edges = np.array(edges, dtype=np.int64)
+    _, first, cluster_of = np.unique(clusters[members], return_index=True, return_inverse=True)
+    edges = np.stack([node[members[first]][cluster_of], node[members]], axis=1)  # each member linked to its cluster's first
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(names), len(names)))
     _, component = connected_components(graph, directed=False)
-    smallest = {}
-    for index, comp in enumerate(component):  # names are sorted: the first seen is the smallest
-        smallest.setdefault(comp, names[index])
-    return np.array([smallest[c] for c in component], dtype=object)[node]
+    _, first_of_component = np.unique(component, return_index=True)  # names are sorted: the first is the smallest
+    return names[first_of_component][component][node]
 
 
 def duplicate_note(clusters: np.ndarray | None, sources: SourceFiles, labels: np.ndarray, mode: str, distance: int) -> str:
@@ -102,10 +99,10 @@ def duplicate_note(clusters: np.ndarray | None, sources: SourceFiles, labels: np
     if not in_cluster.any():
         return f"duplicates: none found ({how})"
     sizes = np.bincount(clusters[in_cluster])
-    mixed = sum(len(np.unique(labels[clusters == c])) > 1 for c in range(len(sizes)))
+    mixed = int((pd.Series(labels[in_cluster]).groupby(clusters[in_cluster]).nunique() > 1).sum())
     text = (
         f"duplicates: {int(in_cluster.sum())} images in {len(sizes)} clusters of copies ({how}; "
-        f"{len(exact_pairs(sources.digests))} exact copies), largest cluster {int(sizes.max())} images; clusters merged into the split groups"
+        f"{len(sources.digests) - len(set(sources.digests))} exact copies), largest cluster {int(sizes.max())} images; clusters merged into the split groups"
     )
     if mixed:
         text += f"; {mixed} cluster(s) mix classes (the same image under different labels): check those labels"

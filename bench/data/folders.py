@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from bench.data.base import ImageDataset, register_dataset
-from bench.data.readers import decode_grouped, is_image_file
+from bench.data.readers import decode_grouped, groups_spanning, has_image_name, is_image_file
 from bench.errors import UserError
 
 SPLIT_FOLDERS = {"training": "train", "train": "train", "validation": "val", "valid": "val", "val": "val", "testing": "test", "test": "test"}
@@ -89,8 +88,8 @@ def read_class_folders(root: Path, classes: list[str], ignore: list[str]) -> Lis
     for origin, folder in parts:
         for label, class_folder in sorted(match_classes(subfolders(folder, ignore_set), classes, folder).items()):
             files = sorted(p for p in class_folder.rglob("*") if p.is_file() and not any(part in ignore_set for part in p.relative_to(class_folder).parts))
-            images = [p for p in files if is_image_file(p)]
-            listing.skipped += [str(p.relative_to(root)) for p in files if not is_image_file(p) and not p.name.startswith(".")]
+            images = [p for p in files if has_image_name(p.name)]
+            listing.skipped += [str(p.relative_to(root)) for p in files if not has_image_name(p.name) and not p.name.startswith(".")]
             if not images:
                 raise UserError(f"class folder {class_folder} holds no images; add its images or remove the folder")
             found[label] += len(images)
@@ -113,7 +112,7 @@ def origin_note(listing: Listing, groups: np.ndarray | None) -> list[str]:
     counts = ", ".join(f"{name} {int((origin == name).sum())}" for name in ("train", "val", "test") if (origin == name).any())
     note = f"distributed split folders ({counts}) pooled and re-split by group"
     if groups is not None:
-        straddling = int((pd.Series(origin).groupby(groups).nunique() > 1).sum())
+        straddling = groups_spanning(groups, origin)
         note += f": {straddling} group(s) of copies/patients spanned several of those folders"
     return [note]
 

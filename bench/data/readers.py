@@ -18,11 +18,17 @@ from bench.data.duplicates import duplicate_note, find_duplicates, merge_groups
 from bench.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_EXTENSION = r"\.(" + "|".join(sorted(s[1:] for s in IMAGE_SUFFIXES)) + ")$"
 SHOWN = 5  # ids named in an error about many rows
 
 
 def has_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
+def groups_spanning(groups: np.ndarray, side: np.ndarray) -> int:
+    """How many groups have members on more than one side (of a split, of split folders)."""
+    return int((pd.Series(side).groupby(groups).nunique() > 1).sum())
 
 
 def is_image_file(path: Path) -> bool:
@@ -63,7 +69,7 @@ def read_csv(path: Path, required: Sequence[str], fix: str) -> pd.DataFrame:
 
 def strip_extension(ids: pd.Series) -> pd.Series:
     """Image ids as file stems: `ISIC_0000000.jpg` and `ISIC_0000000` name the same image."""
-    return ids.str.replace(r"\.(jpe?g|png|bmp|tiff?|webp)$", "", case=False, regex=True)
+    return ids.str.replace(IMAGE_EXTENSION, "", case=False, regex=True)
 
 
 def listed_images(ids: Sequence[str], images_by_id: dict[str, Path], listing: Path, folder: Path) -> list[Path]:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench.data import sites_path
 from bench.data.base import ImageDataset, register_dataset
-from bench.data.readers import SHOWN, decode_grouped, index_images, listed_images, read_csv, site_codes, strip_extension
+from bench.data.readers import SHOWN, decode_grouped, groups_spanning, index_images, listed_images, read_csv, site_codes, strip_extension
 from bench.errors import UserError
 
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
@@ -108,11 +108,6 @@ def flamby_split(cfg: dict, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str
     return merged, notes
 
 
-def straddling_lesions(groups: np.ndarray, test: np.ndarray) -> int:
-    """Groups with images on both sides of a split."""
-    return len(set(groups[test]) & set(groups[~test]))
-
-
 @register_dataset("isic2019", default_size=64, needs_root=True, summary="ISIC 2019 dermoscopy, 8 classes, grouped by lesion; Fed-ISIC2019 centres with FLamby's split")
 def load(cfg: dict) -> ImageDataset:
     root = Path(cfg["root"])
@@ -130,6 +125,6 @@ def load(cfg: dict) -> ImageDataset:
     if cfg["sites_file"] and cfg["official_split"]:
         test_mask = (table["fold"] == "test").to_numpy()
         notes.append(f"official split: FLamby's test fold ({int(test_mask.sum())} images); it puts "
-                     f"{straddling_lesions(decoded.groups, test_mask)} lesion group(s) in both folds (data.official_split=false avoids that)")
+                     f"{groups_spanning(decoded.groups, test_mask)} lesion group(s) in both folds (data.official_split=false avoids that)")
     return decoded.dataset("isic2019", labels, CLASSES, table["image"].to_numpy(), notes + group_notes + decoded.notes,
                            test_mask=test_mask, sites=sites, site_names=site_names)
