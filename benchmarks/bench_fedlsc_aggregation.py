@@ -7,9 +7,10 @@ Baselines, both computing Eq.1-5 for every floating-point layer with one `.item(
   per-pair loop   the paper read literally: for each layer and ordered pair (i, j), form both
                   updates w - w_g and take F.cosine_similarity; weighted sum client by client.
   hoisted loop    the same with each layer's updates formed once (a faster hand-written loop).
+For reference it also times fedrank's GPU code path (plain torch ops, layer by layer) on the CPU.
 The script checks every implementation gives the same global model, then prints seconds per
 aggregation (the fastest of --repeats, robust to noise from other processes) and fedrank's
-speed-up over each.
+speed-up over each. Run it as `fedrank` runs: bench is imported before torch (allocator setting).
 """
 
 from __future__ import annotations
@@ -18,20 +19,27 @@ import argparse
 import math
 import time
 
+import bench  # noqa: F401  before torch: the allocator setting every fedrank process uses (bench/__init__.py)
 import torch
 import torch.nn.functional as F
 
+from bench.engine import layerwise
 from bench.engine.layout import StateLayout
-from bench.methods.fedlsc import layer_cosine_similarity, layerwise_weighted_sum, mean_similarity_to_others, similarity_weights
+from bench.methods.fedlsc import cosine_from_grams, mean_similarity_to_others, similarity_weights
 from bench.models import build_model, resolve_model_config
 
 TAU = 0.2
 
 
-def vectorised(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
-    similarity = layer_cosine_similarity(states, reference, layout)
+def fedrank_aggregate(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout, grams=layerwise.update_grams,
+                      weighted_sum=layerwise.layerwise_weighted_sum) -> torch.Tensor:
+    similarity = cosine_from_grams(grams(states, reference, layout))
     weights = similarity_weights(mean_similarity_to_others(similarity), TAU)
-    return layerwise_weighted_sum(weights, states, layout)
+    return weighted_sum(weights, states, layout)
+
+
+def torch_path(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
+    return fedrank_aggregate(states, reference, layout, layerwise.update_grams_torch, layerwise.layerwise_weighted_sum_torch)
 
 
 def per_pair_loop(states: list[dict[str, torch.Tensor]], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -82,18 +90,22 @@ def main() -> None:
     layout = StateLayout(model)
     reference = layout.gather(model)
     print(f"Res2Net50-SA: {layout.layers} floating-point layers, {layout.size:,} floats; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'clients':>7} {'fedrank s':>10} {'per-pair loop s':>16} {'speed-up':>9} {'hoisted loop s':>15} {'speed-up':>9}")
+    print(f"{'clients':>7} {'fedrank s':>10} {'per-pair loop s':>16} {'speed-up':>9} {'hoisted loop s':>15} {'speed-up':>9}"
+          f" {'torch path s':>13} {'speed-up':>9}")
     for n in args.clients:
         states = reference + 1e-3 * torch.randn(n, layout.size)
         state_dicts, reference_dict = [layout.views(row) for row in states], layout.views(reference)
-        ours = vectorised(states, reference, layout)
+        ours = fedrank_aggregate(states, reference, layout)
+        torch.testing.assert_close(ours, torch_path(states, reference, layout), rtol=1e-5, atol=1e-6)
         for baseline in (per_pair_loop, hoisted_loop):
             theirs = torch.cat([v.flatten() for v in baseline(state_dicts, reference_dict).values()])
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-        fast = timed(lambda: vectorised(states, reference, layout), args.repeats)
+        fast = timed(lambda: fedrank_aggregate(states, reference, layout), args.repeats)
         naive = timed(lambda: per_pair_loop(state_dicts, reference_dict), max(2, args.repeats // 2))
         hoisted = timed(lambda: hoisted_loop(state_dicts, reference_dict), max(2, args.repeats // 2))
-        print(f"{n:>7} {fast:>10.3f} {naive:>16.3f} {naive / fast:>8.1f}x {hoisted:>15.3f} {hoisted / fast:>8.1f}x")
+        plain = timed(lambda: torch_path(states, reference, layout), args.repeats)
+        print(f"{n:>7} {fast:>10.3f} {naive:>16.3f} {naive / fast:>8.1f}x {hoisted:>15.3f} {hoisted / fast:>8.1f}x"
+              f" {plain:>13.3f} {plain / fast:>8.1f}x")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ After round 1 (Eq.6), the layers whose mean similarity m_l = mean_i s_i is stric
 neither aggregated nor overwritten by the global model, and the local loss adds
 (mu/2) sum_l ||w_i - w_g||^2 (Eq.7) over the shared layers, the ones the client received.
 
-Aggregation is vectorised: per layer, one Gram matrix of all clients' updates (accumulated over
-cache-sized blocks, so no clients x parameters temporary is ever allocated) and one weighted sum;
-no per-pair Python loops.
+Aggregation is vectorised: per layer, one Gram matrix of all clients' updates and one weighted
+sum, both over all clients at once (`bench.engine.layerwise`: one pass over the states, no
+clients x parameters temporary); no per-pair Python loops.
 """
 
 from __future__ import annotations
@@ -22,50 +22,18 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.engine.layerwise import layerwise_weighted_sum, update_grams
 from bench.engine.layout import StateLayout
 from bench.methods import Method, hparam, proximal_term, register
 
 
-GRAM_WIDTH = 8192  # columns per product in the batched Gram
-
-
-def span_size(device: torch.device) -> int:
-    """Elements per client per subtraction pass: a bounded workspace on CPU, large on GPUs."""
-    return 1 << 24 if device.type == "cuda" else 1 << 18
-
-
-def gram(delta: torch.Tensor) -> torch.Tensor:
-    """delta @ delta.T, as one batch of narrow products plus a tail: on CPUs several times
-    faster than a single GEMM whose output is only clients x clients."""
-    clients, width = delta.shape
-    whole = width // GRAM_WIDTH * GRAM_WIDTH
-    tail = delta[:, whole:]
-    out = tail @ tail.T
-    if whole:
-        blocks = delta[:, :whole].view(clients, -1, GRAM_WIDTH).transpose(0, 1)
-        out += torch.bmm(blocks, blocks.transpose(1, 2)).sum(0)
-    return out
-
-
-def update_grams(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
-    """(L, N, N) Gram matrices of the clients' per-layer updates dw_i = w_i - w_g (Eq.1).
-
-    Updates are formed span by span into one reused workspace: no clients x parameters
-    temporary is allocated."""
-    clients, span = states.shape[0], span_size(states.device)
-    grams = states.new_zeros(layout.layers, clients, clients)
-    workspace = states.new_empty(clients, min(span, max(layout.numels)))
-    for layer, (start, numel) in enumerate(zip(layout.offsets, layout.numels)):
-        for begin in range(start, start + numel, span):
-            end = min(begin + span, start + numel)
-            delta = torch.sub(states[:, begin:end], reference[begin:end], out=workspace[:, : end - begin])
-            grams[layer] += gram(delta)
-    return grams
-
-
 def layer_cosine_similarity(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
     """Eq.1-2: (L, N, N) cosine similarities of the clients' per-layer updates states - reference."""
-    grams = update_grams(states, reference, layout)
+    return cosine_from_grams(update_grams(states, reference, layout))
+
+
+def cosine_from_grams(grams: torch.Tensor) -> torch.Tensor:
+    """Eq.2 from (..., N, N) Gram matrices of the updates: 0 where either update is zero."""
     norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
     denominator = norms.unsqueeze(2) * norms.unsqueeze(1)
     cosine = grams / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
@@ -83,14 +51,6 @@ def mean_similarity_to_others(similarity: torch.Tensor) -> torch.Tensor:
 def similarity_weights(mean_similarity: torch.Tensor, tau: float) -> torch.Tensor:
     """Eq.4: (L, N) softmax over clients of s_i / tau; each layer's weights sum to 1."""
     return torch.softmax(mean_similarity / tau, dim=-1)
-
-
-def layerwise_weighted_sum(weights: torch.Tensor, states: torch.Tensor, layout: StateLayout) -> torch.Tensor:
-    """Eq.5: (P,) per layer, sum_i weights[l, i] * states[i, layer l]."""
-    out = states.new_empty(states.shape[1])
-    for w, s, o in zip(weights.to(states.dtype), layout.split(states), layout.split(out)):
-        torch.mv(s.T, w, out=o)
-    return out
 
 
 def select_personal_layers(layer_similarity: torch.Tensor, per: float) -> torch.Tensor:
