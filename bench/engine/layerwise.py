@@ -4,17 +4,18 @@
                                                       states - reference, layer by layer
     layerwise_weighted_sum(weights, states, layout)   (P,) per layer l, sum_i weights[l, i] states[i]
 
-`states` is (N, P), one flat state per client (see `StateLayout`). On GPUs both are plain torch
-ops, one layer at a time. On CPUs they are compiled loops (numba) over pieces of at most `PIECE`
-elements per client, shared out over `torch.get_num_threads()` threads; a piece never crosses a
-layer and its result does not depend on which thread ran it, so the numbers do not depend on the
-thread count. The Gram loop forms the updates of a cache-sized tile and multiplies them while the
+`states` is (N, P), one flat state per client (see `StateLayout`). On GPUs (and for dtypes other
+than float32/64) both are plain torch ops, one layer at a time. On CPUs they are compiled loops
+(numba; cached on disk where it can write) over pieces of at most `PIECE` elements per client,
+shared out over `torch.get_num_threads()` threads; a piece never crosses a layer and its result
+does not depend on which thread ran it, so the numbers do not depend on the thread count. The Gram loop forms the updates of a cache-sized tile and multiplies them while the
 tile is still in cache: the states are read from memory once and no N x P temporary exists.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -24,22 +25,38 @@ import torch
 from bench.engine.layout import StateLayout
 
 PIECE = 1 << 17  # elements per client per piece of work: a few hundred pieces for a ResNet-50
-TILE = 1024  # columns per tile of the Gram loop: N x TILE values stay in the core's cache
+TILE = 1024  # columns per tile of the Gram loop: N x TILE values stay in the core's cache (compiled in)
 FAST_MATH = {"reassoc", "contract"}  # vectorised sums and fused multiply-adds; NaN and inf still propagate
+COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
 def update_grams(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
     """(L, N, N) Gram matrices dw dw^T of each layer's updates dw_i = states_i - reference."""
-    if states.device.type == "cpu":
+    check_shapes(states, layout, reference=reference)
+    if compiled_path(states):
         return update_grams_cpu(states, reference, layout)
     return update_grams_torch(states, reference, layout)
 
 
 def layerwise_weighted_sum(weights: torch.Tensor, states: torch.Tensor, layout: StateLayout) -> torch.Tensor:
     """(P,) per layer l: sum_i weights[l, i] * states[i, layer l]."""
-    if states.device.type == "cpu":
+    check_shapes(states, layout, weights=weights)
+    if compiled_path(states):
         return layerwise_weighted_sum_cpu(weights, states, layout)
     return layerwise_weighted_sum_torch(weights, states, layout)
+
+
+def compiled_path(states: torch.Tensor) -> bool:
+    return states.device.type == "cpu" and states.dtype in COMPILED_DTYPES
+
+
+def check_shapes(states: torch.Tensor, layout: StateLayout, reference=None, weights=None) -> None:
+    """The compiled loops do not check bounds: wrong shapes must fail here, not read past an array."""
+    clients = states.shape[0] if states.ndim == 2 else "N"
+    expected = {"states": (clients, layout.size), "reference": (layout.size,), "weights": (layout.layers, clients)}
+    for name, tensor in (("states", states), ("reference", reference), ("weights", weights)):
+        if tensor is not None and tuple(tensor.shape) != expected[name]:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {expected[name]} for this layout")
 
 
 def update_grams_torch(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
@@ -60,10 +77,10 @@ def layerwise_weighted_sum_torch(weights: torch.Tensor, states: torch.Tensor, la
 def update_grams_cpu(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout, piece: int = PIECE) -> torch.Tensor:
     pieces = Pieces(layout, piece)
     states_, reference_ = as_array(states), as_array(reference)
-    grams = np.zeros((len(pieces.layer), states.shape[0], states.shape[0]))
-    pieces.run(lambda part: piece_grams(states_, reference_, pieces.begin[part], pieces.end[part], grams[part]))
+    per_piece = np.zeros((len(pieces), states.shape[0], states.shape[0]))  # float64: ~2.6x the result's bytes
+    pieces.run(lambda part: piece_grams(states_, reference_, pieces.begin[part], pieces.end[part], per_piece[part]))
     per_layer = np.zeros((layout.layers, states.shape[0], states.shape[0]))
-    np.add.at(per_layer, pieces.layer, grams)  # in piece order, whichever thread computed them
+    np.add.at(per_layer, pieces.layer, per_piece)  # in piece order, whichever thread computed them
     return torch.from_numpy(per_layer).to(states.dtype)
 
 
@@ -105,12 +122,10 @@ class Pieces:
         """work(part) for every part, on as many threads as torch uses (4 parts per thread, so
         a slow piece does not leave the other threads idle)."""
         threads = torch.get_num_threads()
-        parts = self.parts(4 * threads)
         if threads == 1:
-            for part in parts:
-                work(part)
+            work(slice(0, len(self)))
         else:
-            list(thread_pool(threads).map(work, parts))
+            list(thread_pool(threads).map(work, self.parts(4 * threads)))
 
 
 @functools.cache
@@ -118,7 +133,19 @@ def thread_pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="fedrank-layerwise")
 
 
-@numba.njit(nogil=True, fastmath=FAST_MATH, cache=True)
+os.register_at_fork(after_in_child=thread_pool.cache_clear)  # a forked child has none of the threads
+
+
+def compiled(function):
+    """numba.njit for the loops, cached on disk where numba can write (else compiled once per process)."""
+    options = {"nogil": True, "fastmath": FAST_MATH}
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available": a read-only install
+        return numba.njit(**options)(function)
+
+
+@compiled
 def piece_grams(states, reference, begins, ends, out):
     """out[p] = dw dw^T over columns begins[p]:ends[p], dw = states - reference.
 
@@ -164,7 +191,7 @@ def dot_2x2(a0, a1, b0, b1):
     return s00, s01, s10, s11
 
 
-@numba.njit(nogil=True, fastmath=FAST_MATH, cache=True)
+@compiled
 def piece_weighted_sums(states, weights, begins, ends, out):
     """out[begins[p]:ends[p]] = sum_i weights[p, i] states[i, begins[p]:ends[p]], tile by tile."""
     for p in range(begins.shape[0]):

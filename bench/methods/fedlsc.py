@@ -34,8 +34,8 @@ def layer_cosine_similarity(states: torch.Tensor, reference: torch.Tensor, layou
 
 def cosine_from_grams(grams: torch.Tensor) -> torch.Tensor:
     """Eq.2 from (..., N, N) Gram matrices of the updates: 0 where either update is zero."""
-    norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
-    denominator = norms.unsqueeze(2) * norms.unsqueeze(1)
+    norms = grams.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
+    denominator = norms.unsqueeze(-1) * norms.unsqueeze(-2)
     cosine = grams / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     return torch.where(denominator > 0, cosine.clamp(-1, 1), torch.zeros_like(cosine))
 
