@@ -26,7 +26,8 @@ from bench.engine.layout import StateLayout
 
 PIECE = 1 << 17  # elements per client per piece of work: a few hundred pieces for a ResNet-50
 TILE = 1024  # columns per tile of the Gram loop: N x TILE values stay in the core's cache (compiled in)
-FAST_MATH = {"reassoc", "contract"}  # vectorised sums and fused multiply-adds; NaN and inf still propagate
+# vectorised sums and fused multiply-adds (NaN and inf still propagate); the loops release the GIL
+LOOP_OPTIONS = {"nogil": True, "fastmath": {"reassoc", "contract"}}
 COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
@@ -75,7 +76,7 @@ def layerwise_weighted_sum_torch(weights: torch.Tensor, states: torch.Tensor, la
 
 
 def update_grams_cpu(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout, piece: int = PIECE) -> torch.Tensor:
-    pieces = Pieces(layout, piece)
+    pieces = Pieces.of(layout, piece)
     states_, reference_ = as_array(states), as_array(reference)
     per_piece = np.zeros((len(pieces), states.shape[0], states.shape[0]))  # float64: ~2.6x the result's bytes
     pieces.run(lambda part: piece_grams(states_, reference_, pieces.begin[part], pieces.end[part], per_piece[part]))
@@ -85,7 +86,7 @@ def update_grams_cpu(states: torch.Tensor, reference: torch.Tensor, layout: Stat
 
 
 def layerwise_weighted_sum_cpu(weights: torch.Tensor, states: torch.Tensor, layout: StateLayout, piece: int = PIECE) -> torch.Tensor:
-    pieces = Pieces(layout, piece)
+    pieces = Pieces.of(layout, piece)
     states_ = as_array(states)
     piece_weights = as_array(weights.to(states.dtype)[torch.from_numpy(pieces.layer)])
     out = states.new_empty(states.shape[1])
@@ -107,6 +108,12 @@ class Pieces:
                 for layer, (start, numel) in enumerate(zip(layout.offsets, layout.numels))
                 for begin in range(start, start + numel, size)]
         self.layer, self.begin, self.end = np.array(rows, dtype=np.int64).reshape(-1, 3).T.copy()
+
+    @classmethod
+    @functools.lru_cache(maxsize=16)
+    def of(cls, layout: StateLayout, size: int) -> Pieces:
+        """The pieces of a layout, cut once: a run aggregates the same layout every round."""
+        return cls(layout, size)
 
     def __len__(self) -> int:
         return len(self.layer)
@@ -138,11 +145,13 @@ os.register_at_fork(after_in_child=thread_pool.cache_clear)  # a forked child ha
 
 def compiled(function):
     """numba.njit for the loops, cached on disk where numba can write (else compiled once per process)."""
-    options = {"nogil": True, "fastmath": FAST_MATH}
     try:
-        return numba.njit(cache=True, **options)(function)
+        return numba.njit(cache=True, **LOOP_OPTIONS)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available": a read-only install
-        return numba.njit(**options)(function)
+        return numba.njit(**LOOP_OPTIONS)(function)
+
+
+inlined = numba.njit(inline="always", **LOOP_OPTIONS)  # helpers of the compiled loops
 
 
 @compiled
@@ -173,13 +182,13 @@ def piece_grams(states, reference, begins, ends, out):
                 out[p, i, j] = out[p, j, i] = acc[i, j]
 
 
-@numba.njit(nogil=True, fastmath=FAST_MATH, inline="always")
+@inlined
 def subtract(a, b, out):
     for k in range(out.shape[0]):  # indices provably >= 0, so numba vectorises the loop
         out[k] = a[k] - b[k]
 
 
-@numba.njit(nogil=True, fastmath=FAST_MATH, inline="always")
+@inlined
 def dot_2x2(a0, a1, b0, b1):
     s00 = s01 = s10 = s11 = a0.dtype.type(0)
     for k in range(a0.shape[0]):
@@ -196,20 +205,13 @@ def piece_weighted_sums(states, weights, begins, ends, out):
     """out[begins[p]:ends[p]] = sum_i weights[p, i] states[i, begins[p]:ends[p]], tile by tile."""
     for p in range(begins.shape[0]):
         for start in range(begins[p], ends[p], TILE):
-            width = min(TILE, ends[p] - start)
-            tile = out[start : start + width]
-            scale(states[0, start : start + width], weights[p, 0], tile)
-            for i in range(1, states.shape[0]):
-                add_scaled(states[i, start : start + width], weights[p, i], tile)
+            tile = out[start : min(start + TILE, ends[p])]
+            tile[:] = 0
+            for i in range(states.shape[0]):
+                add_scaled(states[i, start : start + tile.shape[0]], weights[p, i], tile)
 
 
-@numba.njit(nogil=True, fastmath=FAST_MATH, inline="always")
-def scale(a, c, out):
-    for k in range(out.shape[0]):
-        out[k] = c * a[k]
-
-
-@numba.njit(nogil=True, fastmath=FAST_MATH, inline="always")
+@inlined
 def add_scaled(a, c, out):
     for k in range(out.shape[0]):
         out[k] += c * a[k]
