@@ -145,12 +145,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     return resolve(cfg)
 
 
-def resolve_json(text: str, overrides: list[str] | tuple = ()) -> dict:
-    """A run config given as a JSON object (the workflow passes resolved configs this way)."""
+def parse_config_json(text: str):
+    """The value of a `--config-json` option, or a one-line error saying where the JSON breaks."""
     try:
-        cfg = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"--config-json is not valid JSON ({exc.msg} at char {exc.pos}); pass one JSON object")
+
+
+def resolve_json(text: str, overrides: list[str] | tuple = ()) -> dict:
+    """A run config given as a JSON object (the workflow passes resolved configs this way)."""
+    cfg = parse_config_json(text)
     if not isinstance(cfg, dict):
         raise UserError("--config-json must be a JSON object of config keys")
     for assignment in overrides:

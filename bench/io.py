@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
+MB = 2**20  # bytes per MB, as the FedLSC paper counts communication
+
 TMP_MARK = ".tmp."
 
 

@@ -83,15 +83,13 @@ class Group:
 class Plan:
     results: str = "results/runs"
     runs: dict[str, Run] = field(default_factory=dict)
-    studies: dict[str, list[str]] = field(default_factory=dict)  # study -> its run ids
+    studies: dict[str, dict[str, None]] = field(default_factory=dict)  # study -> its run ids (an ordered set)
     groups: dict[str, Group] = field(default_factory=dict)  # Group.path -> group
     descriptions: dict[str, str] = field(default_factory=dict)
 
     def add(self, group: Group, run: Run, label: str) -> None:
         self.runs.setdefault(run.id, run)
-        members = self.studies.setdefault(group.study, [])
-        if run.id not in members:
-            members.append(run.id)
+        self.studies.setdefault(group.study, {})[run.id] = None
         self.groups.setdefault(group.path, group).runs.setdefault(run.id, label)
 
     def group(self, wildcards) -> Group:
@@ -270,12 +268,12 @@ def dataset_fragment(config: dict, study: str, dataset: str) -> dict:
     return fragment
 
 
-def layer(fragments: list[tuple[str, dict]], method: str, hparams: set[str], fixed: dict, point: dict, seed: int) -> dict:
-    """One run config from its layers; method options apply only where the method declares them."""
+def layer(parts: list[tuple[dict, dict]], method: str, hparams: set[str], fixed: dict, point: dict, seed: int) -> dict:
+    """One run config from its layers, each split into (run-config keys, method options); method
+    options apply only where the method declares them."""
     cfg: dict = {}
     options: dict = {}
-    for where, fragment in fragments:
-        rest, method_options = split_method(fragment, where)
+    for rest, method_options in parts:
         deep_merge(cfg, rest)
         options.update({k: v for k, v in method_options.items() if k in hparams})
     cfg["method"] = {**options, **fixed, "name": method}
@@ -289,8 +287,9 @@ def expand_study(plan: Plan, name: str, study: dict, config: dict, hparams: dict
     grid = StudyGrid.from_config(name, study, config, hparams)
     for dataset in grid.datasets:
         fragments = [("base", config["base"]), (f"datasets.{dataset}", dataset_fragment(config, name, dataset)), (f"studies.{name}.base", study["base"])]
-        for where, fragment in fragments:
-            check_method_options(split_method(fragment, where)[1], where, hparams)
+        parts = [split_method(fragment, where) for where, fragment in fragments]
+        for (where, _), (_, options) in zip(fragments, parts):
+            check_method_options(options, where, hparams)
         for common in grid_points(grid.common):
             group = Group(name, dataset, setting_name(common))
             for entry, method_point in grid.variants(hparams):
@@ -298,7 +297,7 @@ def expand_study(plan: Plan, name: str, study: dict, config: dict, hparams: dict
                 label = variant_label(entry["name"], {**fixed, **method_point})
                 point = {**common, **{f"method.{hp}": v for hp, v in method_point.items()}}
                 for seed in grid.seeds:
-                    cfg = layer(fragments, entry["name"], hparams[entry["name"]], fixed, point, seed)
+                    cfg = layer(parts, entry["name"], hparams[entry["name"]], fixed, point, seed)
                     try:
                         resolved = resolve(cfg)
                     except UserError as exc:

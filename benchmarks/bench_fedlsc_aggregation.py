@@ -10,7 +10,7 @@ Baselines, both computing Eq.1-5 for every floating-point layer with one `.item(
 For reference it also times fedrank's GPU code path (plain torch ops, layer by layer) on the CPU.
 The script checks every implementation gives the same global model, then prints seconds per
 aggregation (the fastest of --repeats, robust to noise from other processes) and fedrank's
-speed-up over each. Run it as `fedrank` runs: bench is imported before torch (allocator setting).
+speed-up over each, with the allocator setting of every fedrank run (`use_huge_pages`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import argparse
 import math
 import time
 
-import bench  # noqa: F401  before torch: the allocator setting every fedrank process uses (bench/__init__.py)
 import torch
 import torch.nn.functional as F
 
 from bench.engine import layerwise
 from bench.engine.layout import StateLayout
+from bench.engine.setup import use_huge_pages
 from bench.methods.fedlsc import cosine_from_grams, mean_similarity_to_others, similarity_weights
 from bench.models import build_model, resolve_model_config
 
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-
+    use_huge_pages()
     torch.manual_seed(0)
     model = build_model(resolve_model_config({"name": "res2net50_sa"}), num_classes=7, in_chans=3, image_size=224)
     layout = StateLayout(model)

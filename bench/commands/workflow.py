@@ -11,15 +11,11 @@ STATUSES = ("completed", "diverged", "failed", "interrupted", "pending")
 
 
 def load_plan(args: argparse.Namespace):
-    from bench.errors import UserError
+    from bench.config import parse_config_json
     from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
     if args.config_json:
-        try:
-            config = json.loads(args.config_json)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--config-json is not valid JSON ({exc.msg} at char {exc.pos}); pass one JSON object")
-        config = prepare_workflow_config(config)
+        config = prepare_workflow_config(parse_config_json(args.config_json))
     else:
         config = load_workflow_config(args.config)
     return config, plan_workflow(config)

@@ -25,13 +25,12 @@ from bench.engine.evaluate import evaluate
 from bench.engine.federation import Updates
 from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
-from bench.io import remove_stale_temporaries, torch_save, write_json, write_parquet
+from bench.io import MB, remove_stale_temporaries, torch_save, write_json, write_parquet
 from bench.models import count_parameters, describe_init
 
 log = logging.getLogger("fedrank")
 
 FINAL_STATUSES = ("completed", "diverged")
-MB = 2**20
 
 
 @dataclass
@@ -257,13 +256,19 @@ def write_outputs(paths: RunPaths, progress: Progress, record: dict) -> None:
     write_json(paths.record, record)  # last: its final status marks the run finished
 
 
-def finished_record(paths: RunPaths, digest: str) -> dict | None:
+def recorded(paths: RunPaths, digest: str) -> dict | None:
+    """The run's run.json if it was written for this config (any status), else None."""
     import json
 
     if not paths.record.is_file():
         return None
     record = json.loads(paths.record.read_text())
-    return record if record.get("status") in FINAL_STATUSES and record.get("config_digest") == digest else None
+    return record if record.get("config_digest") == digest else None
+
+
+def finished_record(paths: RunPaths, digest: str) -> dict | None:
+    record = recorded(paths, digest)
+    return record if record is not None and record.get("status") in FINAL_STATUSES else None
 
 
 def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:

@@ -15,6 +15,7 @@ from bench.stats.paired import paired_comparisons, resolve_references
 from bench.stats.ranking import Ranking, rank_methods
 from bench.stats.scores import final_scores, headline_curves, scored_runs
 from bench.stats.summaries import curve_bands, summarize
+from bench.stats.sweeps import hparam_sweeps, setting_sweep
 from bench.stats.target import communication, rounds_to_target, run_targets
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,19 @@ class Analysis:
         """Per study, setting, method and round: mean and CI of the headline metric over seeds
         (for the convergence figures; computed when first drawn)."""
         return curve_bands(self.results, self.curves, self.settings["metric"], self.settings)
+
+    @cached_property
+    def setting_sweep_rows(self) -> dict[str, pd.DataFrame]:
+        """Per configured sweep (by name): the headline metric per value of its key, for the
+        ablation tables and heatmaps."""
+        metric = self.settings["metric"]
+        return {sweep["name"]: setting_sweep(self.results, self.summary, sweep["key"], metric) for sweep in self.settings["sweeps"]}
+
+    @cached_property
+    def hparam_sweep_rows(self) -> dict[tuple[str, str], pd.DataFrame]:
+        """Per (method, hyper-parameter) swept within a setting: the headline metric per value,
+        for the sensitivity tables and figures."""
+        return hparam_sweeps(self.results, self.summary, self.settings["metric"])
 
 
 def mb_per_round(results: Results, comm: pd.DataFrame) -> pd.DataFrame:

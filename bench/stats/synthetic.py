@@ -9,7 +9,6 @@ those of the engine (tests/test_stats_collect.py checks them against a real run)
 from __future__ import annotations
 
 import copy
-import itertools
 import zlib
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import resolve, run_id, set_key
-from bench.io import write_json, write_parquet
-from bench.stats.target import MB
+from bench.io import MB, write_json, write_parquet
 
 PAPER_GRID_METHODS = [
     "local", "fedavg", "fedprox", {"name": "fedlsc", "per": 0.0}, "fedavg_fc", "fedprox_fc", {"name": "fedlsc", "per": 0.01},
@@ -175,13 +173,13 @@ def write_run(root: Path, cfg: dict, status: str = "completed", stop: int | None
 def grid_configs(grid: dict[str, list], base: dict | None = None) -> list[dict]:
     """Run configs of a grid of dotted keys (like a workflow grid); the method is resolved by name."""
     from bench.methods import resolve_method_config
+    from bench.workflow import grid_points
 
     base = base_config() if base is None else base
     configs = []
-    keys = list(grid)
-    for combo in itertools.product(*(grid[k] for k in keys)):
+    for point in grid_points(grid):
         cfg = copy.deepcopy(base)
-        for key, value in zip(keys, combo):
+        for key, value in point.items():
             set_key(cfg, key, value)
         cfg["method"] = resolve_method_config(cfg["method"])
         configs.append(cfg)

@@ -16,7 +16,6 @@ import pandas as pd
 from bench.stats.analysis import Analysis
 from bench.stats.collect import format_value, sort_key
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p, p_text
-from bench.stats.sweeps import hparam_sweeps, setting_sweep
 
 log = logging.getLogger(__name__)
 PERCENT_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
@@ -146,7 +145,7 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
     """Method x value of the headline metric, for every configured setting sweep present."""
     metric, tables = analysis.settings["metric"], []
     for sweep in analysis.settings["sweeps"]:
-        rows = setting_sweep(analysis.results, analysis.summary, sweep["key"], metric)
+        rows = analysis.setting_sweep_rows[sweep["name"]]
         if rows.empty:
             log.info("no settings differ only in %s: skipping tables/ablation_%s", sweep["key"], sweep["name"])
             continue
@@ -158,7 +157,7 @@ def sensitivity_tables(analysis: Analysis) -> list[Table]:
     """Setting x hyper-parameter value, for every method hyper-parameter swept (FedLSC's tau
     and per in the paper), plus the reference methods' scores for scale."""
     metric, tables = analysis.settings["metric"], []
-    sweeps = hparam_sweeps(analysis.results, analysis.summary, metric)
+    sweeps = analysis.hparam_sweep_rows
     if not sweeps:
         log.info("no method hyper-parameter is swept within a setting: skipping tables/sensitivity_*")
     for (name, hparam), rows in sweeps.items():

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.io import MB
 from bench.stats.collect import Results
 from bench.stats.scores import lower_is_better, matches_run, per_run
 
-MB = 2**20
 REACH_STATUSES = ("completed", "diverged")  # a failed run crashed: not an outcome of the method
 
 

@@ -12,7 +12,6 @@ import pandas as pd
 from bench.stats.analysis import Analysis
 from bench.stats.collect import format_value, sort_key
 from bench.stats.figures.style import MethodStyle, save, slug
-from bench.stats.sweeps import hparam_sweeps
 from bench.stats.tables import heading, is_percent
 
 OVERVIEW_PANELS = 6
@@ -84,7 +83,7 @@ def sensitivity(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pa
     metric, paths = analysis.settings["metric"], []
     k = scale(metric)
     summary = analysis.summary[analysis.summary["metric"] == metric]
-    for (name, hparam), rows in hparam_sweeps(analysis.results, analysis.summary, metric).items():
+    for (name, hparam), rows in analysis.hparam_sweep_rows.items():
         panels = rows.groupby(["study", "setting", "fixed"], sort=False)
         columns = min(2, panels.ngroups)
         fig, axes = plt.subplots(math.ceil(panels.ngroups / columns), columns, figsize=(7.5 * columns, 3.6 * math.ceil(panels.ngroups / columns)), squeeze=False)

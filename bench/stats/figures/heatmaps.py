@@ -17,7 +17,6 @@ from bench.stats.collect import format_value, read_diagnostics, sort_key
 from bench.stats.figures.curves import metric_label, scale
 from bench.stats.figures.style import MethodStyle, save, slug
 from bench.stats.scores import STATS_STATUS, lower_is_better
-from bench.stats.sweeps import setting_sweep
 from bench.stats.tables import heading
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ def sweep_heatmaps(analysis: Analysis, style: MethodStyle, folder: Path) -> list
     metric, paths = analysis.settings["metric"], []
     k = scale(metric)
     for sweep in analysis.settings["sweeps"]:
-        rows = setting_sweep(analysis.results, analysis.summary, sweep["key"], metric)
+        rows = analysis.setting_sweep_rows[sweep["name"]]
         if rows.empty:
             continue
         for context, group in rows.groupby("context", sort=False):

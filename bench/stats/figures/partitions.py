@@ -25,6 +25,7 @@ def class_colors(count: int) -> list:
 
 
 def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
+    seeds = analysis.results.runs.groupby("block", sort=False)["seed"].nunique()
     runs = analysis.results.runs.drop_duplicates(["block", "seed"])
     runs = runs[runs["class_counts"].map(lambda c: bool(c) and all(x is not None for x in c))]
     paths = []
@@ -43,7 +44,7 @@ def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pat
             ax.set(title=f"seed {row.seed}", xlabel="client")
         axes[0][0].set_ylabel("training samples")
         axes[0][-1].legend(title="class", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-        more = analysis.results.runs[analysis.results.runs["block"] == block]["seed"].nunique() - len(group)
+        more = seeds[block] - len(group)
         fig.suptitle(f"Label distribution per client: {block}" + (f" (first {len(group)} seeds of {len(group) + more})" if more > 0 else ""), fontsize=10)
         fig.tight_layout()
         paths += save(fig, folder / "partitions" / slug(block), analysis.settings)
