@@ -5,10 +5,13 @@ later layers winning:
 
     base < datasets.<dataset> < studies.<study>.base < the method entry < the grid point < the seed
 
-`method.<hp>` in any layer or grid axis applies only to the methods that declare `<hp>`, so a
-tau sweep multiplies FedLSC alone, and a dataset can carry a tuned `method.tau` that FedAvg
-ignores. Every run is resolved (validated) here, when Snakemake builds its DAG: a typo fails
-before any job starts, as one line naming the config key. Runs are keyed by their run id (a hash
+Method settings in a layer are scoped to a method, `method: {fedlsc: {tau: 2.5}}` (grid axis
+`method.fedlsc.tau`), and reach only that method, so a tau sweep multiplies FedLSC alone and a
+dataset's tuned FedLSC tau never sets FedAdam's tau. The unscoped short form `method: {per: 0.01}`
+(`method.per`) is accepted for a hyper-parameter exactly one registered method declares; one that
+several declare is a one-line error saying how to scope it. Every run is resolved (validated)
+here, when Snakemake builds its DAG: a typo fails before any job starts, as one line naming the
+config key. Runs are keyed by their run id (a hash
 of the resolved configuration), so a run shared by two studies runs once.
 
 Reports are made per group: the runs of one study on one dataset at one setting of the study's
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -152,7 +155,7 @@ def split_method(fragment: dict, where: str) -> tuple[dict, dict]:
     rest = {k: v for k, v in fragment.items() if k != "method"}
     options = fragment.get("method", {})
     if not isinstance(options, dict):
-        raise UserError(f"config key '{where}.method': must map hyper-parameters to values (methods are chosen per study)")
+        raise UserError(f"config key '{where}.method': must map method names to their hyper-parameters (methods are chosen per study)")
     if "name" in options:
         raise UserError(f"config key '{where}.method.name': choose methods with studies.<study>.methods, not in a run-config fragment")
     return rest, options
@@ -164,12 +167,33 @@ def method_hparams() -> dict[str, set[str]]:
     return {name: set(cls.hparams()) for name, cls in registry().items()}
 
 
-def check_method_options(options: dict, where: str, hparams: dict[str, set[str]]) -> None:
-    """A `method.<hp>` that no registered method declares is a typo, not a no-op."""
-    declared = set().union(*hparams.values())
-    for hp in options:
-        if hp not in declared:
-            raise UserError(f"config key '{where}.method.{hp}': no method has hyper-parameter '{hp}'; see `fedrank methods`")
+def owner_of(hp: str, where: str, hparams: dict[str, set[str]], scoped_form: Callable[[str], str]) -> str:
+    """The one registered method declaring an unscoped hyper-parameter `hp`, or a one-line error
+    (`scoped_form(method)` shows how to write it scoped)."""
+    owners = [name for name, declared in hparams.items() if hp in declared]
+    if not owners:
+        raise UserError(f"config key '{where}': no method has hyper-parameter '{hp}'; see `fedrank methods`")
+    if len(owners) > 1:
+        raise UserError(f"config key '{where}': '{hp}' is a hyper-parameter of several methods ({', '.join(owners)}); "
+                        f"scope it to the one you mean, e.g. {scoped_form(owners[0])}")
+    return owners[0]
+
+
+def scoped_options(options: dict, where: str, hparams: dict[str, set[str]]) -> dict[str, dict]:
+    """A layer's method options as {method: {hp: value}}: `{fedlsc: {tau: 2.5}}` as written, or
+    `{per: 0.01}` given to the one method that declares it."""
+    scoped: dict[str, dict] = {}
+    for key, value in options.items():
+        if key in hparams and isinstance(value, dict):
+            for hp in value:
+                if hp not in hparams[key]:
+                    raise UserError(f"config key '{where}.method.{key}.{hp}': method {key} has no hyper-parameter '{hp}'; "
+                                    f"its hyper-parameters: {', '.join(sorted(hparams[key])) or 'none'}")
+            scoped.setdefault(key, {}).update(value)
+        else:
+            owner = owner_of(key, f"{where}.method.{key}", hparams, lambda m: f"method: {{{m}: {{{key}: {value!r}}}}}")
+            scoped.setdefault(owner, {})[key] = value
+    return scoped
 
 
 def method_entries(study: str, spec: str | list, hparams: dict[str, set[str]]) -> list[dict]:
@@ -214,7 +238,7 @@ class StudyGrid:
     datasets: list[str]
     entries: list[dict]
     common: dict[str, list]
-    method_axes: dict[str, list]
+    method_axes: dict[tuple[str, str], list]  # (method, hyper-parameter) -> values
     seeds: list[int]
 
     @classmethod
@@ -224,15 +248,15 @@ class StudyGrid:
             if key.strip() in DEDICATED_KEYS:
                 raise UserError(f"config key 'studies.{name}.grid.{key}': set it with studies.{name}.{DEDICATED_KEYS[key.strip()]}, not in the grid")
         entries = method_entries(name, study["methods"], hparams)
-        method_axes = {k.split(".", 1)[1]: v for k, v in grid.items() if k.startswith("method.")}
-        for hp in method_axes:
-            users = [e["name"] for e in entries if hp in hparams[e["name"]]]
-            if not users:
-                names = ", ".join(dict.fromkeys(e["name"] for e in entries))
-                raise UserError(f"config key 'studies.{name}.grid.method.{hp}': no method of this study ({names}) has hyper-parameter '{hp}'")
-            fixed = [e["name"] for e in entries if hp in e]
-            if fixed:
-                raise UserError(f"config key 'studies.{name}.grid.method.{hp}': the method entry {fixed[0]} also fixes {hp}; sweep it or fix it, not both")
+        written = {method_axis(key, f"studies.{name}.grid.{key}", hparams): key for key in grid if key.startswith("method.")}
+        method_axes = {axis: grid[key] for axis, key in written.items()}
+        studied = list(dict.fromkeys(e["name"] for e in entries))
+        for (method, hp), key in written.items():
+            where = f"studies.{name}.grid.{key}"
+            if method not in studied:
+                raise UserError(f"config key '{where}': no method of this study ({', '.join(studied)}) has hyper-parameter '{hp}' (it is {method}'s)")
+            if any(e["name"] == method and hp in e for e in entries):
+                raise UserError(f"config key '{where}': the method entry {method} also fixes {hp}; sweep it or fix it, not both")
         return cls(
             name=name,
             datasets=study["datasets"],
@@ -242,12 +266,25 @@ class StudyGrid:
             seeds=seed_list(study.get("seeds", config["seeds"])),
         )
 
-    def variants(self, hparams: dict[str, set[str]]):
-        """(method entry, {hp: value}) for every entry and every point of the axes it declares."""
+    def variants(self):
+        """(method entry, {hp: value}) for every entry and every point of its own axes."""
         for entry in self.entries:
-            axes = {hp: values for hp, values in self.method_axes.items() if hp in hparams[entry["name"]]}
+            axes = {hp: values for (method, hp), values in self.method_axes.items() if method == entry["name"]}
             for point in grid_points(axes):
                 yield entry, point
+
+
+def method_axis(key: str, where: str, hparams: dict[str, set[str]]) -> tuple[str, str]:
+    """(method, hyper-parameter) of a grid key `method.<method>.<hp>` or `method.<hp>`."""
+    parts = key.strip().split(".")[1:]
+    if len(parts) == 2 and parts[0] in hparams:
+        method, hp = parts
+        if hp not in hparams[method]:
+            raise UserError(f"config key '{where}': method {method} has no hyper-parameter '{hp}'; its hyper-parameters: {', '.join(sorted(hparams[method])) or 'none'}")
+        return method, hp
+    if len(parts) != 1:
+        raise UserError(f"config key '{where}': write method.<method>.<hyper-parameter> (e.g. method.fedlsc.tau) or method.<hyper-parameter>")
+    return owner_of(parts[0], where, hparams, lambda m: f"method.{m}.{parts[0]}"), parts[0]
 
 
 def dataset_fragment(config: dict, study: str, dataset: str) -> dict:
@@ -268,14 +305,14 @@ def dataset_fragment(config: dict, study: str, dataset: str) -> dict:
     return fragment
 
 
-def layer(parts: list[tuple[dict, dict]], method: str, hparams: set[str], fixed: dict, point: dict, seed: int) -> dict:
-    """One run config from its layers, each split into (run-config keys, method options); method
-    options apply only where the method declares them."""
+def layer(parts: list[tuple[dict, dict[str, dict]]], method: str, fixed: dict, point: dict, seed: int) -> dict:
+    """One run config from its layers, each split into (run-config keys, method options scoped by
+    method); only the options scoped to `method` reach it."""
     cfg: dict = {}
     options: dict = {}
-    for rest, method_options in parts:
+    for rest, scoped in parts:
         deep_merge(cfg, rest)
-        options.update({k: v for k, v in method_options.items() if k in hparams})
+        options.update(scoped.get(method, {}))
     cfg["method"] = {**options, **fixed, "name": method}
     for key, value in point.items():
         set_key(cfg, key, value)
@@ -287,17 +324,18 @@ def expand_study(plan: Plan, name: str, study: dict, config: dict, hparams: dict
     grid = StudyGrid.from_config(name, study, config, hparams)
     for dataset in grid.datasets:
         fragments = [("base", config["base"]), (f"datasets.{dataset}", dataset_fragment(config, name, dataset)), (f"studies.{name}.base", study["base"])]
-        parts = [split_method(fragment, where) for where, fragment in fragments]
-        for (where, _), (_, options) in zip(fragments, parts):
-            check_method_options(options, where, hparams)
+        parts = []
+        for where, fragment in fragments:
+            rest, options = split_method(fragment, where)
+            parts.append((rest, scoped_options(options, where, hparams)))
         for common in grid_points(grid.common):
             group = Group(name, dataset, setting_name(common))
-            for entry, method_point in grid.variants(hparams):
+            for entry, method_point in grid.variants():
                 fixed = {k: v for k, v in entry.items() if k != "name"}
                 label = variant_label(entry["name"], {**fixed, **method_point})
                 point = {**common, **{f"method.{hp}": v for hp, v in method_point.items()}}
                 for seed in grid.seeds:
-                    cfg = layer(parts, entry["name"], hparams[entry["name"]], fixed, point, seed)
+                    cfg = layer(parts, entry["name"], fixed, point, seed)
                     try:
                         resolved = resolve(cfg)
                     except UserError as exc:

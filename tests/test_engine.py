@@ -63,8 +63,9 @@ def test_run_record_holds_provenance_and_costs(tmp_path):
     assert on_disk["model"]["init"].startswith("random init")
     assert on_disk["model"]["parameters"] == sum(p.numel() for p in build_experiment(record["config"], torch.device("cpu")).fed.model.parameters())
     metrics = metrics_of(tmp_path / "run")
-    sent = metrics[(metrics["scope"] == "comm")]["value"]
-    assert (sent == on_disk["communication"]["full_state_bytes_per_round"]).all()
+    sent = metrics[(metrics["scope"] == "comm") & (metrics["metric"] == "bytes")]["value"]
+    assert (sent == on_disk["communication"]["full_state_bytes_per_round"]).all()  # FedAvg, every client takes part
+    assert on_disk["communication"]["sent_bytes"] == sent.sum()
     assert on_disk["headline_scope"] == "global"
     assert {"global", "local", "train", "comm"} == set(metrics["scope"])
     assert not RunPaths(tmp_path / "run").checkpoint.exists()

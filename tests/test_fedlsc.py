@@ -50,6 +50,23 @@ def test_eq1_eq2_cosine_of_updates_per_layer(layout):
     assert not torch.isnan(sim).any()
 
 
+def test_an_update_below_the_reference_norm_counts_as_zero(layout):
+    """The reference code's 1e-8 threshold: a near-frozen layer's tiny update has similarity 0,
+    so its layer weights are those of a zero update, not of the rounding noise's direction."""
+    reference = torch.zeros(5, dtype=torch.float64)
+    # layer a: client 0 moved 1e-9 (below the threshold), clients 1 and 2 moved along (1, 0)
+    states = stack([1e-9, 0, 0, 0, 0], [1, 0, 0, 0, 0], [2, 0, 0, 0, 0])
+    sim = layer_cosine_similarity(states, reference, layout)[0]
+    torch.testing.assert_close(sim, torch.tensor([[0, 0, 0], [0, 1, 1], [0, 1, 1]], dtype=torch.float64))
+    weights = similarity_weights(mean_similarity_to_others(sim[None]), tau=0.2)[0]
+    # s = (0, 0.5, 0.5): softmax(s / 0.2) = (1, e^2.5, e^2.5) / (1 + 2 e^2.5)
+    e = math.exp(2.5)
+    torch.testing.assert_close(weights, torch.tensor([1 / (1 + 2 * e), e / (1 + 2 * e), e / (1 + 2 * e)], dtype=torch.float64))
+    # just above the threshold the update is a direction like any other
+    above = layer_cosine_similarity(stack([2e-8, 0, 0, 0, 0], [1, 0, 0, 0, 0], [2, 0, 0, 0, 0]), reference, layout)[0]
+    assert above[0, 1] == 1
+
+
 def test_eq3_mean_over_the_other_clients():
     sim = torch.tensor([[[1.0, 0.2, 0.6], [0.2, 1.0, -0.4], [0.6, -0.4, 1.0]]])
     torch.testing.assert_close(mean_similarity_to_others(sim), torch.tensor([[0.4, -0.1, 0.1]]))

@@ -18,6 +18,7 @@ from bench.methods import make_method, proximal_term, registry, resolve_method_c
 from conftest import REPO, tiny_config
 
 PAPER_METHODS = {"local", "fedavg", "fedprox", "fedavg_fc", "fedprox_fc", "fedlsc"}
+PARTICIPATION = {"participation/took_part", "participation/reported", "participation/steps"}
 
 
 def experiment(method: str, **overrides):
@@ -25,9 +26,17 @@ def experiment(method: str, **overrides):
 
 
 def fake_updates(fed, states: torch.Tensor, sizes: list[int]) -> Updates:
+    """Every client reports `states[i]` (row i) after training on `sizes[i]` samples."""
     fed.uploads.copy_(states)
+    fed.slots = {i: i for i in range(len(sizes))}
     fit = FitResult(steps=1, samples=1, loss=0.0)
     return Updates(fed.uploads, [Update(i, n, fit) for i, n in enumerate(sizes)])
+
+
+def round_bytes(exp) -> float:
+    """Bytes the method sends in a round where every client takes part (download + upload)."""
+    fed, method = exp.fed, exp.method
+    return sum(method.download_bytes(fed, c) + method.upload_bytes(fed, c, None) for c in fed.clients)
 
 
 def test_registry_lists_the_paper_methods_with_defaults():
@@ -88,7 +97,7 @@ def test_fc_variants_keep_the_classifier_personal():
         torch.testing.assert_close(received[in_head], states[1][in_head])  # not overwritten
         torch.testing.assert_close(received[~in_head], new[~in_head])
         head_bytes = fed.layout.nbytes(head)
-        assert method.bytes_per_round(fed) == 2 * 3 * (fed.layout.nbytes() - head_bytes)
+        assert round_bytes(exp) == 2 * 3 * (fed.layout.nbytes() - head_bytes)
 
 
 def test_proximal_term_by_hand():
@@ -128,10 +137,11 @@ def test_local_only_never_communicates():
     fed.round = 1
     play_round(exp, progress)
     assert torch.equal(fed.global_state, start)
-    assert method.bytes_per_round(fed) == 0 and method.global_model(fed) is None
+    assert round_bytes(exp) == 0 and method.global_model(fed) is None
     models = [fed.layout.gather(method.client_model(fed, c)) for c in fed.clients]
     assert not torch.equal(models[0], models[1])  # each client has its own model
     assert {r["scope"] for r in progress.metrics} == {"train", "comm", "personal", "local"}
+    assert {r["value"] for r in progress.metrics if r["scope"] == "comm" and r["metric"] == "bytes"} == {0.0}
 
 
 def test_fedlsc_rounds_select_keep_and_regularise_personal_layers():
@@ -161,8 +171,8 @@ def test_fedlsc_rounds_select_keep_and_regularise_personal_layers():
     # personal layers of the global state are no longer aggregated
     torch.testing.assert_close(fed.layout.select(fed.global_state, personal), fed.layout.select(global_after_1, personal))
     assert not torch.equal(fed.layout.select(fed.global_state, ~personal), fed.layout.select(global_after_1, ~personal))
-    assert method.bytes_per_round(fed) == 2 * 3 * fed.layout.nbytes(~personal)
-    assert {d["name"] for d in fed.diagnostics} == {"layer_similarity", "client_weight", "personal"}
+    assert round_bytes(exp) == 2 * 3 * fed.layout.nbytes(~personal)
+    assert {d["name"] for d in fed.diagnostics} - PARTICIPATION == {"layer_similarity", "client_weight", "personal"}
 
 
 def test_fedlsc_per_zero_keeps_nothing_personal():
@@ -179,7 +189,7 @@ def test_fedlsc_records_diagnostics_in_the_run_outputs(tmp_path):
     record = execute(tiny_config(method="fedlsc", method__per=0.2, train__rounds=2), tmp_path / "run", show_progress=False)
     assert record["headline_scope"] == "personal"
     diag = pd.read_parquet(RunPaths(tmp_path / "run").diagnostics)
-    assert set(diag["name"]) == {"layer_similarity", "client_weight", "personal"}
+    assert set(diag["name"]) - PARTICIPATION == {"layer_similarity", "client_weight", "personal"}
     weights = diag[diag["name"] == "client_weight"]
     sums = weights.groupby(["round", "layer"])["value"].sum()
     assert ((sums - 1).abs() < 1e-5).all()

@@ -41,7 +41,7 @@ def methods_of(p) -> list[dict]:
 
 
 def test_method_axes_expand_only_the_methods_that_declare_them():
-    p = plan(study(methods="all", grid={"method.per": [0.0, 0.01]}))
+    p = plan(study(methods="all", grid={"method.fedlsc.per": [0.0, 0.01]}))
     names = list(registry())
     assert len(p.runs) == (len(names) + 1) * 2  # fedlsc twice, every other method once, 2 seeds
     per = sorted(m["per"] for m in methods_of(p) if m["name"] == "fedlsc")
@@ -52,8 +52,8 @@ def test_method_axes_expand_only_the_methods_that_declare_them():
 
 def test_layers_apply_in_order_and_method_options_only_where_declared():
     config = {
-        "base": {"train": {"rounds": 5, "lr": 0.01}, "method": {"mu": 0.5}},
-        "datasets": {"syn": {"data": {"name": "synthetic", "image_size": 8}, "train": {"rounds": 4}, "method": {"tau": 2.5}}},
+        "base": {"train": {"rounds": 5, "lr": 0.01}, "method": {"fedprox": {"mu": 0.5}, "fedlsc": {"mu": 0.25}}},
+        "datasets": {"syn": {"data": {"name": "synthetic", "image_size": 8}, "train": {"rounds": 4}, "method": {"fedlsc": {"tau": 2.5}}}},
         "studies": {
             "s": {"datasets": ["syn"], "methods": ["fedavg", "fedprox", {"name": "fedlsc", "per": 0.2}],
                   "base": {"train": {"rounds": 3}}, "grid": {"train.local_epochs": [1, 2]}},
@@ -63,7 +63,7 @@ def test_layers_apply_in_order_and_method_options_only_where_declared():
     runs = {(r.resolved["method"]["name"], r.resolved["train"]["local_epochs"]): r.resolved for r in plan(config).runs.values()}
     assert len(runs) == 6
     fedlsc = runs["fedlsc", 2]
-    assert fedlsc["method"] == {"name": "fedlsc", "tau": 2.5, "mu": 0.5, "per": 0.2}  # dataset tau, base mu, entry per
+    assert fedlsc["method"] == {"name": "fedlsc", "tau": 2.5, "mu": 0.25, "per": 0.2}  # dataset tau, base mu, entry per
     assert runs["fedprox", 1]["method"] == {"name": "fedprox", "mu": 0.5}
     assert runs["fedavg", 1]["method"] == {"name": "fedavg"}  # tau and mu are not FedAvg's
     assert fedlsc["train"]["rounds"] == 3 and fedlsc["train"]["lr"] == 0.01  # study base > dataset > base
@@ -71,9 +71,56 @@ def test_layers_apply_in_order_and_method_options_only_where_declared():
 
 
 def test_a_grid_value_beats_a_dataset_setting():
-    config = {"datasets": {"syn": {"data": {"name": "synthetic"}, "method": {"tau": 2.5}}},
-              "studies": {"tau": {"datasets": ["syn"], "methods": ["fedlsc"], "grid": {"method.tau": [0.1, 1.0]}}}, "seeds": 1}
+    config = {"datasets": {"syn": {"data": {"name": "synthetic"}, "method": {"fedlsc": {"tau": 2.5}}}},
+              "studies": {"tau": {"datasets": ["syn"], "methods": ["fedlsc"], "grid": {"method.fedlsc.tau": [0.1, 1.0]}}}, "seeds": 1}
     assert sorted(m["tau"] for m in methods_of(plan(config))) == [0.1, 1.0]
+
+
+@dataclass(kw_only=True)
+class SharesTau(Method):
+    """Test method: declares `tau` like FedLSC, and a hyper-parameter of its own."""
+
+    name = "sharestau_test"
+    tau: float = hparam(1.0, "a temperature", exclusiveMinimum=0)
+    only_mine: int = hparam(3, "declared by no other method", minimum=0)
+
+
+@pytest.fixture
+def shares_tau():
+    register(SharesTau)
+    yield
+    METHODS.pop(SharesTau.name, None)
+
+
+def test_a_scoped_setting_reaches_only_its_method(shares_tau):
+    config = {"datasets": {"syn": {"data": {"name": "synthetic"}, "method": {"fedlsc": {"tau": 2.5}, "only_mine": 7}}},
+              "studies": {"s": {"datasets": ["syn"], "methods": ["fedlsc", "sharestau_test"], "grid": {"method.sharestau_test.tau": [0.5, 4.0]}}},
+              "seeds": 1}
+    by_method = {}
+    for m in methods_of(plan(config)):
+        by_method.setdefault(m["name"], []).append(m)
+    assert [m["tau"] for m in by_method["fedlsc"]] == [2.5]  # not swept by the other method's axis
+    assert sorted(m["tau"] for m in by_method["sharestau_test"]) == [0.5, 4.0]  # FedLSC's tau never reaches it
+    assert {m["only_mine"] for m in by_method["sharestau_test"]} == {7}  # unscoped: the one method declaring it
+
+
+@pytest.mark.parametrize(
+    "where, config",
+    [
+        ("datasets.syn.method.tau", {"datasets": {"syn": {"data": {"name": "synthetic"}, "method": {"tau": 2.5}}}, "studies": {"s": {"datasets": ["syn"]}}}),
+        ("base.method.tau", {"base": {"method": {"tau": 2.5}}, "studies": {"s": {"datasets": ["synthetic"]}}}),
+        ("studies.s.grid.method.tau", {"studies": {"s": {"datasets": ["synthetic"], "grid": {"method.tau": [0.1]}}}}),
+    ],
+)
+def test_an_unscoped_setting_several_methods_declare_is_an_error_saying_how_to_scope(shares_tau, where, config):
+    with pytest.raises(UserError, match=rf"config key '{re.escape(where)}': 'tau' is a hyper-parameter of several methods .*fedlsc.*sharestau_test.*scope it") as error:
+        plan(config)
+    assert "fedlsc" in str(error.value) and ("method.fedlsc.tau" in str(error.value) or "{fedlsc: {tau:" in str(error.value))
+
+
+def test_a_scoped_setting_must_be_declared_by_its_method():
+    with pytest.raises(UserError, match=r"config key 'base.method.fedavg.tau': method fedavg has no hyper-parameter 'tau'"):
+        plan({"base": {"method": {"fedavg": {"tau": 1.0}}}, "studies": {"s": {"datasets": ["synthetic"]}}})
 
 
 def test_runs_shared_by_studies_run_once_and_appear_in_each_in_the_manifest():
@@ -93,7 +140,7 @@ def test_runs_shared_by_studies_run_once_and_appear_in_each_in_the_manifest():
 
 def test_groups_carry_variant_labels_and_captions_say_what_ran():
     config = {"seeds": 3, "studies": {"s": {"datasets": ["synthetic"], "description": "A test study.", "methods": ["fedavg", "fedlsc"],
-                                           "grid": {"method.tau": [0.5, 1.0], "partition.clients": [2]}}}}
+                                           "grid": {"method.fedlsc.tau": [0.5, 1.0], "partition.clients": [2]}}}}
     p = plan(config)
     (group,) = p.groups.values()
     assert group.setting == "partition.clients=2"
@@ -120,7 +167,7 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
         beta: float = hparam(0.9, "server momentum", minimum=0)
 
     try:
-        p = plan(study(methods="all", grid={"method.beta": [0.5, 0.9]}))
+        p = plan(study(methods="all", grid={"method.fednew_test.beta": [0.5, 0.9]}))
         new = [m for m in methods_of(p) if m["name"] == "fednew_test"]
         assert sorted(m["beta"] for m in new) == [0.5, 0.5, 0.9, 0.9]
     finally:
@@ -139,10 +186,11 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
         ({"studies": {"s": {"datasets": []}}}, r"config key 'studies.s.datasets'"),
         ({**study(), "run_studies": ["s", "typo"]}, r"config key 'run_studies': unknown study 'typo'"),
         (study(grid={"partition.beta": []}), r"config key 'studies.s.grid.partition.beta'"),
-        (study(methods=["fedlsc"], grid={"method.tau": [0.5, 0.0]}), r"studies.s \(synthetic, fedlsc \(tau=0\)\): config key 'method.tau'"),
+        (study(methods=["fedlsc"], grid={"method.fedlsc.tau": [0.5, 0.0]}), r"studies.s \(synthetic, fedlsc \(tau=0\)\): config key 'method.tau'"),
         (study(methods=["fedavg"], grid={"partition.beta": [0.5, -1]}), r"studies.s .*partition.beta=-1.*config key 'partition.beta'"),
-        (study(methods=["fedavg"], grid={"method.tau": [0.5]}), r"'studies.s.grid.method.tau': no method of this study \(fedavg\)"),
-        (study(methods=[{"name": "fedlsc", "per": 0}], grid={"method.per": [0.1]}), r"'studies.s.grid.method.per': the method entry fedlsc also fixes per"),
+        (study(methods=["fedavg"], grid={"method.fedlsc.tau": [0.5]}), r"'studies.s.grid.method.fedlsc.tau': no method of this study \(fedavg\)"),
+        (study(methods=[{"name": "fedlsc", "per": 0}], grid={"method.fedlsc.per": [0.1]}), r"'studies.s.grid.method.fedlsc.per': the method entry fedlsc also fixes per"),
+        (study(grid={"method.fedlsc.tau.x": [0.1]}), r"'studies.s.grid.method.fedlsc.tau.x': write method.<method>.<hyper-parameter>"),
         (study(grid={"seed": [1, 2]}), r"'studies.s.grid.seed': set it with studies.s.seeds"),
         (study(grid={"data.name": ["digits"]}), r"'studies.s.grid.data.name': set it with studies.s.datasets"),
         ({**study(), "base": {"method": {"name": "fedavg"}}}, r"config key 'base.method.name': choose methods with studies"),
@@ -207,18 +255,33 @@ def job_counts(out: str) -> dict[str, int]:
     return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
 
 
-def test_demo_dry_run_plans_21_runs_and_a_configfile_replaces_the_demo(tmp_path):
+def demo_plan():
+    return plan_workflow(load_workflow_config(REPO / "configs" / "default.yaml"))
+
+
+def test_demo_dry_run_plans_the_demo_runs_and_a_configfile_replaces_the_demo(tmp_path):
+    demo = demo_plan()
     proc = dry_run()
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout) == {"manifest": 1, "train": 21, "statistics": 1, "report": 1, "all": 1, "total": 25}
+    runs, groups = len(demo.runs), len(demo.groups)
+    assert job_counts(proc.stdout) == {"manifest": 1, "train": runs, "statistics": 1, "report": groups, "all": 1, "total": runs + groups + 3}
     other = write_config(tmp_path, study(methods=["fedavg"]))
     proc = dry_run("--configfile", other)
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout)["train"] == 2  # not 2 + the demo's 21
+    assert job_counts(proc.stdout)["train"] == 2  # not 2 + the demo's runs
+
+
+def test_the_demo_stays_small_whatever_methods_are_registered():
+    """The demo lists its methods, so a new method module does not make it longer."""
+    register(SharesTau)
+    try:
+        assert len(demo_plan().runs) == len(load_workflow_config(REPO / "configs" / "default.yaml")["studies"]["demo"]["methods"]) * 3 + 3
+    finally:
+        METHODS.pop(SharesTau.name, None)
 
 
 def test_dag_build_fails_before_any_job_with_the_key(tmp_path):
-    bad = write_config(tmp_path, study(methods=["fedlsc"], grid={"method.tau": [0.2, -1.0]}))
+    bad = write_config(tmp_path, study(methods=["fedlsc"], grid={"method.fedlsc.tau": [0.2, -1.0]}))
     proc = dry_run("--configfile", bad)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -237,7 +300,7 @@ def test_slurm_profile_resolves_from_the_repo_root_with_account_and_partition_fr
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr
     resources = re.findall(r"rule train:.*?resources: ([^\n]+)", proc.stdout, re.S)
-    assert len(resources) == 21
+    assert len(resources) == len(demo_plan().runs)
     for wanted in ("mem_mb=32000", "runtime=720", "slurm_account=proj42", "slurm_partition=gpu", "gpu=1", "cpus_per_task=8", "attempt=1/3"):
         assert wanted in resources[0], resources[0]
     assert "--attempt 1/3" in proc.stdout
@@ -270,9 +333,10 @@ def paper_environment(tmp_path, monkeypatch):
 
 
 def test_paper_config_expands_every_experiment_of_the_paper(paper_environment):
-    p = plan_workflow(load_workflow_config(REPO / "configs" / "paper.yaml"))
-    variants = len(registry()) + 1  # every method, FedLSC at two Per values
-    methods = len(registry())
+    config = load_workflow_config(REPO / "configs" / "paper.yaml")
+    p = plan_workflow(config)
+    methods = len(config["studies"]["main"]["methods"])  # the paper's method set
+    variants = methods + 1  # FedLSC at two Per values
     seeds = 8
     assert {s: len(ids) for s, ids in p.studies.items()} == {
         "main": 2 * variants * seeds,

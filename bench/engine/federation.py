@@ -1,53 +1,52 @@
-"""What a method sees: the one shared model, the clients, the global state, the server state.
+"""What a method sees: the clients, their models, the global state, the server state, the round.
 
-All mutable state of a run lives in `Federation.global_state`, `Federation.server` and each
-`Client.state`; the engine checkpoints exactly these, so any method resumes exactly without
-knowing about checkpoints. Methods themselves hold only hyper-parameters.
+All mutable state of a run lives in `Federation.global_state`, `Federation.server`,
+`Federation.to_clients`, each `Client.state` and the model objects in `Federation.models`; the
+engine checkpoints exactly these, so any method resumes exactly without knowing about
+checkpoints. Methods themselves hold only hyper-parameters (and caches rebuilt by `prepare`).
+
+Models: one object per architecture is shared by every client of that architecture (its state
+is loaded in place through a flat `StateLayout`, no per-client copies). Most runs have one
+architecture, `MAIN`; a method may give clients other ones (`Method.client_architecture`), or ask
+for extra model objects (`extra_model`: a personal or deputy copy to train in lock-step).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench.engine.layout import StateLayout
+from bench.engine.participation import RoundPlan
+from bench.engine.seeds import derive_seed
+from bench.engine.trainer import FitResult, Learner, LocalTrainer
 
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (run seed, round, client, ...): independent streams per part."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+MAIN = "main"  # the configured architecture (after the method's `model` hook)
+EXTRA_MODEL_STREAM = 0xE7A
 
 
 @dataclass
 class Client:
-    """A simulated client: its private data split and whatever state its method keeps."""
+    """A simulated client: its private data split, its architecture and whatever state its method keeps."""
 
     id: int
     train: torch.Tensor  # dataset indices of its local training split
     test: torch.Tensor  # dataset indices of its local test split
     state: dict = field(default_factory=dict)  # method-owned: personal tensors, optimizer, control variates
+    arch: str = MAIN
 
     @property
     def num_samples(self) -> int:
         return len(self.train)
 
 
-@dataclass(frozen=True)
-class FitResult:
-    """What local training reports: optimizer steps, samples seen and the mean loss (NaN/inf: diverged)."""
-
-    steps: int
-    samples: int
-    loss: float
-
-
 @dataclass
 class Update:
-    """One client's message to the server. Its model state is row `client` of `Federation.uploads`."""
+    """One client's message to the server. Its model state is its row of `Updates.states`."""
 
     client: int
     num_samples: int
@@ -57,7 +56,8 @@ class Update:
 
 @dataclass
 class Updates:
-    """Everything the server receives in a round; `states` is (clients, P), row i = client i."""
+    """Everything the server receives in a round, from the clients that reported (K of them):
+    `states` is (K, P), row k = the state sent by `items[k].client`."""
 
     states: torch.Tensor
     items: list[Update]
@@ -66,33 +66,97 @@ class Updates:
     def num_samples(self) -> torch.Tensor:
         return torch.tensor([u.num_samples for u in self.items], dtype=self.states.dtype, device=self.states.device)
 
+    @property
+    def clients(self) -> list[int]:
+        return [u.client for u in self.items]
+
 
 @dataclass
 class Federation:
     config: dict
-    model: nn.Module
-    layout: StateLayout
+    models: dict[str, nn.Module]  # MAIN, other client architectures, extra models: all checkpointed
+    layouts: dict[str, StateLayout]  # per architecture
     clients: list[Client]
     data: "TensorData"  # noqa: F821 - bench.engine.batches.TensorData
-    trainer: "LocalTrainer"  # noqa: F821 - bench.engine.trainer.LocalTrainer
+    trainer: LocalTrainer
     global_state: torch.Tensor
-    uploads: torch.Tensor
+    uploads: torch.Tensor  # (clients, P) buffer; reporting clients fill its first rows in order
     classifier_layers: torch.Tensor
-    make_model: Callable[[], nn.Module]  # a fresh model of the configured architecture (second models, Ditto)
+    builders: dict[str, Callable[[], nn.Module]]  # a fresh model of each architecture
+    initial_states: dict[str, torch.Tensor]  # each architecture's initial state (the seed's, same for every method)
+    public: torch.Tensor  # dataset indices of the public split (data.public_fraction): no client's data
     server: dict = field(default_factory=dict)
+    to_clients: dict[int, torch.Tensor] = field(default_factory=dict)  # per-client models from aggregation (else: global)
     round: int = 0
+    plan: RoundPlan | None = None
+    slots: dict[int, int] = field(default_factory=dict)  # reporting client id -> its row of `uploads` this round
     diagnostics: list[dict] = field(default_factory=list)
+    _trainable: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    # ---- models ---------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        return self.models[MAIN]
+
+    @property
+    def layout(self) -> StateLayout:
+        return self.layouts[MAIN]
 
     @property
     def device(self) -> torch.device:
         return self.global_state.device
 
-    def fit(self, client: Client, **kwargs) -> FitResult:
-        """Train the shared model on `client`'s data this round (see LocalTrainer.fit for options)."""
-        return self.trainer.fit(self.model, client, self.round, **kwargs)
+    def model_of(self, client: Client) -> nn.Module:
+        return self.models[client.arch]
 
-    def record(self, name: str, values: torch.Tensor, dims: tuple[str, ...]) -> None:
-        """Log a per-round diagnostic; dims name its axes from ("layer", "client")."""
+    def layout_of(self, client: Client) -> StateLayout:
+        return self.layouts[client.arch]
+
+    def make_model(self, arch: str = MAIN) -> nn.Module:
+        """A fresh model of an architecture (not tracked: state it holds is not checkpointed)."""
+        return self.builders[arch]()
+
+    def extra_model(self, name: str, arch: str = MAIN) -> nn.Module:
+        """A second model object of `arch`, built once per run (same initial weights on fresh and
+        resumed runs) and checkpointed with all its buffers: a deputy or personal copy to train."""
+        key = f"{arch}/{name}"
+        if key not in self.models:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.config["seed"], EXTRA_MODEL_STREAM, zlib.crc32(key.encode())))
+                self.models[key] = self.builders[arch]()
+        return self.models[key]
+
+    @property
+    def trainable(self) -> torch.Tensor:
+        """(P,) bool on the device: elements of trainable tensors (False: buffers such as BatchNorm's
+        running statistics). Server optimizers and control variates act on these; buffers are averaged."""
+        if self._trainable is None:
+            self._trainable = self.layout.expand(self.layout.trainable.to(self.device))
+        return self._trainable
+
+    # ---- this round -----------------------------------------------------------------------
+    def upload_row(self, client: Client) -> torch.Tensor:
+        """The row of `uploads` a reporting client's state goes to this round."""
+        if client.arch != MAIN:
+            raise TypeError(f"client {client.id} has architecture {client.arch}, which has no row in fed.uploads; "
+                            "a method with several architectures sends something else (override upload and keep)")
+        return self.uploads[self.slots[client.id]]
+
+    def fit(self, client: Client, *, epochs: int | None = None, indices: torch.Tensor | None = None, stream: int = 0,
+            on_epoch: Callable[[int], None] | None = None, **learner) -> FitResult:
+        """Train the client's model (or `model=`) on its data this round; `learner` options are
+        `Learner`'s (loss, extra_loss, params, frozen, before_step, state_key, lr)."""
+        learner.setdefault("model", self.model_of(client))
+        return self.fit_together(client, [Learner(**learner)], epochs=epochs, indices=indices, stream=stream, on_epoch=on_epoch)
+
+    def fit_together(self, client: Client, learners: Sequence[Learner], *, epochs: int | None = None, indices: torch.Tensor | None = None,
+                     stream: int = 0, on_epoch: Callable[[int], None] | None = None) -> FitResult:
+        """Train several learners in lock-step on the same batches (a personal and a deputy model)."""
+        work = self.plan.work.get(client.id) if self.plan is not None else None
+        return self.trainer.fit(client, self.round, learners, epochs=epochs, indices=indices, stream=stream, work=work, on_epoch=on_epoch)
+
+    def record(self, name: str, values: torch.Tensor, dims: tuple[str, ...] = ()) -> None:
+        """Log a per-round diagnostic; dims name its axes from ("layer", "client"); () for a scalar."""
         if values.dim() != len(dims) or not set(dims) <= {"layer", "client"}:
             raise ValueError(f"diagnostic {name}: {values.dim()}-d values need matching dims from layer/client, got {dims}")
         self.diagnostics.append({"name": name, "values": values.detach().float().cpu(), "dims": dims})

@@ -76,6 +76,10 @@ class StateLayout:
         """The elements of the selected layers, concatenated (a copy)."""
         return flat[..., self.expand(layers.to(flat.device))]
 
+    def narrow(self, values: torch.Tensor, layers: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
+        """From `values` holding the `layers` concatenated, the elements of the layers in `subset`."""
+        return values[self.expand((subset & layers).to(values.device))[self.expand(layers.to(values.device))]]
+
     def nbytes(self, layers: torch.Tensor | None = None) -> int:
         """Bytes of the floating-point state in the selected layers (all by default)."""
         sizes = self._numels_t * self.element_bytes

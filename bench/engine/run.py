@@ -22,9 +22,12 @@ from tqdm import tqdm
 
 from bench.config import config_digest, run_id
 from bench.engine.evaluate import evaluate
-from bench.engine.federation import Updates
+from bench.engine.federation import MAIN, Updates
+from bench.engine.participation import draw_round
 from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
+from bench.engine.trainer import FitResult
+from bench.errors import UserError
 from bench.io import MB, remove_stale_temporaries, torch_save, write_json, write_parquet
 from bench.models import count_parameters, describe_init
 
@@ -101,12 +104,12 @@ def evaluate_round(exp: Experiment) -> list[dict]:
 
 
 def diagnostic_columns(round: int, fed) -> list[dict[str, list]]:
-    """The method's recorded diagnostics of this round as long-format columns (one dict per record)."""
+    """The recorded diagnostics of this round as long-format columns (one dict per record)."""
     keys = np.array(fed.layout.keys, dtype=object)
     out = []
     for item in fed.diagnostics:
         values, dims = item["values"], item["dims"]
-        position = dict(zip(dims, np.indices(tuple(values.shape)).reshape(len(dims), -1)))
+        position = dict(zip(dims, np.indices(tuple(values.shape)).reshape(len(dims), -1))) if dims else {}
         n = values.numel()
         out.append({
             "round": [round] * n,
@@ -126,30 +129,58 @@ def headline_scope(exp: Experiment) -> str:
 
 
 # ---- one round ------------------------------------------------------------------------------
+def record_participation(fed, participants: list, fits: dict[int, FitResult]) -> None:
+    """Which clients took part this round, which reported, and how many local steps each made."""
+    n = len(fed.clients)
+    took_part = torch.zeros(n)
+    took_part[[c.id for c in participants]] = 1
+    reported, steps = torch.zeros(n), torch.zeros(n)
+    for client, fit in fits.items():
+        reported[client], steps[client] = 1, fit.steps
+    fed.record("participation/took_part", took_part, ("client",))
+    fed.record("participation/reported", reported, ("client",))
+    fed.record("participation/steps", steps, ("client",))
+
+
 def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
-    """Run round `fed.round`; return its evaluation rows, or None if it diverged."""
+    """Run round `fed.round`; return its evaluation rows, or None if it diverged.
+
+    Only the round's participants receive; only those that report train, upload and keep; the
+    bytes counted are what they actually downloaded and uploaded."""
     fed, method, r = exp.fed, exp.method, exp.fed.round
     fed.diagnostics = []
-    sent = method.bytes_per_round(fed)
+    fed.plan = draw_round(fed.config["train"], fed.config["seed"], r, len(fed.clients))
+    participants = method.select_clients(fed, [fed.clients[i] for i in fed.plan.sampled])
+    reporting = [c for c in participants if fed.plan.reports(c.id)]
+    fed.slots = {c.id: row for row, c in enumerate(reporting)}
+    sent = {"bytes_down": 0, "bytes_up": 0}
     items = []
-    for client in fed.clients:
+    for client in participants:
         method.receive(fed, client)
-        fit = method.train(fed, client)
-        items.append(method.upload(fed, client, fit))
-    losses = {u.client: u.fit.loss for u in items}
-    progress.metrics += [row for c, v in losses.items() for row in metric_rows(r, "train", c, {"loss": v})]
-    diverged = [c for c, v in losses.items() if not math.isfinite(v)]
+        sent["bytes_down"] += method.download_bytes(fed, client)
+        if client.id in fed.slots:
+            update = method.upload(fed, client, method.train(fed, client))
+            sent["bytes_up"] += method.upload_bytes(fed, client, update)
+            items.append(update)
+    fits = {u.client: u.fit for u in items}
+    progress.metrics += [row for c, fit in fits.items() for row in metric_rows(r, "train", c, {"loss": fit.loss})]
+    diverged = [c for c, fit in fits.items() if not math.isfinite(fit.loss)]
     if diverged:
         log.warning("round %d: non-finite training loss on client(s) %s: run diverged", r, diverged)
         return None
-    new_state = method.aggregate(fed, Updates(fed.uploads, items))
-    if not torch.isfinite(new_state).all():
-        log.warning("round %d: the aggregated global state is not finite: run diverged", r)
-        return None
-    fed.global_state = new_state
-    for client in fed.clients:
-        method.keep(fed, client)
-    progress.metrics += metric_rows(r, "comm", None, {"bytes": float(sent)})
+    record_participation(fed, participants, fits)
+    if items:
+        new_state = method.aggregate(fed, Updates(fed.uploads[: len(items)], items))
+        if not (torch.isfinite(new_state).all() and all(torch.isfinite(s).all() for s in fed.to_clients.values())):
+            log.warning("round %d: the aggregated state is not finite: run diverged", r)
+            return None
+        fed.global_state = new_state
+        for client in reporting:
+            method.keep(fed, client)
+    else:
+        log.warning("round %d: no client reported; the server state is unchanged", r)
+    progress.metrics += metric_rows(r, "comm", None, {"bytes": float(sum(sent.values())), **{k: float(v) for k, v in sent.items()},
+                                                      "clients": float(len(items))})
     progress.diagnostics += diagnostic_columns(r, fed)
     every, rounds = fed.config["eval"]["every"], fed.config["train"]["rounds"]
     evaluation = evaluate_round(exp) if r % every == 0 or r == rounds else []
@@ -158,19 +189,70 @@ def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
+RESTORABLE_LEAVES = (torch.Tensor, bool, int, float, complex, str, bytes, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def unrestorable(value, where: str) -> tuple[str, str] | None:
+    """(path, type) of the first value a checkpoint loaded with `torch.load(weights_only=True)`
+    cannot restore (e.g. a NumPy array), or None."""
+    if isinstance(value, RESTORABLE_LEAVES):
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple, set)):
+        items = enumerate(value)
+    else:
+        return where, f"{type(value).__module__}.{type(value).__qualname__}"
+    for key, item in items:
+        found = unrestorable(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
+def check_restorable(fed, method_name: str) -> None:
+    """Method state must survive `torch.load(weights_only=True)`: say which key does not, at the
+    first checkpoint, instead of failing at resume."""
+    parts = {"fed.server": fed.server, **{f"client {c.id} state": c.state for c in fed.clients}}
+    for where, value in parts.items():
+        found = unrestorable(value, where)
+        if found is not None:
+            path, kind = found
+            raise UserError(f"method {method_name}: {path} is a {kind}, which a checkpoint cannot restore (torch.load(weights_only=True)); "
+                            "store a torch tensor (torch.as_tensor) or plain numbers, strings, lists and dicts instead")
+
+
+def model_states(fed) -> dict[str, dict]:
+    """Every model object's state that a round does not overwrite: the main model's integer buffers
+    (its floats are loaded at every receive), every other model's whole state dict."""
+    return {name: {k: v for k, v in model.state_dict().items() if name != MAIN or not v.is_floating_point()}
+            for name, model in fed.models.items()}
+
+
 def save_checkpoint(paths: RunPaths, exp: Experiment, progress: Progress, digest: str) -> None:
     fed = exp.fed
+    check_restorable(fed, exp.method.name)
     torch_save(
         paths.checkpoint,
         {
             "digest": digest,
             "global_state": fed.global_state,
             "server": fed.server,
+            "to_clients": fed.to_clients,
             "clients": [c.state for c in fed.clients],
-            "model_buffers": {k: v for k, v in fed.model.state_dict().items() if not v.is_floating_point()},
+            "models": model_states(fed),
             "progress": progress.__dict__,
         },
     )
+
+
+def restore_models(fed, saved: dict[str, dict]) -> None:
+    for name, state in saved.items():
+        arch, _, extra = name.partition("/")
+        model = fed.extra_model(extra, arch) if extra else fed.models[name]
+        missing, unexpected = model.load_state_dict(state, strict=name != MAIN)
+        if unexpected:
+            raise RuntimeError(f"checkpoint model {name}: unexpected keys {unexpected[:3]}")
 
 
 def load_checkpoint(paths: RunPaths, exp: Experiment, digest: str) -> Progress | None:
@@ -178,24 +260,28 @@ def load_checkpoint(paths: RunPaths, exp: Experiment, digest: str) -> Progress |
         return None
     saved = torch.load(paths.checkpoint, map_location=exp.fed.device, weights_only=True)
     if saved["digest"] != digest:
-        from bench.errors import UserError
-
         raise UserError(f"{paths.checkpoint} belongs to a different configuration; delete it or choose another output folder")
     fed = exp.fed
     fed.global_state = saved["global_state"]
     fed.server = saved["server"]
+    fed.to_clients = saved["to_clients"]
     for client, state in zip(fed.clients, saved["clients"]):
         client.state = state
-    fed.model.load_state_dict(saved["model_buffers"], strict=False)
+    restore_models(fed, saved["models"])
     progress = Progress(**saved["progress"])
     progress.resumed_from = progress.next_round
     return progress
 
 
 # ---- the run --------------------------------------------------------------------------------
+def model_size(model, layout) -> dict:
+    return {"parameters": count_parameters(model), "state_floats": layout.size, "state_layers": layout.layers, "state_bytes": layout.nbytes()}
+
+
 def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, started: str, wall: float, error: str | None = None) -> dict:
     fed = exp.fed
     full_round = 2 * len(fed.clients) * fed.layout.nbytes()
+    sent = sum(row["value"] for row in progress.metrics if row["scope"] == "comm" and row["metric"] == "bytes")
     return {
         "run_id": run_id(cfg),
         "status": status,
@@ -210,22 +296,27 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
         "config_digest": config_digest(cfg),
         "model": {
             "name": cfg["model"]["name"],
-            "parameters": count_parameters(fed.model),
-            "state_floats": fed.layout.size,
-            "state_layers": fed.layout.layers,
-            "state_bytes": fed.layout.nbytes(),
+            **model_size(fed.model, fed.layout),
             "init": describe_init(cfg["model"]),
+            "architectures": {
+                name: {**model_size(fed.models[name], layout), "clients": [c.id for c in fed.clients if c.arch == name]}
+                for name, layout in fed.layouts.items()
+            },
         },
         "communication": {
             "full_state_bytes_per_round": full_round,
             "full_state_mb_per_round": full_round / MB,
-            "note": "upload + download of the floating-point state by every client; MB = 2**20 bytes",
+            "sent_bytes": sent,
+            "sent_mb_per_round": sent / MB / max(progress.next_round - 1, 1),
+            "note": "full state: upload + download of the main model's floating-point state by every client; "
+                    "sent: what the participants actually downloaded and uploaded (metrics scope comm); MB = 2**20 bytes",
         },
         "data": {
             "name": exp.dataset.name,
             "classes": exp.dataset.classes,
             "image_size": exp.dataset.image_size,
             "train_pool": exp.pool_size,
+            "public": len(fed.public),
             "global_test": len(exp.test_index),
             "clients": [
                 {"id": c.id, "train": len(c.train), "local_test": len(c.test),
@@ -291,6 +382,7 @@ def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
         exp.method.setup(exp.fed)
     else:
         log.info("resuming %s from round %d", paths.root.name, progress.next_round)
+    exp.method.prepare(exp.fed)
     try:
         status = loop(cfg, exp, progress, paths, digest, show_progress)
     except Exception as exc:

@@ -1,25 +1,29 @@
-"""Build a run's federation from a resolved config: data, split, partition, model, clients."""
+"""Build a run's federation from a resolved config: data, split, public split, partition, models, clients."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from bench.data import ImageDataset, load_dataset
 from bench.data.augment import make_augment
-from bench.data.partition import Partition, make_partition
+from bench.data.partition import Partition, make_partition, split_local
 from bench.data.split import global_split
 from bench.engine.batches import TensorData
-from bench.engine.federation import Client, Federation, derive_seed
+from bench.engine.federation import MAIN, Client, Federation
 from bench.engine.layout import StateLayout
+from bench.engine.seeds import derive_seed
 from bench.engine.trainer import LocalTrainer
+from bench.errors import UserError
 from bench.methods import Method, make_method
-from bench.models import build_model
+from bench.models import ModelSpec, build_model, resolve_model_config
 
 MODEL_STREAM = 0x30DE1  # seed stream of the initial model: same for every method of a seed
+PUBLIC_STREAM = 0x9B11C  # seed stream of the public split (with data.split_seed: the same for every run seed)
 
 
 def select_device(spec: str) -> torch.device:
@@ -49,6 +53,15 @@ def configure_torch(runtime: dict, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def public_split(dataset: ImageDataset, pool: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the clients' pool, the public split): a `fraction` of the pool, whole groups, given to no
+    client. Drawn with the split seed, so every run seed (and method) has the same public data."""
+    if fraction == 0:
+        return pool, pool[:0]
+    rng = np.random.default_rng(derive_seed(seed, PUBLIC_STREAM))
+    return split_local(pool, fraction, rng, dataset.groups)
+
+
 def partition_dataset(dataset: ImageDataset, pool: np.ndarray, test: np.ndarray, cfg: dict) -> Partition:
     """The run's clients: the partition scheme applied to the training pool, knowing the dataset's
     groups, acquisition centres and (if used) official test split."""
@@ -63,38 +76,78 @@ class Experiment:
     method: Method
     dataset: ImageDataset
     test_index: torch.Tensor
-    pool_size: int  # images left for the clients by the global split
+    pool_size: int  # images left for the clients by the global split (and the public split)
+
+
+def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, dict], list[str]]:
+    """({architecture name: resolved model section}, each client's architecture). MAIN is the
+    configured model; a method may give clients other ones (`Method.client_architecture`)."""
+    sections = {MAIN: cfg["model"]}
+    chosen = []
+    for i in range(clients):
+        section = method.client_architecture(i)
+        resolved = cfg["model"] if section is None else resolve_model_config(dict(section))
+        name = next((n for n, s in sections.items() if s == resolved), None)
+        if name is None:
+            name = resolved["name"] if resolved["name"] not in sections else f"{resolved['name']}#{len(sections)}"
+            sections[name] = resolved
+        chosen.append(name)
+    return sections, chosen
+
+
+def model_builders(sections: dict[str, dict], spec: ModelSpec, method: Method, device: torch.device) -> dict[str, Callable[[], torch.nn.Module]]:
+    """A fresh-model function per architecture: the builder, then the method's `model` hook."""
+
+    def builder(section: dict) -> Callable[[], torch.nn.Module]:
+        return lambda: method.model(build_model(section, spec.num_classes, spec.channels, spec.image_size), spec).to(device)
+
+    return {name: builder(section) for name, section in sections.items()}
+
+
+def initial_models(builders: dict[str, Callable[[], torch.nn.Module]], seed: int) -> dict[str, torch.nn.Module]:
+    """Every architecture's initial model, each from its own seeded stream: MAIN's is the same for
+    every method of a seed (paired comparisons)."""
+    models = {}
+    for i, (name, build) in enumerate(builders.items()):
+        torch.manual_seed(derive_seed(seed, MODEL_STREAM) if name == MAIN else derive_seed(seed, MODEL_STREAM, i))
+        models[name] = build()
+    return models
 
 
 def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     dataset = load_dataset(cfg["data"])
     pool, test = global_split(dataset, cfg["data"]["test_fraction"], cfg["data"]["split_seed"])
+    pool, public = public_split(dataset, pool, cfg["data"]["public_fraction"], cfg["data"]["split_seed"])
     partition = partition_dataset(dataset, pool, test, cfg)
     on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])
     data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]))
-
-    def make_model() -> torch.nn.Module:
-        return build_model(cfg["model"], dataset.num_classes, dataset.channels, dataset.image_size).to(device)
-
-    torch.manual_seed(derive_seed(cfg["seed"], MODEL_STREAM))
-    model = make_model()
-    layout = StateLayout(model)
+    method = make_method(cfg["method"])
+    sections, arch_of = architectures(cfg, method, partition.clients)
+    spec = ModelSpec(dataset.num_classes, dataset.channels, dataset.image_size)
+    builders = model_builders(sections, spec, method, device)
+    models = initial_models(builders, cfg["seed"])
+    layouts = {name: StateLayout(model) for name, model in models.items()}
     index_device = data.labels.device
     clients = [
-        Client(i, torch.as_tensor(train, device=index_device), torch.as_tensor(local_test, device=index_device))
+        Client(i, torch.as_tensor(train, device=index_device), torch.as_tensor(local_test, device=index_device), arch=arch_of[i])
         for i, (train, local_test) in enumerate(zip(partition.train, partition.test))
     ]
+    if not clients:
+        raise UserError("partition: no clients; raise partition.clients or check partition.sites")
+    layout = layouts[MAIN]
     fed = Federation(
         config=cfg,
-        model=model,
-        layout=layout,
+        models=models,
+        layouts=layouts,
         clients=clients,
         data=data,
         trainer=LocalTrainer(cfg["train"], data, cfg["seed"]),
-        global_state=layout.gather(model),
+        global_state=layout.gather(models[MAIN]),
         uploads=torch.empty(len(clients), layout.size, device=device),
         classifier_layers=layout.layers_where(lambda key: key.startswith("head.")),
-        make_model=make_model,
+        builders=builders,
+        initial_states={name: layouts[name].gather(model) for name, model in models.items() if name != MAIN},
+        public=torch.as_tensor(public, device=index_device),
     )
     test_index = torch.as_tensor(np.asarray(test), device=index_device)
-    return Experiment(fed, make_method(cfg["method"]), dataset, test_index, len(pool))
+    return Experiment(fed, method, dataset, test_index, len(pool))

@@ -1,30 +1,113 @@
 """Local training on one client, as in the FedLSC paper by default (Adam, lr 1e-4, batch 32,
-StepLR(10, 0.1) per local epoch, gradient-norm clip 5) and configurable under `train`."""
+StepLR(10, 0.1) per local epoch, gradient-norm clip 5, a fresh optimizer every round) and
+configurable under `train`.
+
+A fit trains one or more `Learner`s in lock-step on the same batches: each learner is a model
+with its own loss, optimizer, scheduler and saved optimizer state, so a method that keeps a
+personal and a deputy model (Ditto, APFL, PRR-FL) reuses the seeding, clipping and scheduling
+instead of writing its own loop. The pieces a method can change: the loss (replace the
+cross-entropy or add a term), the parameters optimised, frozen modules (no gradients, BatchNorm
+statistics fixed), the indices trained on (a public split), a hook before every optimizer step
+(seeing the optimizer, learning rate and step) and a hook before every epoch.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.engine.batches import TensorData
-from bench.engine.federation import Client, FitResult, derive_seed
+from bench.engine.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from bench.engine.federation import Client
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What local training reports: optimizer steps, samples seen, the mean loss (NaN/inf: diverged),
+    the sum of the learning rates of the steps (SCAFFOLD option II's K * lr with any schedule), each
+    learner's mean loss, and whatever a method adds (`extra`)."""
+
+    steps: int
+    samples: int
+    loss: float
+    lr_sum: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass
 class Batch:
-    """One training step's tensors, handed to a method's extra loss term."""
+    """One training step's tensors, handed to a learner's loss.
+
+    `features` and `logits` are this learner's (`model.body(x)` and `model.head(features)`);
+    `outputs` holds every learner's (features, logits) of the step by learner name, so the loss
+    of one lock-step learner can use another's predictions (detach them to keep gradients apart)."""
 
     x: torch.Tensor
     y: torch.Tensor
-    features: torch.Tensor  # model.body(x): the representation
+    index: torch.Tensor  # dataset indices of the batch
+    features: torch.Tensor
     logits: torch.Tensor
+    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    epoch: int
+    step: int
 
 
-ExtraLoss = Callable[[Batch], torch.Tensor]
+LossFn = Callable[[Batch], torch.Tensor]
+ExtraLoss = LossFn  # a term added to a learner's loss (FedProx's proximal term, MOON's contrastive term)
+
+
+@dataclass
+class Step:
+    """What a `before_step` hook sees: after backward, before clipping and the optimizer step."""
+
+    optimizer: torch.optim.Optimizer
+    lr: float
+    step: int  # steps of this fit done so far
+    epoch: int
+
+
+@dataclass
+class Learner:
+    """A model trained by a fit, with everything that differs from plain cross-entropy training."""
+
+    model: nn.Module
+    name: str = "model"
+    loss: LossFn | None = None  # replaces the cross-entropy on this learner's logits
+    extra_loss: LossFn | None = None  # added to the loss
+    params: Sequence[nn.Parameter] | None = None  # what is optimised (default: every trainable parameter)
+    frozen: Sequence[nn.Module] = ()  # no gradients and BatchNorm statistics fixed (eval mode) during the fit
+    before_step: Callable[[Step], None] | None = None  # e.g. SCAFFOLD's gradient correction
+    state_key: str = "optimizer"  # client.state key of its optimizer/scheduler state (with train.persist_optimizer)
+    lr: float | None = None  # learning rate (default train.lr)
+
+    def objective(self, batch: Batch) -> torch.Tensor:
+        loss = self.loss(batch) if self.loss is not None else F.cross_entropy(batch.logits, batch.y)
+        return loss + self.extra_loss(batch) if self.extra_loss is not None else loss
+
+
+@dataclass
+class _Run:
+    """A learner during one fit: its optimizer, scheduler and running loss."""
+
+    learner: Learner
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    total: torch.Tensor
+    frozen_params: list[nn.Parameter] = field(default_factory=list)
+
+
+def batches_per_epoch(samples: int, batch_size: int) -> int:
+    """Batches of an epoch: a last batch of one sample is skipped (BatchNorm cannot train on it)."""
+    return samples // batch_size + (1 if samples % batch_size >= 2 else 0)
 
 
 class LocalTrainer:
@@ -33,72 +116,110 @@ class LocalTrainer:
         self.data = data
         self.seed = seed
 
-    def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    def make_optimizer(self, params: list[nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
         cfg = self.cfg
+        lr = cfg["lr"] if lr is None else lr
         if cfg["optimizer"] == "adam":
-            return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+            return torch.optim.Adam(params, lr=lr, weight_decay=cfg["weight_decay"])
+        return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
 
-    def fit(
-        self,
-        model: nn.Module,
-        client: Client,
-        round: int,
-        *,
-        epochs: int | None = None,
-        params: Iterable[nn.Parameter] | None = None,
-        extra_loss: ExtraLoss | None = None,
-        before_step: Callable[[], None] | None = None,
-        state_key: str = "optimizer",
-        stream: int = 0,
-    ) -> FitResult:
-        """Train `model` in place on the client's training split.
-
-        `params` restricts what is optimised (FedRep's head/body phases); `extra_loss(batch)` is
-        added to the cross-entropy (FedProx, MOON); `before_step()` runs after backward and
-        before clipping (SCAFFOLD's gradient correction). Optimizer and scheduler state persist
-        in `client.state[state_key]` (one key per independently trained model). Batch order and
-        augmentation come from a generator seeded by (run seed, round, client, stream), so a
-        resumed run replays the same batches.
-        """
-        cfg = self.cfg
-        params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-        optimizer = self.make_optimizer(params)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
-        saved = client.state.get(state_key) if cfg["persist_optimizer"] else None
+    def _start(self, learner: Learner, client: Client) -> _Run:
+        frozen = {id(p) for module in learner.frozen for p in module.parameters()}
+        chosen = learner.params if learner.params is not None else learner.model.parameters()
+        params = [p for p in chosen if p.requires_grad and id(p) not in frozen]
+        frozen_params = [p for module in learner.frozen for p in module.parameters() if p.requires_grad]
+        optimizer = self.make_optimizer(params, learner.lr)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.cfg["lr_step"], gamma=self.cfg["lr_gamma"])
+        saved = client.state.get(learner.state_key) if self.cfg["persist_optimizer"] else None
         if saved:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
+        return _Run(learner, params, optimizer, scheduler, torch.zeros((), device=self.data.device), frozen_params)
+
+    def fit(
+        self,
+        client: Client,
+        round: int,
+        learners: Sequence[Learner],
+        *,
+        epochs: int | None = None,
+        indices: torch.Tensor | None = None,
+        stream: int = 0,
+        work: float | None = None,
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> FitResult:
+        """Train the learners in place, in lock-step, on the client's training split (or `indices`).
+
+        Batch order and augmentation come from a generator seeded by (run seed, round, client,
+        stream), so a resumed run replays the same batches. `work` in (0, 1) (a straggler's share
+        of its local work, from the round's plan) stops after 1 + floor(work * (S - 1)) of the S
+        steps. `on_epoch(epoch)` runs before every epoch (a method switching stages per epoch).
+        The mean loss is read from the device once, at the end.
+        """
+        cfg = self.cfg
+        indices = client.train if indices is None else indices
+        epochs = epochs or cfg["local_epochs"]
+        budget = epochs * batches_per_epoch(len(indices), cfg["batch_size"])
+        if work is not None and budget > 1:
+            budget = 1 + math.floor(work * (budget - 1))
+        runs = [self._start(learner, client) for learner in learners]
         generator = torch.Generator().manual_seed(derive_seed(self.seed, round, client.id, stream))
         torch.manual_seed(derive_seed(self.seed, round, client.id, stream, 1))  # dropout, stochastic depth
-        model.train()
-        total = torch.zeros((), device=self.data.device)
+        for run in runs:
+            run.learner.model.train()
+            for module in run.learner.frozen:
+                module.eval()
+            for p in run.frozen_params:
+                p.requires_grad_(False)
         steps = samples = 0
-        for _ in range(epochs or cfg["local_epochs"]):
-            order = client.train[torch.randperm(len(client.train), generator=generator).to(client.train.device)]
-            for batch_index in order.split(cfg["batch_size"]):
-                if len(batch_index) < 2:  # BatchNorm cannot train on a single sample
-                    continue
-                x, y = self.data.batch(batch_index, generator)
-                features = model.body(x)
-                logits = model.head(features)
-                loss = F.cross_entropy(logits, y)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(Batch(x, y, features, logits))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if before_step is not None:
-                    before_step()
-                if cfg["clip_grad_norm"]:
-                    nn.utils.clip_grad_norm_(params, cfg["clip_grad_norm"])
-                optimizer.step()
-                total += loss.detach()
-                steps += 1
-                samples += len(batch_index)
-            scheduler.step()
-            if not torch.isfinite(total):
-                break
+        lr_sum = 0.0
+        try:
+            for epoch in range(epochs):
+                if steps >= budget:
+                    break
+                if on_epoch is not None:
+                    on_epoch(epoch)
+                order = indices[torch.randperm(len(indices), generator=generator).to(indices.device)]
+                for batch_index in order.split(cfg["batch_size"]):
+                    if len(batch_index) < 2 or steps >= budget:
+                        continue
+                    x, y = self.data.batch(batch_index, generator)
+                    lr_sum += self._step(runs, x, y, batch_index, epoch, steps)
+                    steps += 1
+                    samples += len(batch_index)
+                for run in runs:
+                    run.scheduler.step()
+        finally:
+            for run in runs:
+                for p in run.frozen_params:
+                    p.requires_grad_(True)
         if cfg["persist_optimizer"]:
-            client.state[state_key] = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        mean_loss = (total / max(steps, 1)).item()
-        return FitResult(steps=steps, samples=samples, loss=mean_loss)
+            for run in runs:
+                client.state[run.learner.state_key] = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
+        means = (torch.stack([run.total for run in runs]) / max(steps, 1)).tolist()
+        losses = {run.learner.name: value for run, value in zip(runs, means)}
+        return FitResult(steps=steps, samples=samples, loss=float(sum(means)), lr_sum=lr_sum, losses=losses)
+
+    def _step(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int) -> float:
+        """One optimizer step of every learner on the same batch; returns the first learner's lr."""
+        outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for run in runs:
+            model = run.learner.model
+            features = model.body(x)
+            outputs[run.learner.name] = (features, model.head(features))
+        losses = []
+        for run in runs:
+            features, logits = outputs[run.learner.name]
+            losses.append(run.learner.objective(Batch(x, y, index, features, logits, outputs, epoch, step)))
+        for run in runs:
+            run.optimizer.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+        first_lr = runs[0].optimizer.param_groups[0]["lr"]
+        for run, loss in zip(runs, losses):
+            if run.learner.before_step is not None:
+                run.learner.before_step(Step(run.optimizer, run.optimizer.param_groups[0]["lr"], step, epoch))
+            if self.cfg["clip_grad_norm"]:
+                nn.utils.clip_grad_norm_(run.params, self.cfg["clip_grad_norm"])
+            run.optimizer.step()
+            run.total += loss.detach()
+        return first_lr

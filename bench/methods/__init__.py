@@ -50,5 +50,6 @@ def resolve_method_config(section: dict) -> dict:
 
 
 def make_method(section: dict) -> Method:
+    """An instance from a resolved `method` section (list values become tuples, as declared)."""
     cls = registry()[section["name"]]
-    return cls(**{k: v for k, v in section.items() if k != "name"})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k != "name"})

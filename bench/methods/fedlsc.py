@@ -2,7 +2,8 @@
 
 Every round, per layer l (every floating-point state tensor):
   Eq.1  dw_i = w_i - w_g                                  each client's update
-  Eq.2  s_ij = cos(dw_i, dw_j)                            every client pair (0 for a zero update)
+  Eq.2  s_ij = cos(dw_i, dw_j)                            every client pair (0 for a zero update:
+                                                          an L2 norm below 1e-8, as the reference code)
   Eq.3  s_i  = mean_{j != i} s_ij                         client i's mean similarity to the others
   Eq.4  a_i  = softmax_i(s_i / tau)                       aggregation weights, over clients
   Eq.5  w_g  = sum_i a_i w_i                              the new global layer
@@ -32,12 +33,20 @@ def layer_cosine_similarity(states: torch.Tensor, reference: torch.Tensor, layou
     return cosine_from_grams(update_grams(states, reference, layout))
 
 
+# An update whose L2 norm is below this counts as zero (similarity 0), as in the FedLSC reference
+# code: near-frozen layers (zero-initialised biases that barely move) would otherwise get cosines
+# of rounding noise and per-layer weights up to 0.3 away from the reference's.
+ZERO_UPDATE_NORM = 1e-8
+
+
 def cosine_from_grams(grams: torch.Tensor) -> torch.Tensor:
-    """Eq.2 from (..., N, N) Gram matrices of the updates: 0 where either update is zero."""
+    """Eq.2 from (..., N, N) Gram matrices of the updates: 0 where either update is zero
+    (L2 norm below ZERO_UPDATE_NORM)."""
     norms = grams.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
-    denominator = norms.unsqueeze(-1) * norms.unsqueeze(-2)
-    cosine = grams / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    return torch.where(denominator > 0, cosine.clamp(-1, 1), torch.zeros_like(cosine))
+    nonzero = norms >= ZERO_UPDATE_NORM
+    both = nonzero.unsqueeze(-1) & nonzero.unsqueeze(-2)
+    denominator = torch.where(both, norms.unsqueeze(-1) * norms.unsqueeze(-2), torch.ones_like(grams))
+    return torch.where(both, (grams / denominator).clamp(-1, 1), torch.zeros_like(grams))
 
 
 def mean_similarity_to_others(similarity: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,16 @@ BUILDERS = {
     "timm": timm_models.build,
 }
 
-__all__ = ["BUILDERS", "Classifier", "build_model", "resolve_model_config", "describe_init"]
+__all__ = ["BUILDERS", "Classifier", "ModelSpec", "build_model", "resolve_model_config", "describe_init"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is built for: the dataset's classes, image channels and side in pixels."""
+
+    num_classes: int
+    channels: int
+    image_size: int
 
 
 def _builder(name: str):
