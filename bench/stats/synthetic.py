@@ -96,35 +96,52 @@ def run_tables(cfg: dict, stop: int, classes: list[str]) -> tuple[pd.DataFrame, 
     sent = int(share * 2 * clients * STATE_BYTES)
     blocks = [
         long_block(played, list(range(clients)), ["loss"], "train", rng.uniform(0.2, 1.5, stop * clients)),
-        long_block(played, [None], ["bytes"], "comm", np.full(stop, float(sent))),
+        long_block(played, [None], ["bytes", "bytes_down", "bytes_up", "clients"], "comm",
+                   np.tile([float(sent), sent / 2, sent / 2, float(clients)], (stop, 1))),
         *evaluation_blocks(cfg, evaluated, classes, clients, rng),
     ]
     columns = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     order = np.argsort(columns["round"], kind="stable")
     metrics = pd.DataFrame({k: v[order] for k, v in columns.items()})
     metrics["client"] = pd.arrays.IntegerArray(metrics["client"].to_numpy(np.int64), mask=metrics["client"].to_numpy() == -1)
-    return metrics, fedlsc_diagnostics(cfg, played, rng), sent
+    return metrics, diagnostics(cfg, played, rng), sent
 
 
-def fedlsc_diagnostics(cfg: dict, played: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
-    """FedLSC's per-round layer similarities, client weights and personal-layer flags."""
+def participation_diagnostics(cfg: dict, played: np.ndarray) -> list[pd.DataFrame]:
+    """The engine's per-round participation record: every client takes part and reports."""
+    clients = cfg["partition"]["clients"]
+    steps = float(cfg["train"]["local_epochs"] * 10)
+    return [pd.DataFrame({"round": np.repeat(played, clients), "name": f"participation/{name}", "layer": None,
+                          "client": np.tile(np.arange(clients), len(played)), "value": value})
+            for name, value in (("took_part", 1.0), ("reported", 1.0), ("steps", steps))]
+
+
+def diagnostics(cfg: dict, played: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Participation, and FedLSC's per-round layer similarities, client weights and personal-layer flags."""
     columns = ["round", "name", "layer", "client", "value"]
-    if cfg["method"]["name"] != "fedlsc" or not len(played):
+    if not len(played):
         return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "client" else None) for c in columns})
+    frames = participation_diagnostics(cfg, played)
+    if cfg["method"]["name"] == "fedlsc":
+        frames += fedlsc_diagnostics(cfg, played, rng)
+    out = pd.concat(frames, ignore_index=True)
+    out["client"] = out["client"].astype("Int64")
+    return out
+
+
+def fedlsc_diagnostics(cfg: dict, played: np.ndarray, rng: np.random.Generator) -> list[pd.DataFrame]:
+    """FedLSC's per-round layer similarities, client weights and personal-layer flags."""
     clients, layers = cfg["partition"]["clients"], np.array(LAYERS, dtype=object)
     similarity = np.clip(np.linspace(0.2, 0.9, len(layers))[None, :] * (1 - np.exp(-played[:, None] / 4)) + rng.normal(0, 0.02, (len(played), len(layers))), -1, 1)
     cutoff = np.quantile(similarity[0], cfg["method"]["per"])
     personal = np.tile(similarity[0] < cutoff, (len(played), 1)).astype(float)
     weights = rng.dirichlet(np.ones(clients), (len(played), len(layers)))
-    frames = [
+    return [
         pd.DataFrame({"round": np.repeat(played, len(layers)), "name": "layer_similarity", "layer": np.tile(layers, len(played)), "client": None, "value": similarity.ravel()}),
         pd.DataFrame({"round": np.repeat(played, len(layers) * clients), "name": "client_weight", "layer": np.tile(np.repeat(layers, clients), len(played)),
                       "client": np.tile(np.arange(clients), len(played) * len(layers)), "value": weights.ravel()}),
         pd.DataFrame({"round": np.repeat(played, len(layers)), "name": "personal", "layer": np.tile(layers, len(played)), "client": None, "value": personal.ravel()}),
     ]
-    out = pd.concat(frames, ignore_index=True)
-    out["client"] = out["client"].astype("Int64")
-    return out
 
 
 def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int, rng: np.random.Generator) -> dict:
@@ -134,6 +151,7 @@ def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int,
     shares = rng.dirichlet(np.full(len(classes), cfg["partition"]["beta"]), clients)
     counts = np.stack([rng.multinomial(400, p) for p in shares])
     seconds = rng.uniform(0.9, 1.1, stop).tolist()
+    size = {"parameters": STATE_BYTES // 4 - 100, "state_floats": STATE_BYTES // 4, "state_layers": len(LAYERS), "state_bytes": STATE_BYTES}
     return {
         "run_id": run_id(cfg), "status": status,
         "error": "RuntimeError: synthetic failure" if status == "failed" else None,
@@ -142,11 +160,12 @@ def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int,
         "resumed_from_round": None,
         "headline_scope": "global" if has_global and not personal else "personal",
         "seed": cfg["seed"], "method": dict(cfg["method"]), "config": cfg, "config_digest": run_id(cfg).rsplit("-", 1)[-1],
-        "model": {"name": cfg["model"]["name"], "parameters": STATE_BYTES // 4 - 100, "state_floats": STATE_BYTES // 4,
-                  "state_layers": len(LAYERS), "state_bytes": STATE_BYTES, "init": "random init (no model.weights given)"},
+        "model": {"name": cfg["model"]["name"], **size, "init": "random init (no model.weights given)",
+                  "architectures": {"main": {**size, "clients": list(range(clients))}}},
         "communication": {"full_state_bytes_per_round": 2 * clients * STATE_BYTES, "full_state_mb_per_round": 2 * clients * STATE_BYTES / MB,
-                          "note": "upload + download of the floating-point state by every client; MB = 2**20 bytes"},
-        "data": {"name": cfg["data"]["name"], "classes": classes, "image_size": 32, "train_pool": int(counts.sum() * 1.25), "global_test": 1000,
+                          "sent_bytes": sent * stop, "sent_mb_per_round": sent / MB,
+                          "note": "full state: upload + download by every client; sent: what was sent; MB = 2**20 bytes"},
+        "data": {"name": cfg["data"]["name"], "classes": classes, "image_size": 32, "train_pool": int(counts.sum() * 1.25), "public": 0, "global_test": 1000,
                  "clients": [{"id": i, "train": int(c.sum()), "local_test": int(c.sum()) // 4, "class_counts": c.tolist()} for i, c in enumerate(counts)],
                  "notes": ["synthetic results (bench.stats.synthetic): no model was trained"]},
         "environment": {"fedrank": "synthetic", "python": "-", "torch": "-", "timm": "-", "numpy": np.__version__, "device": "none",
