@@ -3,9 +3,10 @@
 Per round the engine draws who takes part (`train.participation`, `train.dropout`,
 `train.stragglers`: the same clients for every method of a seed) and `select_clients` may change
 that. Each participant `receive`s its starting model (downloading `received_layers`); each one
-that reports `train`s (`local_loss` adds a term to its loss) and `upload`s; the server
-`aggregate`s the K states that arrived (the `aggregated_layers`; it may also hand each client its
-own model through `fed.to_clients`); every reporting client `keep`s its `kept_layers`. Then
+that reports `train`s (`client_loss` replaces the cross-entropy, `local_loss` adds a term) and
+`upload`s; the server `aggregate`s the K states that arrived (the `aggregated_layers`; it may
+also hand each client its own model through `fed.to_clients`); every reporting client `keep`s
+its `kept_layers`. Then
 `global_model` and every client's `client_model` are evaluated, and the bytes actually sent
 (`download_bytes`, `upload_bytes`) are counted.
 
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from bench.engine.federation import MAIN, Client, Federation, Update, Updates
-from bench.engine.trainer import Batch, ExtraLoss, FitResult
+from bench.engine.trainer import Batch, ExtraLoss, FitResult, LossFn
 from bench.models import ModelSpec
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -160,13 +161,17 @@ class Method:
             if own.any():
                 layout.scatter(model, layout.narrow(kept["values"], kept["layers"], own), own)
 
+    def client_loss(self, fed: Federation, client: Client) -> LossFn | None:
+        """The local loss in place of the cross-entropy (None: cross-entropy)."""
+        return None
+
     def local_loss(self, fed: Federation, client: Client) -> ExtraLoss | None:
-        """A term added to the cross-entropy during local training (None: plain cross-entropy)."""
+        """A term added to the local loss (None: nothing added)."""
         return None
 
     def train(self, fed: Federation, client: Client) -> FitResult:
         """Local optimisation of the client's model on its data."""
-        return fed.fit(client, extra_loss=self.local_loss(fed, client))
+        return fed.fit(client, loss=self.client_loss(fed, client), extra_loss=self.local_loss(fed, client))
 
     def upload(self, fed: Federation, client: Client, fit: FitResult) -> Update:
         """What the client sends: its float state (snapshotted into its row of `fed.uploads`)."""
