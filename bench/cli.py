@@ -12,7 +12,7 @@ import sys
 
 from bench.errors import UserError
 
-SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.data", "bench.commands.report", "bench.commands.workflow")
+SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.new_method", "bench.commands.data", "bench.commands.report", "bench.commands.workflow")
 
 EPILOG = """\
 examples:

@@ -20,3 +20,21 @@ def test_hyper_parameters_are_in_the_schema(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_two_rounds_are_finite_change_state_resume_exactly_and_count_bytes(name, participation, tmp_path, monkeypatch):
     check_method(name, participation, tmp_path, monkeypatch)
+
+
+def test_the_new_method_skeleton_passes_the_conformance_suite(tmp_path, monkeypatch, capsys):
+    import bench.methods
+    from bench.cli import main
+
+    assert main(["new-method", "fedskeleton_test", "--out", str(tmp_path / "fedskeleton_test.py")]) == 0
+    assert "fedskeleton_test" in capsys.readouterr().out
+    monkeypatch.setattr(bench.methods, "__path__", [*bench.methods.__path__, str(tmp_path)])
+    try:
+        assert "fedskeleton_test" in registry()
+        check_hyper_parameters_are_in_the_schema("fedskeleton_test")
+        for participation in sorted(PARTICIPATION):
+            check_method("fedskeleton_test", participation, tmp_path / participation, monkeypatch)
+    finally:
+        bench.methods._REGISTRY.pop("fedskeleton_test", None)
+    assert main(["new-method", "fedavg"]) == 2  # taken
+    assert main(["new-method", "Fed-Bad"]) == 2
