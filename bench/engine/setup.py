@@ -16,6 +16,7 @@ from bench.engine.batches import TensorData
 from bench.engine.federation import Client, Federation, derive_seed
 from bench.engine.layout import StateLayout
 from bench.engine.trainer import LocalTrainer
+from bench.errors import UserError
 from bench.methods import Method, make_method
 from bench.models import build_model
 
@@ -23,9 +24,15 @@ MODEL_STREAM = 0x30DE1  # seed stream of the initial model: same for every metho
 
 
 def select_device(spec: str) -> torch.device:
+    """The training device; a CUDA device this machine does not have is a one-line error now,
+    before any data is loaded."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    device = torch.device(spec)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"config key 'runtime.device': {spec} is not available here ({torch.cuda.device_count()} CUDA GPU(s) visible); "
+                        "use runtime.device=auto or cpu, or run on a GPU node")
+    return device
 
 
 def use_huge_pages() -> None:
