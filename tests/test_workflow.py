@@ -228,6 +228,16 @@ def test_dag_build_fails_before_any_job_with_the_key(tmp_path):
     assert "Traceback" not in out and not job_counts(out)
 
 
+def test_dag_build_refuses_a_key_given_twice_in_the_configfile(tmp_path):
+    # Snakemake's own YAML reader would keep the last `seeds` silently
+    path = tmp_path / "workflow.yaml"
+    path.write_text("seeds: 1\nstudies: {s: {datasets: [synthetic]}}\nseeds: 2\n")
+    proc = dry_run("--configfile", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "line 3 is not valid YAML: fix it (key 'seeds' is given twice in one mapping: keep one)" in out
+    assert "Traceback" not in out and not job_counts(out)
+
+
 def shell_commands(out: str) -> list[list[str]]:
     """The shell commands a dry run prints (--printshellcmds), split into words as the shell does."""
     return [shlex.split(line.split("Shell command: ", 1)[1]) for line in out.splitlines() if "Shell command: fedrank " in line]
