@@ -39,11 +39,20 @@ class Case:
 
 
 # ---- setups -----------------------------------------------------------------------------------
+def set_options(sets: tuple[str, ...] | list[str]) -> list[str]:
+    return [option for assignment in sets for option in ("--set", assignment)]
+
+
+def resolved(*sets: str) -> list[str]:
+    """`fedrank run --print-config` with these overrides: the config is checked, nothing runs."""
+    return ["run", "--print-config", *set_options(sets)]
+
+
 def run(*sets: str, out: str = "run", cfg: dict = TINY) -> Setup:
     """`fedrank run` of the tiny config with overrides into <case>/<out>."""
 
     def argv(tmp: Path, finished: Path) -> list[str]:
-        return ["run", "--quiet", "--config-json", json.dumps(cfg), "--out", str(tmp / out), *(a for s in sets for a in ("--set", s))]
+        return ["run", "--quiet", "--config-json", json.dumps(cfg), "--out", str(tmp / out), *set_options(sets)]
 
     return argv
 
@@ -142,8 +151,7 @@ def prepare_data(*edits: Callable[[Path], object], dataset: str = "ham10000", se
         (make_ham if dataset == "ham10000" else make_isic)(tmp / "data")
         for edit in edits:
             edit(tmp)
-        sets_ = [f"data.cache_dir={tmp / 'cache'}", "data.image_size=8", *sets]
-        return ["data", "prepare", dataset, "--root", str(tmp / "data"), *(a for s in sets_ for a in ("--set", s))]
+        return ["data", "prepare", dataset, "--root", str(tmp / "data"), *set_options([f"data.cache_dir={tmp / 'cache'}", "data.image_size=8", *sets])]
 
     return argv
 
@@ -209,28 +217,28 @@ def report_written(tmp: Path, finished: Path) -> None:
 # ---- the catalogue --------------------------------------------------------------------------------
 CASES: dict[str, Case] = {
     # run configs: keys, bounds, types, YAML
-    "config: value out of bounds": Case(["run", "--print-config", "--set", "partition.beta=-1"], r"config key 'partition.beta'"),
-    "config: unknown key": Case(["run", "--print-config", "--set", "train.lr_stepp=3"], r"config key 'train'.*valid keys"),
-    "config: unknown method": Case(["run", "--print-config", "--set", "method=nope"], r"unknown method 'nope'"),
-    "config: unknown method hyper-parameter": Case(["run", "--print-config", "--set", "method.tau=5"], r"config key 'method'.*'tau' was unexpected"),
-    "config: unknown dataset": Case(["run", "--print-config", "--set", "data=nope"], r"unknown dataset 'nope'"),
-    "config: unknown model": Case(["run", "--print-config", "--set", "model=nope"], r"unknown model 'nope'"),
-    "config: unknown timm model": Case(["run", "--print-config", "--set", "model=timm:not_a_model"], r"timm has no model 'not_a_model'"),
-    "config: dataset without its root": Case(["run", "--print-config", "--set", "data=ham10000"], r"config key 'data.root'"),
-    "config: data root that does not exist": Case(["run", "--print-config", "--set", "data=ham10000", "--set", "data.root=/nonexistent/ham"], r"/nonexistent/ham does not exist"),
-    "config: weights file that does not exist": Case(["run", "--print-config", "--set", "model.weights=/nonexistent/w.pth"], r"never downloads"),
-    "config: NaN learning rate": Case(["run", "--print-config", "--set", "train.lr=.nan"], r"config key 'train.lr': nan is not a finite number"),
-    "config: NaN temperature": Case(["run", "--print-config", "--set", "method=fedlsc", "--set", "method.tau=.nan"], r"config key 'method.tau': nan is not a finite"),
-    "config: infinite temperature": Case(["run", "--print-config", "--set", "method=fedlsc", "--set", "method.tau=.inf"], r"config key 'method.tau': inf is not a finite"),
+    "config: value out of bounds": Case(resolved("partition.beta=-1"), r"config key 'partition.beta'"),
+    "config: unknown key": Case(resolved("train.lr_stepp=3"), r"config key 'train'.*valid keys"),
+    "config: unknown method": Case(resolved("method=nope"), r"unknown method 'nope'"),
+    "config: unknown method hyper-parameter": Case(resolved("method.tau=5"), r"config key 'method'.*'tau' was unexpected"),
+    "config: unknown dataset": Case(resolved("data=nope"), r"unknown dataset 'nope'"),
+    "config: unknown model": Case(resolved("model=nope"), r"unknown model 'nope'"),
+    "config: unknown timm model": Case(resolved("model=timm:not_a_model"), r"timm has no model 'not_a_model'"),
+    "config: dataset without its root": Case(resolved("data=ham10000"), r"config key 'data.root'"),
+    "config: data root that does not exist": Case(resolved("data=ham10000", "data.root=/nonexistent/ham"), r"/nonexistent/ham does not exist"),
+    "config: weights file that does not exist": Case(resolved("model.weights=/nonexistent/w.pth"), r"never downloads"),
+    "config: NaN learning rate": Case(resolved("train.lr=.nan"), r"config key 'train.lr': nan is not a finite number"),
+    "config: NaN temperature": Case(resolved("method=fedlsc", "method.tau=.nan"), r"config key 'method.tau': nan is not a finite"),
+    "config: infinite temperature": Case(resolved("method=fedlsc", "method.tau=.inf"), r"config key 'method.tau': inf is not a finite"),
     "config: NaN in --config-json": Case(["run", "--print-config", "--config-json", '{"train": {"lr": NaN}}'], r"config key 'train.lr': nan is not a finite"),
-    "config: 1e10 read as text by YAML": Case(["run", "--print-config", "--set", "train.lr=1e10"], r"config key 'train.lr'.*write 10000000000\.0"),
-    "config: 1e3 rounds read as text by YAML": Case(["run", "--print-config", "--set", "train.rounds=1e3"], r"config key 'train.rounds'.*write 1000\)"),
-    "config: a section set to a number": Case(["run", "--print-config", "--set", "train=5"], r"config key 'train': 5 is not of type 'object'"),
-    "config: a value used as a section": Case(["run", "--print-config", "--set", "seed=1", "--set", "seed.x=1"], r"config key 'seed.x': 'seed' is a value"),
-    "config: --set without =": Case(["run", "--print-config", "--set", "seed"], r"expected key=value"),
-    "config: --set value that is not YAML": Case(["run", "--print-config", "--set", "train.lr=[1"], r"--set 'train.lr=\[1': the value is not valid YAML"),
-    "config: --set value with a repeated key": Case(["run", "--print-config", "--set", "train={lr: 1, lr: 2}"], r"key 'lr' is given twice"),
-    "config: unknown device": Case(["run", "--print-config", "--set", "runtime.device=tpu"], r"config key 'runtime.device'"),
+    "config: 1e10 read as text by YAML": Case(resolved("train.lr=1e10"), r"config key 'train.lr'.*write 10000000000\.0"),
+    "config: 1e3 rounds read as text by YAML": Case(resolved("train.rounds=1e3"), r"config key 'train.rounds'.*write 1000\)"),
+    "config: a section set to a number": Case(resolved("train=5"), r"config key 'train': 5 is not of type 'object'"),
+    "config: a value used as a section": Case(resolved("seed=1", "seed.x=1"), r"config key 'seed.x': 'seed' is a value"),
+    "config: --set without =": Case(resolved("seed"), r"expected key=value"),
+    "config: --set value that is not YAML": Case(resolved("train.lr=[1"), r"--set 'train.lr=\[1': the value is not valid YAML"),
+    "config: --set value with a repeated key": Case(resolved("train={lr: 1, lr: 2}"), r"key 'lr' is given twice"),
+    "config: unknown device": Case(resolved("runtime.device=tpu"), r"config key 'runtime.device'"),
     "config file: missing": Case(["run", "--config", "{case}/missing.yaml"], r"missing.yaml not found"),
     "config file: not YAML": Case(config_file("train: [1\n"), r"c.yaml line 2 is not valid YAML"),
     "config file: random bytes": Case(config_file(bytes(range(256))), r"c.yaml is not valid YAML"),
