@@ -291,6 +291,8 @@ CASES: dict[str, Case] = {
     "data: FLamby split listing an image twice": Case(prepare_data(lambda tmp: make_split(tmp / "split.csv"), edit_csv("../split.csv", lambda lines: [*lines, lines[1]]), dataset="isic2019",
                                                           sets=("data.sites_file={case}/split.csv",)),
                                                       r"split.csv rows 2, 25 all list image ISIC_0000000"),
+    "data: FLamby split naming none of the images": Case(prepare_data(write("split.csv", "image,center,fold\nISIC_9999999,1,train\n"), dataset="isic2019", sets=("data.sites_file={case}/split.csv",)),
+                                                          r"isic2019: no images left to load from data.root"),
     "data: empty cache array": Case(prepared_twice(cache_file("*.npy")), log=r"cache .*\.npy is unreadable .*rebuilding it"),
     "data: empty cache manifest": Case(prepared_twice(cache_file("ham10000-*.json")), log=r"cache .*\.npy is unreadable .*rebuilding it"),
     "data: empty source index": Case(prepared_twice(cache_file("sources/*.json")), log=r"checksumming 21 source file"),
