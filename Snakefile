@@ -11,6 +11,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from bench.config import read_yaml
 from bench.errors import UserError
 from bench.workflow import WORKFLOW_SCHEMA, check_config, job_attempts, plan_workflow
 
@@ -23,6 +24,8 @@ if not workflow.overwrite_configfiles:
 
 
 try:
+    for path in workflow.configfiles:
+        read_yaml(path)  # Snakemake's YAML reader keeps the last of a repeated key silently; ours refuses it
     check_config(config)  # one line naming the key for a bad config...
     validate(config, WORKFLOW_SCHEMA)  # ...then Snakemake's schema check, which fills in the defaults
     PLAN = plan_workflow(config)  # every run resolved: bad values fail here, before any job starts

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 from functools import cache
@@ -48,17 +49,55 @@ def fill_defaults(schema: dict, value: Any) -> Any:
     return out
 
 
+def dotted(prefix: str, path) -> str:
+    """A config key path as the user writes it: `method.tau`, `studies.main.grid`."""
+    return ".".join([prefix, *map(str, path)] if prefix else map(str, path)) or "<top level>"
+
+
+def reject_non_finite(value: Any, prefix: str = "", path: tuple = ()) -> None:
+    """A NaN or infinity passes every bound (every comparison with NaN is false): refuse it, naming the key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key '{dotted(prefix, path)}': {value} is not a finite number; give a finite value")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        reject_non_finite(item, prefix, (*path, key))
+
+
+# YAML 1.1 (PyYAML, and Snakemake reading a workflow config) takes 1e10 and 1e-4 for text: a float needs
+# a decimal point, and an exponent a sign.
+NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def yaml_number(text: str, integer: bool) -> str:
+    """How to write the number `text` so that YAML 1.1 reads a number: 1e3 -> 1000 (an integer
+    key), 1e10 -> 10000000000.0, 1e-5 -> 1.0e-05."""
+    number = float(text)
+    if integer and number.is_integer():
+        return str(int(number))
+    mantissa, _, exponent = repr(number).partition("e")
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}{'e' + exponent if exponent else ''}"
+
+
+def type_hint(error: jsonschema.exceptions.ValidationError) -> str:
+    """For a number given as text, how to write it; else the key's description."""
+    wanted = set(error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]) if error.validator == "type" else set()
+    if isinstance(error.instance, str) and NUMBER_TEXT.fullmatch(error.instance.strip()) and {"number", "integer"} & wanted:
+        return f"YAML reads '{error.instance}' as text: write {yaml_number(error.instance, 'number' not in wanted)}"
+    return error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+
+
 def validate(schema: dict, cfg: dict, prefix: str = "") -> None:
-    """Raise a one-line UserError for the first schema violation, naming the key path."""
+    """Raise a one-line UserError for the first schema violation or non-finite number, naming the key path."""
+    reject_non_finite(cfg, prefix)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
     if error is None:
         return
-    key = ".".join([prefix, *map(str, error.absolute_path)] if prefix else map(str, error.absolute_path)) or "<top level>"
-    hint = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    key = dotted(prefix, error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         raise UserError(f"config key '{key}': {error.message}; valid keys: {', '.join(allowed)}")
+    hint = type_hint(error)
     raise UserError(f"config key '{key}': {error.message}" + (f" ({hint})" if hint else ""))
 
 
@@ -108,12 +147,36 @@ def existing_path(value: str, key: str, kind: str, fix: str) -> str:
     return str(path)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (YAML would keep the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice in one mapping: keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What a YAML error says is wrong, in a few words."""
+    return getattr(exc, "problem", None) or exc.__class__.__name__
+
+
 def apply_override(cfg: dict, assignment: str) -> None:
     """Apply one `--set key.path=value` in place; the value is parsed as YAML."""
     if "=" not in assignment:
         raise UserError(f"--set '{assignment}': expected key=value, e.g. --set method.tau=0.5")
     path, raw = assignment.split("=", 1)
-    set_key(cfg, path, yaml.safe_load(raw) if raw.strip() else None)
+    try:
+        value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set '{assignment}': the value is not valid YAML ({yaml_problem(exc)}); write it as YAML, e.g. --set 'model.widths=[8, 16]'") from None
+    set_key(cfg, path, value)
 
 
 @cache
@@ -127,11 +190,11 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UserError(f"config file {path} not found; pass an existing YAML file (e.g. configs/default.yaml)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_bytes(), Loader=ConfigLoader) or {}  # bytes: a binary file is a YAML error too
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where else ""
-        raise UserError(f"config file {path}{line} is not valid YAML: fix the syntax ({exc.__class__.__name__})")
+        raise UserError(f"config file {path}{line} is not valid YAML: fix it ({yaml_problem(exc)})")
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
     return data

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
+from bench.errors import UserError
+
 MB = 2**20  # bytes per MB, as the FedLSC paper counts communication
 
 TMP_MARK = ".tmp."
@@ -32,6 +34,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Create a command's output folder (and missing parents) for the block; if the block fails,
+    remove the folders it created that are still empty: a failed command leaves no empty folder."""
+    path = Path(path)
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {path} ({exc.strerror}); pass a writable --out") from None
+    try:
+        yield path
+    except BaseException:
+        for folder in created:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -59,7 +59,7 @@ def test_same_bytes_elsewhere_reuse_the_cache_and_a_changed_file_or_setting_rebu
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 4
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "manifest"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "manifest"])
 def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, images, monkeypatch, caplog, damage):
     original = load(tmp_path, images)
     array = next((tmp_path / "cache").glob("*.npy"))
@@ -67,8 +67,8 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, images, monkeypatch, c
         raw = bytearray(array.read_bytes())
         raw[len(raw) // 2] ^= 0x01
         array.write_bytes(bytes(raw))
-    elif damage == "truncate":
-        array.write_bytes(array.read_bytes()[:-7])
+    elif damage in ("truncate", "empty"):
+        array.write_bytes(array.read_bytes()[:-7] if damage == "truncate" else b"")
     else:
         array.with_suffix(".json").write_text("{not json")
     decoded = count_calls(monkeypatch, cache, "decode_all")

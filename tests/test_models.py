@@ -9,7 +9,8 @@ import timm
 import torch
 
 from bench.engine.layout import StateLayout
-from bench.models import build_model, resolve_model_config
+from bench.errors import UserError
+from bench.models import build_model, describe_init, resolve_model_config
 from bench.models.res2net_sa import ShuffleAttention, channel_shuffle
 
 PAPER_MB_PER_ROUND = 543.44  # FedLSC paper: Res2Net50-SA, 7 classes, 3 clients
@@ -75,6 +76,9 @@ def test_timm_models_by_name_and_local_weights(tmp_path):
     assert torch.equal(model.body.conv1.weight, source.conv1.weight)  # pretrained backbone
     assert model.head.out_features == 5  # new classifier
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    assert describe_init(cfg).endswith("loaded strictly: every tensor of the backbone (the file's classifier dropped); the classifier starts from random init")
+    grey = build_model(cfg, num_classes=5, in_chans=1, image_size=32)  # the stem adapted to one channel, as timm does
+    torch.testing.assert_close(grey.body.conv1.weight, source.conv1.weight.sum(dim=1, keepdim=True))
     random_init = build_model(resolve_model_config({"name": "timm:resnet18"}), 5, 3, 32)
     assert not torch.equal(random_init.body.conv1.weight, source.conv1.weight)
 
@@ -85,6 +89,29 @@ def test_res2net50_sa_loads_backbone_weights_from_a_local_file(tmp_path):
     torch.save({"state_dict": source.state_dict()}, weights)
     model = build_model(resolve_model_config({"name": "res2net50_sa", "weights": str(weights)}), 7, 3, 64)
     assert torch.equal(model.body.backbone.conv1.weight, source.conv1.weight)
+
+
+def timm_state(arch: str, edit=lambda state: state) -> dict:
+    return edit(timm.create_model(arch).state_dict())
+
+
+def swap_one_tensor(state: dict) -> dict:
+    state = dict(state)
+    state["extra.weight"] = state.pop("layer1.0.conv1.weight")
+    return state
+
+
+@pytest.mark.parametrize("name, state, message", [
+    ("timm:test_resnet", timm_state("test_efficientnet"), r"\(\d+ missing key\(s\): .*; \d+ unexpected key\(s\): "),
+    ("timm:test_resnet", timm_state("test_resnet", swap_one_tensor), r"\(1 missing key\(s\): layer1.0.conv1.weight; 1 unexpected key\(s\): extra.weight\)"),
+    ("res2net50_sa", timm_state("test_efficientnet"), r"\(\d+ missing key\(s\): .*; \d+ unexpected key\(s\): "),
+])
+def test_weights_that_do_not_fit_are_refused_naming_the_keys(tmp_path, name, state, message):
+    # A lenient load would leave these tensors at random init while the run record says "pretrained".
+    torch.save(state, tmp_path / "w.pt")
+    cfg = resolve_model_config({"name": name, "weights": str(tmp_path / "w.pt")})
+    with pytest.raises(UserError, match=r"config key 'model.weights': .*w.pt does not fit this model " + message):
+        build_model(cfg, 4, 3, 32)
 
 
 @pytest.mark.parametrize("size, widths", [(8, [8, 16, 32]), (64, [8, 16, 32, 64])])

@@ -7,9 +7,11 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -287,6 +289,44 @@ def test_dag_build_fails_before_any_job_with_the_key(tmp_path):
     assert proc.returncode != 0
     assert "studies.s (synthetic, fedlsc (tau=-1)): config key 'method.tau'" in out
     assert "Traceback" not in out and not job_counts(out)
+
+
+def test_dag_build_refuses_a_key_given_twice_in_the_configfile(tmp_path):
+    # Snakemake's own YAML reader would keep the last `seeds` silently
+    path = tmp_path / "workflow.yaml"
+    path.write_text("seeds: 1\nstudies: {s: {datasets: [synthetic]}}\nseeds: 2\n")
+    proc = dry_run("--configfile", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "line 3 is not valid YAML: fix it (key 'seeds' is given twice in one mapping: keep one)" in out
+    assert "Traceback" not in out and not job_counts(out)
+
+
+def shell_commands(out: str) -> list[list[str]]:
+    """The shell commands a dry run prints (--printshellcmds), split into words as the shell does."""
+    return [shlex.split(line.split("Shell command: ", 1)[1]) for line in out.splitlines() if "Shell command: fedrank " in line]
+
+
+def test_folders_with_spaces_reach_every_shell_command_as_one_word(tmp_path):
+    results, reports = tmp_path / "my runs", tmp_path / "my reports"
+    config = write_config(tmp_path, {**study(methods=["fedavg"]), "results": str(results), "reports": str(reports)})
+    proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall", "--cores", "1", "--printshellcmds", "--configfile", config], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    commands = {tuple(words[:2]): words for words in shell_commands(proc.stdout)}
+    assert set(commands) == {("fedrank", "run"), ("fedrank", "plan"), ("fedrank", "report")}
+    assert str(tmp_path / "my") not in [word for words in shell_commands(proc.stdout) for word in words]
+    train, manifest = commands["fedrank", "run"], commands["fedrank", "plan"]
+    run_dir = train[train.index("--out") + 1]
+    assert Path(run_dir).parent == results and train[train.index("2>") + 1] == f"{run_dir}/train.log"
+    assert manifest[manifest.index("--write-manifest") + 1] == str(reports / "studies.csv")
+    assert manifest[manifest.index(">") + 1] == str(reports / "logs" / "manifest.log")
+
+
+def test_a_config_value_never_runs_as_a_shell_command(tmp_path):
+    pwned = tmp_path / "pwned"
+    config = {**study(methods=["fedavg"], seeds=1), "base": {"train": {"rounds": 1}}, "results": f"{tmp_path}/runs;touch {pwned};", "reports": str(tmp_path / "reports")}
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "1", "--configfile", write_config(tmp_path, config)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "config key 'results'" in proc.stdout + proc.stderr
+    assert not pwned.exists() and [p.name for p in tmp_path.iterdir()] == ["workflow.yaml"]  # refused before any job
 
 
 def test_snakemake_lint_is_clean():

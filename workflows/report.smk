@@ -33,8 +33,8 @@ rule manifest:
     log:
         f"{REPORTS}/logs/manifest.log",
     shell:
-        "fedrank plan --config-json {params.config:q} --write-manifest {output.studies} "
-        "--write-stats {output.stats} > {log} 2>&1"
+        "fedrank plan --config-json {params.config:q} --write-manifest {output.studies:q} "
+        "--write-stats {output.stats:q} > {log:q} 2>&1"
 
 
 rule statistics:

@@ -26,5 +26,5 @@ rule train:
     log:
         f"{RESULTS}/{{run}}/train.log",
     shell:
-        "fedrank run --config-json {params.config:q} --set runtime.threads={threads} "
-        "--out {params.out} --attempt {resources.attempt} --quiet 2> {log}"
+        "fedrank run --config-json {params.config:q} --set runtime.threads={threads:q} "
+        "--out {params.out:q} --attempt {resources.attempt:q} --quiet 2> {log:q}"

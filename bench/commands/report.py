@@ -40,17 +40,14 @@ examples:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from bench.errors import UserError
+    from bench.io import output_folder
     from bench.stats.report import produce
     from bench.stats.settings import load_stats_settings
 
     settings = load_stats_settings(args.stats_config, args.set)
     source = [Path(p) for p in args.records] or Path(args.runs)
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {args.out} ({exc.strerror}); pass a writable --out") from exc
-    written = produce(source, Path(args.out), settings, Path(args.studies) if args.studies else None, COMMANDS[args.command][0], progress=not args.quiet)
+    with output_folder(args.out) as out:
+        written = produce(source, out, settings, Path(args.studies) if args.studies else None, COMMANDS[args.command][0], progress=not args.quiet)
     count = sum(len(paths) for paths in written.values())
     print(f"{count} files written under {args.out} (list: {Path(args.out) / 'report.json'})")
     return 0

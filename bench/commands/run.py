@@ -57,19 +57,20 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
     """The failed run's record: the engine's own if it got that far, else a minimal one written here
     (bad input found at run time, e.g. a client left without data), so the run is never dropped."""
     from bench.config import config_digest, run_id
-    from bench.engine.run import Progress, RunPaths, recorded, write_outputs
+    from bench.engine.outputs import check_output_folder, recorded
+    from bench.engine.run import Progress, RunPaths, write_outputs
 
-    log = logging.getLogger("fedrank")
-    log.error("%s recorded as failed: %s: %s", run_id(cfg), type(exc).__name__, exc)
     paths = RunPaths(out)
-    if (record := recorded(paths, config_digest(cfg))) is not None:
-        return record
-    record = {
-        "run_id": run_id(cfg), "status": "failed", "error": f"{type(exc).__name__}: {exc}", "rounds_completed": 0,
-        "diverged_round": None, "resumed_from_round": None, "headline_scope": None, "seed": cfg["seed"],
-        "method": cfg["method"], "config": cfg, "config_digest": config_digest(cfg),
-    }
-    write_outputs(paths, Progress(), record)
+    record = recorded(paths, config_digest(cfg))  # a folder holding another configuration's run is refused
+    if record is None:
+        check_output_folder(out)
+        record = {
+            "run_id": run_id(cfg), "status": "failed", "error": f"{type(exc).__name__}: {exc}", "rounds_completed": 0,
+            "diverged_round": None, "resumed_from_round": None, "headline_scope": None, "seed": cfg["seed"],
+            "method": cfg["method"], "config": cfg, "config_digest": config_digest(cfg),
+        }
+        write_outputs(paths, Progress(), record)
+    logging.getLogger("fedrank").error("%s recorded as failed: %s: %s", run_id(cfg), type(exc).__name__, exc)
     return record
 
 

@@ -155,7 +155,7 @@ def _read_verified(array_path: Path, manifest_path: Path) -> np.ndarray | None:
         manifest = json.loads(manifest_path.read_text())
         images = np.load(array_path, mmap_mode="c")  # copy-on-write map: shared pages, writable for torch
         intact = list(images.shape) == manifest["shape"] and str(images.dtype) == manifest["dtype"] and crc32(images) == manifest["checksum"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:  # EOFError: an empty .npy
         log.warning("cache %s is unreadable (%s): rebuilding it", array_path, exc)
         return None
     if not intact:

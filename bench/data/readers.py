@@ -51,8 +51,11 @@ def index_images(folder: Path, what: str) -> dict[str, Path]:
     return found
 
 
-def read_csv(path: Path, required: Sequence[str], fix: str) -> pd.DataFrame:
-    """A CSV as strings with stripped names and cells; BOM and CRLF tolerated, extra columns kept."""
+def read_csv(path: Path, image: str, required: Sequence[str], fix: str) -> pd.DataFrame:
+    """A CSV with one row per image as strings with stripped names and cells; BOM and CRLF
+    tolerated, extra columns kept, the `image` column's ids without extension. A file without
+    rows, or one listing an image twice (a repeated row, or a conflicting label, lesion or
+    centre that would be used silently), is an error naming the rows."""
     if not path.is_file():
         raise UserError(f"{path} not found; {fix}")
     try:
@@ -61,9 +64,17 @@ def read_csv(path: Path, required: Sequence[str], fix: str) -> pd.DataFrame:
         raise UserError(f"{path} is not a readable CSV ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); {fix}") from None
     table.columns = [str(c).strip() for c in table.columns]
     table = table.apply(lambda column: column.str.strip())
-    missing = [c for c in required if c not in table.columns]
+    missing = [c for c in [image, *required] if c not in table.columns]
     if missing:
-        raise UserError(f"{path}: missing column(s) {missing}; expected a header with {', '.join(required)}")
+        raise UserError(f"{path}: missing column(s) {missing}; expected a header with {', '.join([image, *required])}")
+    if table.empty:
+        raise UserError(f"{path} has a header but no rows: it lists no images; restore its rows")
+    table[image] = strip_extension(table[image])
+    repeated = table[image].duplicated(keep=False)
+    if repeated.any():
+        first = table.loc[repeated, image].iloc[0]
+        rows = ", ".join(str(i + 2) for i in np.flatnonzero(table[image] == first))  # file lines: the header is line 1
+        raise UserError(f"{path} rows {rows} all list {image} {first} ({table.loc[repeated, image].nunique()} image(s) listed more than once); keep one row per image")
     return table
 
 
@@ -112,6 +123,8 @@ def decode_grouped(cfg: dict, dataset: str, paths: Sequence[Path], labels: np.nd
     `data.duplicates: auto` uses the dataset's `default_duplicates` (near for folder datasets
     distributed with augmented copies; exact where patient/lesion ids already group images).
     """
+    if not len(paths):  # nothing to cache: an empty cache entry would look like a dataset
+        raise UserError(f"{dataset}: no images left to load from data.root {cfg['root']}; check its label files (and data.sites_file)")
     mode = default_duplicates if cfg["duplicates"] == "auto" else cfg["duplicates"]
     sources = source_files(cfg["cache_dir"], dataset, paths, perceptual=mode == "near")
     images = cached_decode(cfg, dataset, paths, sources)

@@ -1,7 +1,7 @@
 """The round loop, written once for every method, with atomic outputs and exact resume.
 
-A run directory holds `run.json` (the record, written last: its presence with a final status
-means the run is finished), `metrics.parquet` (round x scope x client x metric, long format),
+A run directory holds `run.json` (the record, written last: with a final status and outputs
+that read back, the run is finished; see `outputs`), `metrics.parquet` (round x scope x client x metric, long format),
 `diagnostics.parquet` (what the method recorded per round, e.g. FedLSC's layer similarities)
 and, while running, `checkpoint.pt` (written atomically after every round). Starting a run
 whose directory holds a checkpoint of the same config continues from its last round.
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from bench.config import config_digest, run_id
 from bench.engine.evaluate import evaluate
 from bench.engine.federation import MAIN, Updates
+from bench.engine.outputs import check_output_folder, finished_record, read_checkpoint
 from bench.engine.participation import draw_round
 from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
@@ -32,8 +33,6 @@ from bench.io import MB, remove_stale_temporaries, torch_save, write_json, write
 from bench.models import count_parameters, describe_init
 
 log = logging.getLogger("fedrank")
-
-FINAL_STATUSES = ("completed", "diverged")
 
 
 @dataclass
@@ -256,9 +255,9 @@ def restore_models(fed, saved: dict[str, dict]) -> None:
 
 
 def load_checkpoint(paths: RunPaths, exp: Experiment, digest: str) -> Progress | None:
-    if not paths.checkpoint.is_file():
+    saved = read_checkpoint(paths.checkpoint, exp.fed.device)
+    if saved is None:
         return None
-    saved = torch.load(paths.checkpoint, map_location=exp.fed.device, weights_only=True)
     if saved["digest"] != digest:
         raise UserError(f"{paths.checkpoint} belongs to a different configuration; delete it or choose another output folder")
     fed = exp.fed
@@ -347,29 +346,15 @@ def write_outputs(paths: RunPaths, progress: Progress, record: dict) -> None:
     write_json(paths.record, record)  # last: its final status marks the run finished
 
 
-def recorded(paths: RunPaths, digest: str) -> dict | None:
-    """The run's run.json if it was written for this config (any status), else None."""
-    import json
-
-    if not paths.record.is_file():
-        return None
-    record = json.loads(paths.record.read_text())
-    return record if record.get("config_digest") == digest else None
-
-
-def finished_record(paths: RunPaths, digest: str) -> dict | None:
-    record = recorded(paths, digest)
-    return record if record is not None and record.get("status") in FINAL_STATUSES else None
-
-
 def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
     """Run (or resume, or find already finished) one federated run; return its record."""
     paths = RunPaths(Path(out_dir))
     digest = config_digest(cfg)
-    done = finished_record(paths, digest)
+    done = finished_record(paths, digest, cfg["runtime"]["keep_checkpoint"])
     if done is not None:
         log.info("%s is already %s; nothing to do", paths.root, done["status"])
         return done
+    check_output_folder(paths.root)  # an unusable folder fails now, not after training
     device = select_device(cfg["runtime"]["device"])
     configure_torch(cfg["runtime"], device)
     exp = build_experiment(cfg, device)  # bad input fails here, before anything is written

@@ -27,9 +27,15 @@ PUBLIC_STREAM = 0x9B11C  # seed stream of the public split (with data.split_seed
 
 
 def select_device(spec: str) -> torch.device:
+    """The training device; a CUDA device this machine does not have is a one-line error now,
+    before any data is loaded."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    device = torch.device(spec)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"config key 'runtime.device': {spec} is not available here ({torch.cuda.device_count()} CUDA GPU(s) visible); "
+                        "use runtime.device=auto or cpu, or run on a GPU node")
+    return device
 
 
 def use_huge_pages() -> None:

@@ -1,7 +1,8 @@
 """Models by name. Every model is a `Classifier`: `body` (images -> feature vector) + `head`.
 
 Names: `small_cnn`, `res2net50_sa`, or any timm architecture as `timm:<name>`. Pretrained
-weights are only ever read from the local file named by `model.weights`.
+weights are only ever read from the local file named by `model.weights`, and loaded strictly
+(`bench.models.weights`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from bench.config import existing_path, expand_path
@@ -23,6 +23,12 @@ BUILDERS = {
     "small_cnn": small_cnn.build,
     "res2net50_sa": res2net_sa.build,
     "timm": timm_models.build,
+}
+# What a `model.weights` file fills, for the run record (strictly: every one of these tensors, or an error).
+WEIGHTS_FILL = {
+    "small_cnn": "every tensor of the model, the classifier included",
+    "res2net50_sa": "every tensor of the Res2Net-50 backbone (the file's classifier dropped); Shuffle Attention and the classifier start from random init",
+    "timm": "every tensor of the backbone (the file's classifier dropped); the classifier starts from random init",
 }
 
 __all__ = ["BUILDERS", "Classifier", "ModelSpec", "build_model", "resolve_model_config", "describe_init"]
@@ -92,21 +98,8 @@ def describe_init(cfg: dict) -> str:
         return "random init (no model.weights given)"
     path = weights_path(cfg)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return f"pretrained weights {path} (sha256 {digest})"
+    return f"pretrained weights {path} (sha256 {digest}), loaded strictly: {WEIGHTS_FILL[cfg['name'].partition(':')[0]]}"
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def load_local_weights(module: nn.Module, weights: str) -> None:
-    """Load a local state dict (plain or under 'state_dict'/'model') into `module`, strictly."""
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"config key 'model.weights': {weights} does not fit this model ({first}); use weights saved from the same architecture") from None

@@ -19,7 +19,7 @@ def build(num_classes: int, in_chans: int, image_size: int, weights: str | None 
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     model = Classifier(nn.Sequential(*layers), channels, num_classes)
     if weights:
-        from bench.models import load_local_weights
+        from bench.models.weights import load_local_weights
 
         load_local_weights(model, weights)
     return model

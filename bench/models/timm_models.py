@@ -1,4 +1,4 @@
-"""Any timm architecture as a fedrank body, with weights from a local file only.
+"""Any timm architecture as a fedrank body, with weights from a local file only, loaded strictly.
 
 timm is imported where it is used: resolving thousands of configs (the workflow's DAG build)
 then never pays for importing it and torchvision.
@@ -10,6 +10,7 @@ from torch import nn
 
 from bench.errors import UserError
 from bench.models.classifier import Classifier
+from bench.models.weights import load_strictly, read_weights
 
 
 def check_architecture(arch: str) -> None:
@@ -20,12 +21,34 @@ def check_architecture(arch: str) -> None:
 
 
 def create_backbone(arch: str, in_chans: int, weights: str | None, **kwargs) -> nn.Module:
-    """timm model without classifier; `weights` (a local file) is loaded by timm's own loader,
-    which drops the original classifier and adapts the stem to `in_chans`. Never downloads."""
+    """timm model without classifier; `weights` (a local file) fills every one of its tensors, or
+    is refused (`load_strictly`). Never downloads."""
     import timm
 
-    overlay = {"file": weights} if weights else None
-    return timm.create_model(arch, pretrained=bool(weights), pretrained_cfg_overlay=overlay, num_classes=0, in_chans=in_chans, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    if weights:
+        load_strictly(model, backbone_state(model, read_weights(weights), in_chans), weights)
+    return model
+
+
+def names(entry: str | tuple | None) -> tuple[str, ...]:
+    """A timm pretrained-config entry (one module name, several, or none) as a tuple."""
+    return (entry,) if isinstance(entry, str) else tuple(entry or ())
+
+
+def backbone_state(model: nn.Module, state: dict, in_chans: int) -> dict:
+    """A timm checkpoint as the state of the model without classifier: the classifier's tensors
+    dropped, the first convolution adapted to `in_chans` (as timm's loader does)."""
+    from timm.models import adapt_input_conv
+
+    cfg = model.pretrained_cfg
+    classifier = {f"{name}.{part}" for name in names(cfg.get("classifier")) for part in ("weight", "bias")}
+    state = {k: v for k, v in state.items() if k not in classifier}
+    for conv in names(cfg.get("first_conv")):
+        key = f"{conv}.weight"
+        if key in state and state[key].ndim == 4 and state[key].shape[1] != in_chans:
+            state[key] = adapt_input_conv(in_chans, state[key])
+    return state
 
 
 def build(num_classes: int, in_chans: int, image_size: int, arch: str, weights: str | None = None) -> Classifier:

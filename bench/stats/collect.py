@@ -201,6 +201,12 @@ def read_metrics(folders: list[str]) -> tuple[pd.DataFrame, list[str]]:
     return frame, problems
 
 
+def missing_metrics(folders: pd.Series) -> list[str]:
+    """A line naming each run's absent metrics.parquet: such a run is reported, not silently empty."""
+    paths = (Path(folder) / "metrics.parquet" for folder in folders)
+    return [f"{path}: missing; its run has no metrics" for path in paths if not path.is_file()]
+
+
 # ---- studies --------------------------------------------------------------------------------
 def read_studies(path: Path) -> pd.DataFrame:
     """The study manifest: one row per (study, run_id) membership."""
@@ -354,7 +360,7 @@ def load_results(source: Path | list[Path], settings: dict, studies: Path | None
         scan = pool.submit(read_metrics, folders)
         runs, unreadable = read_runs(paths, progress)
         metrics, broken = scan.result()
-    problems += unreadable + broken
+    problems += unreadable + broken + ([] if runs.empty else missing_metrics(runs["folder"]))
     for problem in problems:
         log.warning(problem)
     if runs.empty:

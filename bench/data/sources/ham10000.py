@@ -19,19 +19,18 @@ import pandas as pd
 
 from bench.data import sites_path
 from bench.data.base import ImageDataset, register_dataset
-from bench.data.readers import decode_grouped, index_images, listed_images, read_csv, site_codes, strip_extension
+from bench.data.readers import decode_grouped, index_images, listed_images, read_csv, site_codes
 from bench.errors import UserError
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 METADATA = "HAM10000_metadata.csv"
 DATAVERSE = "HAM10000_metadata_dataverse.csv"
 CENTRES = ["vidir_modern", "vidir_molemax", "rosendahl", "vienna_dias"]
-REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
+REQUIRED_COLUMNS = ("lesion_id", "dx")
 
 
 def read_metadata(path: Path) -> pd.DataFrame:
-    meta = read_csv(path, REQUIRED_COLUMNS, f"data.root must hold {METADATA} next to the image folders")
-    meta["image_id"] = strip_extension(meta["image_id"])
+    meta = read_csv(path, "image_id", REQUIRED_COLUMNS, f"data.root must hold {METADATA} next to the image folders")
     meta["dx"] = meta["dx"].str.lower()
     unknown = meta.loc[~meta["dx"].isin(CLASSES)]
     if len(unknown):
@@ -48,8 +47,8 @@ def read_centres(cfg: dict, root: Path, image_ids: pd.Series) -> tuple[np.ndarra
     path = sites_path(cfg) if cfg["sites_file"] else root / DATAVERSE
     if not path.is_file():
         return None, [], [f"acquisition centres: none ({DATAVERSE} not in data.root and data.sites_file unset)"]
-    table = read_csv(path, ("image_id", "dataset"), f"data.sites_file must be {DATAVERSE} (image_id and dataset columns)")
-    centre = dict(zip(strip_extension(table["image_id"]), table["dataset"]))
+    table = read_csv(path, "image_id", ["dataset"], f"data.sites_file must be {DATAVERSE} (image_id and dataset columns)")
+    centre = dict(zip(table["image_id"], table["dataset"]))
     sites, names = site_codes([centre.get(i) for i in image_ids], CENTRES)
     notes = [f"acquisition centres from {path.name}: {', '.join(names)}"]
     if (sites < 0).any():

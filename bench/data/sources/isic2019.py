@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench.data import sites_path
 from bench.data.base import ImageDataset, register_dataset
-from bench.data.readers import SHOWN, decode_grouped, groups_spanning, index_images, listed_images, read_csv, site_codes, strip_extension
+from bench.data.readers import SHOWN, decode_grouped, groups_spanning, index_images, listed_images, read_csv, site_codes
 from bench.errors import UserError
 
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
@@ -55,8 +55,7 @@ def one_hot_labels(table: pd.DataFrame, columns: list[str], path: Path) -> np.nd
 def read_ground_truth(root: Path) -> tuple[pd.DataFrame, list[str]]:
     """Image ids and labels (UNK rows dropped), plus notes."""
     path = root / GROUND_TRUTH
-    table = read_csv(path, ["image", *CLASSES, UNKNOWN], f"data.root must hold {GROUND_TRUTH} next to {IMAGES}/")
-    table["image"] = strip_extension(table["image"])
+    table = read_csv(path, "image", [*CLASSES, UNKNOWN], f"data.root must hold {GROUND_TRUTH} next to {IMAGES}/")
     table["label"] = one_hot_labels(table, [*CLASSES, UNKNOWN], path)
     unknown = table["label"] == len(CLASSES)
     notes = [f"class {UNKNOWN} has no training images in ISIC 2019: dropped"]
@@ -70,8 +69,8 @@ def lesion_groups(root: Path, images: pd.Series) -> tuple[np.ndarray, list[str]]
     path = root / METADATA
     if not path.is_file():
         return images.to_numpy(), [f"no {METADATA}: every image is its own group"]
-    meta = read_csv(path, ["image", "lesion_id"], f"{METADATA} needs image and lesion_id columns")
-    lesion = dict(zip(strip_extension(meta["image"]), meta["lesion_id"]))
+    meta = read_csv(path, "image", ["lesion_id"], f"{METADATA} needs image and lesion_id columns")
+    lesion = dict(zip(meta["image"], meta["lesion_id"]))
     groups = np.array([lesion.get(i) or i for i in images], dtype=object)
     lone = sum(1 for i in images if not lesion.get(i))
     return groups, [f"grouped by lesion_id: {len(set(groups))} groups; {lone} image(s) without a lesion_id are their own group"]
@@ -80,18 +79,13 @@ def lesion_groups(root: Path, images: pd.Series) -> tuple[np.ndarray, list[str]]
 def flamby_split(cfg: dict, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Restrict to Fed-ISIC2019's images and attach each one's centre and fold."""
     path = sites_path(cfg)
-    split = read_csv(path, ["image", "center", "fold"], "data.sites_file must be FLamby's flamby_train_test_split.csv (image, center, fold)")
-    split["image"] = strip_extension(split["image"])
+    split = read_csv(path, "image", ["center", "fold"], "data.sites_file must be FLamby's flamby_train_test_split.csv (image, center, fold)")
     bad_centre = ~split["center"].isin([str(i) for i in range(len(FLAMBY_CENTRES))])
     bad_fold = ~split["fold"].isin(["train", "test"])
     if (bad_centre | bad_fold).any():
         row = int(np.flatnonzero(bad_centre | bad_fold)[0])
         raise UserError(f"{path} row {row + 2}: center '{split['center'].iloc[row]}' / fold '{split['fold'].iloc[row]}' "
                         f"must be 0-{len(FLAMBY_CENTRES) - 1} / train or test; fix the split file")
-    repeated = split["image"].duplicated()
-    if repeated.any():
-        row = int(np.flatnonzero(repeated)[0])
-        raise UserError(f"{path} row {row + 2}: image {split['image'].iloc[row]} is listed twice; keep one row per image")
     columns = ["image", "center", "fold"]
     if all(c in split.columns for c in CLASSES):  # FLamby's file repeats the labels: they must agree
         split["split_label"] = one_hot_labels(split, CLASSES, path)

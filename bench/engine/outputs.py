@@ -1,0 +1,111 @@
+"""What a run folder holds, and what of it may be trusted.
+
+A run is finished only when its `run.json` has a final status for this configuration *and*
+`metrics.parquet` and `diagnostics.parquet` read back; otherwise it is redone (or resumed from
+its checkpoint), with a log line. A folder holding another configuration's run is refused, never
+overwritten. A checkpoint that does not read back is removed and the run restarts from round 1:
+a damaged file is never trusted, and never stops a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.engine.run import RunPaths
+
+log = logging.getLogger("fedrank")
+
+FINAL_STATUSES = ("completed", "diverged")
+
+
+def read_record(path: Path) -> dict | None:
+    """A run.json as a dict; None when it is absent, or unreadable (logged: it is not trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s is unreadable (%s): not trusted, the run is not finished", path, type(exc).__name__)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def recorded(paths: RunPaths, digest: str) -> dict | None:
+    """The run's run.json if one for this config reads back (any status), else None; a folder
+    holding another configuration's run is refused, so it is never overwritten."""
+    record = read_record(paths.record)
+    if record is not None and record.get("config_digest") != digest:
+        raise UserError(f"{paths.root} holds run {record.get('run_id')} of another configuration; choose another --out, or delete that folder to replace it")
+    return record
+
+
+def unreadable_output(paths: RunPaths) -> str | None:
+    """What is wrong with a run's metrics or diagnostics file, or None when both read back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in (paths.metrics, paths.diagnostics):
+        if not path.is_file():
+            return f"{path.name} is missing"
+        try:
+            pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            return f"{path.name} is unreadable ({type(exc).__name__})"
+    return None
+
+
+def finished_record(paths: RunPaths, digest: str, keep_checkpoint: bool) -> dict | None:
+    """The record of this config's finished run whose outputs all read back, else None.
+
+    A final record whose outputs do not read back is removed (the run is redone or resumed); the
+    checkpoint of a finished run (left by a kill between run.json and its removal) is deleted."""
+    record = recorded(paths, digest)
+    if record is None or record.get("status") not in FINAL_STATUSES:
+        return None
+    problem = unreadable_output(paths)
+    if problem:
+        log.warning("%s: run.json says %s but %s: running it again", paths.root, record["status"], problem)
+        paths.record.unlink()
+        return None
+    if paths.checkpoint.exists() and not keep_checkpoint:
+        log.info("%s: removing the checkpoint of the finished run", paths.root)
+        paths.checkpoint.unlink()
+    return record
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """A saved checkpoint; None when absent, or when it does not read back (truncated, corrupted,
+    not a checkpoint), which is logged and removed: the run then restarts from round 1."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        problem = None if isinstance(saved, dict) and {"digest", "progress"} <= saved.keys() else "not a fedrank checkpoint"
+    except Exception as exc:  # a damaged file: torch raises RuntimeError, UnpicklingError, EOFError, ... by where it breaks
+        problem = type(exc).__name__
+    if problem is None:
+        return saved
+    log.warning("checkpoint %s is unreadable (%s): removed, the run restarts from round 1", path, problem)
+    path.unlink()
+    return None
+
+
+def check_output_folder(root: Path) -> None:
+    """A one-line error now, before any training, if the run folder cannot be created or written."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"output folder {root}: {existing} is a file, not a folder; choose another --out")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".fedrank-write-test-", dir=existing))
+    except OSError as exc:
+        raise UserError(f"output folder {root}: cannot write in {existing} ({exc.strerror}); choose a writable --out") from None
