@@ -425,3 +425,36 @@ def test_a_method_instance_holds_no_state_between_runs_of_the_registry():
     for name, cls in bench.methods.registry().items():
         section = resolve_method_config({"name": name})
         assert resolve_method_config(json.loads(json.dumps(section))) == section
+
+
+class FitsAtEvaluation(Method):
+    """Test method: fine-tunes a scratch copy of the global model at evaluation, keeping nothing."""
+
+    name = "eval_fit_test"
+
+    def personalized(self, fed):
+        return True
+
+    def client_model(self, fed, client):
+        model = fed.scratch_model("tuned")
+        fed.layout.scatter(model, fed.global_state)
+        fit = fed.fit(client, model=model, persist=False, stream=7)
+        client.state.setdefault("eval_steps", []).append(fit.steps)
+        return model
+
+
+with_fits_at_evaluation = registered(FitsAtEvaluation)
+
+
+def test_a_straggler_cuts_only_its_training_short_and_evaluation_fits_keep_no_optimizer(with_fits_at_evaluation):
+    exp = build_experiment(tiny_config(method="eval_fit_test", train__stragglers=1.0, train__persist_optimizer=True), CPU)
+    fed = exp.fed
+    fed.round = 1
+    progress = Progress()
+    play_round(exp, progress)
+    full = [batches_per_epoch(len(c.train), fed.config["train"]["batch_size"]) for c in fed.clients]
+    trained = [d["values"] for d in fed.diagnostics if d["name"] == "participation/steps"][0].tolist()
+    assert all(t < f for t, f in zip(trained, full))  # every client straggled in training
+    assert [c.state["eval_steps"][-1] for c in fed.clients] == full  # ...but not at evaluation
+    assert all("optimizer" in c.state for c in fed.clients)  # training's optimizer persisted
+    assert "main/tuned" in fed.scratch and "main/tuned" not in fed.models  # scratch models are not checkpointed

@@ -120,7 +120,7 @@ def test_moon_term_runs_frozen_global_and_previous_models():
     # a different previous model: the term's gradient reaches the local model only
     client.state[PREVIOUS_MODEL] = fed.global_state + 0.3 * trainable_mask(fed)
     term = method.local_loss(fed, client)
-    reference, previous = fed.extra_model("global"), fed.extra_model("previous")
+    reference, previous = fed.scratch_model("global"), fed.scratch_model("previous")
     statistics = [m.body.encoder[1].running_mean.clone() for m in (reference, previous)]
     term(batch_of(fed, client, fed.model)).backward()
     assert fed.model.body.projection[0].weight.grad.abs().sum() > 0
@@ -197,7 +197,7 @@ def test_fedbabu_evaluation_fine_tunes_a_scratch_copy_of_the_whole_model_and_kee
     head = fed.layout.expand(fed.classifier_layers)
     saved = {"global": fed.global_state.clone(), "main": fed.layout.gather(fed.model), "state": dict(client.state)}
     tuned = fed.layout.gather(method.client_model(fed, client))
-    assert method.client_model(fed, client) is fed.extra_model("finetune") and fed.extra_model("finetune") is not fed.model
+    assert method.client_model(fed, client) is fed.scratch_model("finetune") and fed.scratch_model("finetune") is not fed.model
     assert not torch.equal(tuned[head], fed.global_state[head]) and not torch.equal(tuned[~head], fed.global_state[~head])  # body and head
     assert torch.equal(fed.layout.gather(method.client_model(fed, client)), tuned)  # deterministic
     assert torch.equal(fed.global_state, saved["global"]) and torch.equal(fed.layout.gather(fed.model), saved["main"])

@@ -90,7 +90,9 @@ class Federation:
     round: int = 0
     plan: RoundPlan | None = None
     slots: dict[int, int] = field(default_factory=dict)  # reporting client id -> its row of `uploads` this round
+    straggling: float | None = None  # while a straggler trains: the share of its local steps it completes
     diagnostics: list[dict] = field(default_factory=list)
+    scratch: dict[str, nn.Module] = field(default_factory=dict)  # models of `scratch_model`: not checkpointed
     _trainable: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     # ---- models ---------------------------------------------------------------------------
@@ -121,10 +123,21 @@ class Federation:
         resumed runs) and checkpointed with all its buffers: a deputy or personal copy to train."""
         key = f"{arch}/{name}"
         if key not in self.models:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.config["seed"], EXTRA_MODEL_STREAM, zlib.crc32(key.encode())))
-                self.models[key] = self.builders[arch]()
+            self.models[key] = self._build_once(key, arch)
         return self.models[key]
+
+    def scratch_model(self, name: str, arch: str = MAIN) -> nn.Module:
+        """Like `extra_model`, but not checkpointed: for a model loaded with a state before every
+        use (a frozen reference model, a copy fine-tuned at evaluation), whatever it held before."""
+        key = f"{arch}/{name}"
+        if key not in self.scratch:
+            self.scratch[key] = self._build_once(key, arch)
+        return self.scratch[key]
+
+    def _build_once(self, key: str, arch: str) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config["seed"], EXTRA_MODEL_STREAM, zlib.crc32(key.encode())))
+            return self.builders[arch]()
 
     @property
     def trainable(self) -> torch.Tensor:
@@ -151,9 +164,11 @@ class Federation:
 
     def fit_together(self, client: Client, learners: Sequence[Learner], *, epochs: int | None = None, indices: torch.Tensor | None = None,
                      stream: int = 0, on_epoch: Callable[[int], None] | None = None) -> FitResult:
-        """Train several learners in lock-step on the same batches (a personal and a deputy model)."""
-        work = self.plan.work.get(client.id) if self.plan is not None else None
-        return self.trainer.fit(client, self.round, learners, epochs=epochs, indices=indices, stream=stream, work=work, on_epoch=on_epoch)
+        """Train several learners in lock-step on the same batches (a personal and a deputy model).
+        While a straggler trains (`Method.train`) each fit does its share of the steps; fits at
+        other times (server-side training, evaluation) do all of theirs."""
+        return self.trainer.fit(client, self.round, learners, epochs=epochs, indices=indices, stream=stream, work=self.straggling,
+                                on_epoch=on_epoch)
 
     def record(self, name: str, values: torch.Tensor, dims: tuple[str, ...] = ()) -> None:
         """Log a per-round diagnostic; dims name its axes from ("layer", "client"); () for a scalar."""

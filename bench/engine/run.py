@@ -158,7 +158,10 @@ def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
         method.receive(fed, client)
         sent["bytes_down"] += method.download_bytes(fed, client)
         if client.id in fed.slots:
-            update = method.upload(fed, client, method.train(fed, client))
+            fed.straggling = fed.plan.work.get(client.id)
+            fit = method.train(fed, client)
+            fed.straggling = None
+            update = method.upload(fed, client, fit)
             sent["bytes_up"] += method.upload_bytes(fed, client, update)
             items.append(update)
     fits = {u.client: u.fit for u in items}

@@ -86,6 +86,7 @@ class Learner:
     frozen: Sequence[nn.Module] = ()  # no gradients and BatchNorm statistics fixed (eval mode) during the fit
     before_step: Callable[[Step], None] | None = None  # e.g. SCAFFOLD's gradient correction
     state_key: str = "optimizer"  # client.state key of its optimizer/scheduler state (with train.persist_optimizer)
+    persist: bool = True  # False: never keep its optimizer state (a fit at evaluation that must leave no state)
     lr: float | None = None  # learning rate (default train.lr)
 
     def objective(self, batch: Batch) -> torch.Tensor:
@@ -123,6 +124,10 @@ class LocalTrainer:
             return torch.optim.Adam(params, lr=lr, weight_decay=cfg["weight_decay"])
         return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
 
+    def persists(self, learner: Learner) -> bool:
+        """Whether a learner's optimizer and scheduler state is kept between rounds."""
+        return self.cfg["persist_optimizer"] and learner.persist
+
     def _start(self, learner: Learner, client: Client) -> _Run:
         frozen = {id(p) for module in learner.frozen for p in module.parameters()}
         chosen = learner.params if learner.params is not None else learner.model.parameters()
@@ -130,7 +135,7 @@ class LocalTrainer:
         frozen_params = [p for module in learner.frozen for p in module.parameters() if p.requires_grad]
         optimizer = self.make_optimizer(params, learner.lr)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.cfg["lr_step"], gamma=self.cfg["lr_gamma"])
-        saved = client.state.get(learner.state_key) if self.cfg["persist_optimizer"] else None
+        saved = client.state.get(learner.state_key) if self.persists(learner) else None
         if saved:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
@@ -193,8 +198,8 @@ class LocalTrainer:
             for run in runs:
                 for p in run.frozen_params:
                     p.requires_grad_(True)
-        if cfg["persist_optimizer"]:
-            for run in runs:
+        for run in runs:
+            if self.persists(run.learner):
                 client.state[run.learner.state_key] = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
         means = (torch.stack([run.total for run in runs]) / max(steps, 1)).tolist()
         losses = {run.learner.name: value for run, value in zip(runs, means)}

@@ -13,9 +13,9 @@ Choices and sources:
 - Fine-tuning updates the whole model (body and head), as the paper's personalisation and the
   authors' code (jhoon-oh/FedBABU, analysis.ipynb: one SGD over body and head parameters with
   the same lr), for 5 epochs (`--ft_ep 5`, `personalization_epoch = 5`); lr = train.lr.
-- Fine-tuning runs on a scratch extra model loaded with the global state; it is seeded per
-  (round, client), so it is deterministic, and leaves no client state behind (an optimizer kept by
-  train.persist_optimizer is dropped) and no straggler's share of work applies to it.
+- Fine-tuning runs on a scratch model loaded with the global state; it is seeded per (round,
+  client), so it is deterministic, and leaves no client state behind (its optimizer is never
+  kept); a straggler's share of work applies only to training, not to it.
 - Aggregation is the engine's sample-weighted FedAvg (the authors' code takes the plain mean).
 """
 
@@ -23,12 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.engine.trainer import Learner
 from bench.methods import Method, hparam, register
 from bench.methods.model_copies import holding
 
 FINETUNE_STREAM = 0xBAB  # batch-order stream of the evaluation-time fine-tuning
-FINETUNE_OPTIMIZER = "finetune_optimizer"
 
 
 @register
@@ -53,8 +51,5 @@ class FedBABU(Method):
 
     def client_model(self, fed, client):
         model = holding(fed, "finetune", fed.global_state)
-        # the trainer directly: fed.fit would cut a straggler of this round short
-        learner = Learner(model, state_key=FINETUNE_OPTIMIZER)
-        fed.trainer.fit(client, fed.round, [learner], epochs=self.finetune_epochs, stream=FINETUNE_STREAM)
-        client.state.pop(FINETUNE_OPTIMIZER, None)  # kept only with train.persist_optimizer: evaluation keeps nothing
+        fed.fit(client, model=model, persist=False, epochs=self.finetune_epochs, stream=FINETUNE_STREAM)
         return model
