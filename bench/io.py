@@ -11,10 +11,10 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
-import torch
+if TYPE_CHECKING:
+    import pandas as pd
 
 MB = 2**20  # bytes per MB, as the FedLSC paper counts communication
 
@@ -55,6 +55,8 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

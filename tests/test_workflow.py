@@ -296,6 +296,20 @@ def test_paper_config_expands_every_experiment_of_the_paper(paper_environment):
 
 
 @pytest.mark.slow
+def test_status_of_the_paper_config_takes_under_two_seconds_once_its_plan_is_stored(paper_environment):
+    import time
+
+    env = {**os.environ, "FEDRANK_CACHE_DIR": str(paper_environment / "cache"), "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "bench", "status", "configs/paper.yaml"]
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)  # expands and stores the plan
+    tic = time.perf_counter()
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - tic
+    assert first.returncode == second.returncode == 0 and first.stdout == second.stdout, first.stderr + second.stderr
+    assert seconds <= 2.0, f"fedrank status configs/paper.yaml took {seconds:.2f} s"
+
+
+@pytest.mark.slow
 def test_paper_dry_run_benchmark(paper_environment):
     from bench.data import DATASETS
 

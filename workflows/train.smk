@@ -1,4 +1,6 @@
 # Training: one job per run id, `fedrank run` on the run's config, with torch on the job's threads.
+# Its log (train.log next to run.json) holds the attempt and one line per round (no progress bar:
+# stderr is a file).
 # A job killed or pre-empted resumes from its last round checkpoint when retried. Bad input found
 # at run time, or any error on the job's last attempt, is recorded as a failed run (exit 0), so
 # the failure reaches the reports instead of being dropped.
@@ -27,4 +29,4 @@ rule train:
         f"{RESULTS}/{{run}}/train.log",
     shell:
         "fedrank run --config-json {params.config:q} --set runtime.threads={threads} "
-        "--out {params.out} --attempt {resources.attempt} --quiet 2> {log}"
+        "--out {params.out} --attempt {resources.attempt} 2> {log}"

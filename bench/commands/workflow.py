@@ -10,20 +10,27 @@ from pathlib import Path
 STATUSES = ("completed", "diverged", "failed", "interrupted", "pending")
 
 
-def load_plan(args: argparse.Namespace):
+def load_plan(args: argparse.Namespace, reuse: bool = False):
+    """The checked config and its plan, expanded afresh (and stored for `status`), or with
+    `reuse` the plan stored for exactly this config and code where there is one."""
     from bench.config import parse_config_json
+    from bench.plan_cache import store_plan, stored_plan
     from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
     if args.config_json:
         config = prepare_workflow_config(parse_config_json(args.config_json))
     else:
         config = load_workflow_config(args.config)
-    return config, plan_workflow(config)
+    plan = stored_plan(config) if reuse else None
+    if plan is None:
+        plan = plan_workflow(config)
+        store_plan(config, plan)
+    return config, plan
 
 
 def run_status(folder: Path) -> str:
     """completed / diverged / failed from run.json; interrupted (a checkpoint to resume); pending."""
-    from bench.engine.run import RunPaths
+    from bench.engine.paths import RunPaths
 
     paths = RunPaths(folder)
     record = paths.record
@@ -69,7 +76,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config, plan = load_plan(args)
+    config, plan = load_plan(args, reuse=True)
     results = Path(config["results"])
     status = {rid: run_status(results / rid) for rid in plan.runs}
     if args.failed:
@@ -110,7 +117,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description=(
             "Count the runs of each study by status: completed, diverged, failed (recorded after the last "
             "attempt), interrupted (a checkpoint to resume from) and pending. To retry failed runs: "
-            "snakemake --cores all --configfile CONFIG --forcerun $(fedrank status CONFIG --failed)"
+            "snakemake --cores all --configfile CONFIG --forcerun $(fedrank status CONFIG --failed). "
+            "The expanded plan is remembered (under $FEDRANK_CACHE_DIR, default ~/.cache/fedrank) for exactly this "
+            "config, the variables it names and this code, so a second status takes about a second."
         ),
     )
     add_config_arguments(status)

@@ -197,6 +197,7 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
         return []
     percent = is_percent(metric)
     display = data[["rank", "method"]].copy()
+    display["rank"] = [f"{r}=" if tied else str(r) for r, tied in zip(data["rank"], data["rank"].duplicated(keep=False))]
     display["average rank"] = [fmt(v, 2) for v in data["average_rank"]]
     display["blocks"] = data["blocks"]
     display[f"mean {metric}"] = [fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(data["mean"], data["ci_low"], data["ci_high"])]
@@ -209,7 +210,7 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
 def ranking_notes(analysis: Analysis) -> list[str]:
     ranking, alpha = analysis.ranking, analysis.settings["alpha"]
     blocks = "settings (mean over seeds)" if ranking.kind == "setting" else "setting x seed pairs"
-    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
+    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, marked '='); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
         notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), {p_text(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
