@@ -88,7 +88,7 @@ def test_rank_prints_the_leaderboard(study, tmp_path, capsys):
     out = tmp_path / "rank"
     assert report("rank", "--runs", str(study / "runs"), "--out", str(out), "--set", "metric=balanced_accuracy") == 0
     printed = capsys.readouterr().out
-    assert "Leaderboard (balanced_accuracy)" in printed and "Friedman chi2" in printed
+    assert "Leaderboard (balanced accuracy)" in printed and "Friedman chi2" in printed
     assert sorted(p.name for p in (out / "tables").iterdir()) == [f"{n}.{e}" for n in ("leaderboard", "pairwise") for e in ("csv", "md", "tex")]
     assert (out / "figures" / "cd_diagram.png").is_file()
 

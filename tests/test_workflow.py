@@ -91,17 +91,14 @@ def test_runs_shared_by_studies_run_once_and_appear_in_each_in_the_manifest():
     assert p.groups["beta/synthetic/partition.beta=0.5"].runs.keys() == p.groups["main/synthetic/all"].runs.keys()
 
 
-def test_groups_carry_variant_labels_and_captions_say_what_ran():
+def test_groups_carry_variant_labels():
     config = {"seeds": 3, "studies": {"s": {"datasets": ["synthetic"], "description": "A test study.", "methods": ["fedavg", "fedlsc"],
                                            "grid": {"method.tau": [0.5, 1.0], "partition.clients": [2]}}}}
     p = plan(config)
     (group,) = p.groups.values()
     assert group.setting == "partition.clients=2"
     assert sorted(set(group.runs.values())) == ["fedavg", "fedlsc (tau=0.5)", "fedlsc (tau=1)"]
-    caption = p.caption(type("W", (), {"study": "s", "dataset": "synthetic", "setting": "partition.clients=2"}))
-    assert caption.startswith("A test study.")
-    assert "9 runs = 3 method variants (fedavg, fedlsc (tau=0.5), fedlsc (tau=1)) x 3 seeds (0-2)" in caption
-    assert "2 clients" in caption and "50 rounds" in caption
+    assert len(group.runs) == 9  # 3 variants x 3 seeds
 
 
 def test_run_studies_selects_studies():
