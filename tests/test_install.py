@@ -4,12 +4,12 @@ must bring every package that the package, the demo workflow and `snakemake --re
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -45,8 +45,16 @@ SITECUSTOMIZE = textwrap.dedent("""\
 """)
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def load_lock_tool():
+    """.ci/lock.py, which pins the tested environment (and knows what an install pulls in)."""
+    spec = importlib.util.spec_from_file_location("lock", REPO / ".ci" / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LOCK = load_lock_tool()
+canonical, closure = LOCK.canonical, LOCK.closure
 
 
 def quick_start_install() -> list[str]:
@@ -55,27 +63,7 @@ def quick_start_install() -> list[str]:
     readme = (REPO / "README.md").read_text()
     block = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.S).group(1)
     assert "pip install -e . " in block and "snakemake --cores all" in block, block
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-
-
-def installed_closure(requirements: list[str]) -> set[str]:
-    """Every distribution those requirements pull in, transitively (markers evaluated here)."""
-    found: set[str] = set()
-    todo = [Requirement(r) for r in requirements]
-    while todo:
-        req = todo.pop()
-        key = canonical(req.name)
-        if req.marker and not req.marker.evaluate({"extra": ""}):
-            continue
-        if key in found and not req.extras:
-            continue
-        found.add(key)
-        for text in metadata.requires(req.name) or []:
-            child = Requirement(text)
-            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in req.extras or {""}):
-                child.marker = None
-                todo.append(child)
-    return found
+    return LOCK.project_requirements()
 
 
 def distributions_of(modules: set[str]) -> set[str]:
@@ -113,10 +101,10 @@ def test_the_quick_start_install_runs_the_demo_and_its_html_report(tmp_path):
     for study in config["studies"].values():
         study.update(methods=["fedavg", "fedlsc"], grid={})  # every method module is imported whichever run
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
-    closure = installed_closure(quick_start_install()) | {"fedrank"}
+    installed = closure(quick_start_install()) | {"fedrank"}
     log = tmp_path / "imports"
     log.mkdir()
-    (log / "hidden.txt").write_text("\n".join(sorted(hidden_modules(closure))))
+    (log / "hidden.txt").write_text("\n".join(sorted(hidden_modules(installed))))
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {**os.environ, "FEDRANK_IMPORT_LOG": str(log), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -127,4 +115,20 @@ def test_the_quick_start_install_runs_the_demo_and_its_html_report(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     imported = set().union(*(set(p.read_text().split()) for p in log.glob("imports-*.txt")))
     assert {"torch", "sklearn", "matplotlib", "pygments"} <= imported  # training, the digits data, figures, the HTML report
-    assert distributions_of(imported) <= closure
+    assert distributions_of(imported) <= installed
+
+
+def pinned(lines) -> dict[str, str]:
+    return {canonical(name): version for name, version in (line.strip().lstrip("- ").split("==") for line in lines if "==" in line)}
+
+
+def test_the_lock_pins_the_whole_install_and_the_conda_env_the_same_versions():
+    lock = pinned(LOCK.LOCK.read_text().splitlines())
+    assert set(lock) == closure(LOCK.project_requirements((LOCK.TEST_EXTRA,))) - {"fedrank"}, "run: python .ci/lock.py"
+    env = yaml.safe_load(LOCK.CONDA_ENV.read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pinned(pip) == {name: lock[name] for name in closure(LOCK.project_requirements()) - {"fedrank"}}
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python "))
+    assert f"on Python {python.split('=')[1]}," in LOCK.LOCK.read_text().splitlines()[0]
+    post_deploy = (REPO / "workflows" / "envs" / "fedrank.post-deploy.sh").read_text()
+    assert "pip install --no-deps" in post_deploy  # the checkout only: nothing unpinned is resolved

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -226,6 +227,12 @@ def test_dag_build_fails_before_any_job_with_the_key(tmp_path):
 def test_snakemake_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_rule_files_are_snakefmt_clean():
+    snakefmt = Path(sys.executable).parent / "snakefmt"  # the test extra pins it
+    proc = subprocess.run([str(snakefmt), "--check", "--diff", "Snakefile", "workflows"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, f"run: snakefmt Snakefile workflows\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
 
 
 def test_slurm_profile_resolves_from_the_repo_root_with_account_and_partition_from_the_environment():

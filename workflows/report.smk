@@ -29,12 +29,12 @@ rule manifest:
     output:
         studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Study manifest"),
         stats=f"{REPORTS}/stats.yaml",
-    params:
-        config=lambda wildcards: json.dumps(config, sort_keys=True),
-    conda:
-        ENV
     log:
         f"{REPORTS}/logs/manifest.log",
+    conda:
+        ENV
+    params:
+        config=lambda wildcards: json.dumps(config, sort_keys=True),
     shell:
         "fedrank plan --config-json {params.config:q} --write-manifest {output.studies} "
         "--write-stats {output.stats} > {log} 2>&1"
@@ -80,14 +80,14 @@ rule statistics:
         ),
         front=f"{REPORTS}/results.md",
         record=f"{REPORTS}/report.json",
+    log:
+        f"{REPORTS}/logs/statistics.log",
+    conda:
+        ENV
     params:
         out=lambda wildcards, output: Path(output.record).parent,
         # Read when the HTML report is made (a parameter derived from the output: no rerun trigger).
         captions=lambda wildcards, output: StoredCaptions(output.record),
-    conda:
-        ENV
-    log:
-        f"{REPORTS}/logs/statistics.log",
     shell:
         "fedrank report --studies {input.studies:q} --stats-config {input.stats:q} "
         "--out {params.out:q} {input.records:q} > {log:q} 2>&1"
@@ -106,11 +106,11 @@ rule report:
             subcategory="{dataset}",
             labels={"setting": "{setting}", "file": "{file}"},
         ),
-    params:
-        captions=lambda wildcards, output: StoredCaptions(Path(output[0]) / "report.json"),
-    conda:
-        ENV
     log:
         f"{REPORTS}/logs/{{study}}/{{dataset}}/{{setting}}.log",
+    conda:
+        ENV
+    params:
+        captions=lambda wildcards, output: StoredCaptions(Path(output[0]) / "report.json"),
     shell:
         "fedrank report --stats-config {input.stats:q} --out {output:q} {input.records:q} > {log:q} 2>&1"

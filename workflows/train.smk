@@ -17,16 +17,16 @@ rule train:
         record=f"{RESULTS}/{{run}}/run.json",
         metrics=f"{RESULTS}/{{run}}/metrics.parquet",
         diagnostics=f"{RESULTS}/{{run}}/diagnostics.parquet",
-    params:
-        config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
-        out=lambda wildcards, output: Path(output.record).parent,
+    log:
+        f"{RESULTS}/{{run}}/train.log",
+    conda:
+        ENV
     threads: 1
     resources:
         attempt=lambda wildcards, attempt: f"{attempt}/{job_attempts(workflow)}",
-    conda:
-        ENV
-    log:
-        f"{RESULTS}/{{run}}/train.log",
+    params:
+        config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
+        out=lambda wildcards, output: Path(output.record).parent,
     shell:
         "fedrank run --config-json {params.config:q} --set runtime.threads={threads} "
         "--out {params.out} --attempt {resources.attempt} 2> {log}"
