@@ -2,8 +2,8 @@
 and the protocol the runs followed, in words.
 
 Every table and figure gets a caption (report.json `captions`, keyed by its path), which the
-HTML report shows; tables and figures assemble theirs from these phrases, so
-a caption never claims a band that was not drawn or an interval that was not computed.
+HTML report shows; tables and figures assemble theirs from these phrases, so a caption never
+claims a band that was not drawn or an interval that was not computed.
 """
 
 from __future__ import annotations
@@ -45,17 +45,22 @@ def interval_phrase(ci_methods, confidence: float, over: str = "seeds") -> str:
     return text
 
 
+def joined(items: list[str], last: str) -> str:
+    """'a', 'a and b', 'a, b and c' (`last` is 'and' or 'or')."""
+    return ", ".join(items[:-1]) + f" {last} " + items[-1] if len(items) > 1 else "".join(items)
+
+
 def listing(names) -> str:
-    """'A', 'A and B', 'A, B and C'."""
-    names = list(dict.fromkeys(names))
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else ""
+    return joined(list(dict.fromkeys(names)), "and")
 
 
 def choices(values, unit: str = "") -> str:
-    """'3' or '3, 5 or 10' (sorted, numbers as numbers) for the values a field takes."""
+    """'3' or '3, 5 or 10 (by setting)' (sorted, numbers as numbers) for the values a field takes."""
     distinct = sorted(pd.Series(list(values)).dropna().unique(), key=lambda v: (isinstance(v, str), v))
     shown = [format_value(v) + unit for v in distinct]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1] + " (by setting)" if shown else "–"
+    if len(shown) < 2:
+        return "".join(shown) or "–"
+    return joined(shown, "or") + " (by setting)"
 
 
 def scope_phrase(results: Results, methods=None) -> str:
@@ -92,15 +97,16 @@ def seeds_phrase(seeds) -> str:
 
 
 def split_phrase(runs: pd.DataFrame) -> str:
-    """Each dataset's global test set in numbers."""
-    sizes = runs.drop_duplicates("data.name")[["data.name", "global_test", "train_pool"]]
-    counts = "; ".join(f"{row['data.name']}: {int(row['global_test']):,} test and {int(row['train_pool']):,} training images"
-                       for _, row in sizes.iterrows() if pd.notna(row["global_test"]))
-    return ("a global test set held out before partitioning, the same for every method and seed, never split across a "
-            "patient, lesion or group of copies" + (f" ({counts})" if counts else ""))
+    """Each dataset's global test set, in words and numbers."""
+    sizes = runs.dropna(subset=["global_test"]).drop_duplicates("data.name")
+    counts = "; ".join(f"{row['data.name']}: {int(row['global_test']):,} test and {int(row['train_pool']):,} training images" for _, row in sizes.iterrows())
+    return ("a global test set held out before partitioning, the same for every method and seed (drawn by group, so that no patient, "
+            "lesion or group of copies is on both sides, or the dataset's official test split where it has one and data.official_split "
+            "is on)" + (f" ({counts})" if counts else ""))
 
 
 def partition_phrase(runs: pd.DataFrame) -> str:
+    """The clients: how many there actually were, and how the training pool was split."""
     schemes = []
     for scheme, group in runs.groupby("partition.scheme", sort=False):
         if scheme in ("dirichlet", "quantity"):
@@ -108,7 +114,8 @@ def partition_phrase(runs: pd.DataFrame) -> str:
             schemes.append(f"Dirichlet {kind} skew (beta = {choices(group['partition.beta'])})")
         else:
             schemes.append(f"{scheme} partition")
-    return f"{choices(runs['partition.clients'])} clients, {listing(schemes)}"
+    clients = runs["class_counts"].map(len)
+    return f"{choices(clients[clients > 0])} clients, {listing(schemes)}"
 
 
 def model_phrase(runs: pd.DataFrame) -> str:
@@ -117,14 +124,18 @@ def model_phrase(runs: pd.DataFrame) -> str:
     return f"model {choices(runs['model.name'])} ({start}) on {choices(runs['data.image_size'], ' px')} images"
 
 
+def training_phrase(runs: pd.DataFrame) -> str:
+    epochs, every = choices(runs["train.local_epochs"]), choices(runs["eval.every"])
+    evaluated = "every round" if every == "1" else f"every {every} rounds and at the last"
+    return f"{choices(runs['train.rounds'])} rounds of {epochs} local epoch{'' if epochs == '1' else 's'}, evaluated {evaluated}"
+
+
 def protocol(results: Results, settings: dict) -> str:
     """The protocol of the runs behind a report, in words."""
     runs = results.runs.drop_duplicates("run_id")
-    every = choices(runs["eval.every"])
     return (
-        f"Protocol: {split_phrase(runs)}; {partition_phrase(runs)}; {model_phrase(runs)}; {choices(runs['train.rounds'])} rounds of "
-        f"{choices(runs['train.local_epochs'])} local epoch{'' if choices(runs['train.local_epochs']) == '1' else 's'}, evaluated every {'round' if every == '1' else every + ' rounds'} "
-        f"and at the last; each run is scored {final_phrase(settings)} (no model selection or early stopping on the test set); "
+        f"Protocol: {split_phrase(runs)}; {partition_phrase(runs)}; {model_phrase(runs)}; {training_phrase(runs)}; "
+        f"each run is scored {final_phrase(settings)} (no model selection or early stopping on the test set); "
         f"{seeds_phrase(runs['seed'])}, paired across methods (same partition, initial model and batch order per seed)."
     )
 
