@@ -46,9 +46,19 @@ def code_fingerprint() -> list[tuple[str, int, int]]:
     return stamps
 
 
+def canonical_config(config: dict) -> dict:
+    """The config with each study's defaults filled, as Snakemake's schema check fills them: the
+    workflow's manifest job and `fedrank status CONFIG` then find the same plan."""
+    from bench.config import fill_defaults
+    from bench.workflow import workflow_schema
+
+    study = workflow_schema()["$defs"]["study"]
+    return {**config, "studies": {name: fill_defaults(study, spec) for name, spec in config["studies"].items()}}
+
+
 def plan_key(config: dict) -> str:
     """Hash of the checked config, the variables it names, the code and timm's model list."""
-    text = json.dumps(config, sort_keys=True, default=str)
+    text = json.dumps(canonical_config(config), sort_keys=True, default=str)
     variables = [(name, os.environ.get(name)) for name in referenced_variables(text)]
     parts = [text, variables, code_fingerprint(), platform.python_version(), metadata.version("timm")]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]

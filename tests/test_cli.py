@@ -97,3 +97,15 @@ def test_status_answers_from_the_stored_plan_until_the_config_changes(tmp_path, 
     path.write_text(yaml.safe_dump({**config, "seeds": 3}))
     assert main(["status", str(path)]) == 0 and len(expansions) == 2
     assert "6" in capsys.readouterr().out.splitlines()[-1]  # 2 methods x 3 seeds pending
+
+
+def test_the_workflow_manifest_job_stores_the_plan_status_reads():
+    from snakemake.utils import validate
+
+    from bench.plan_cache import plan_key
+    from bench.workflow import WORKFLOW_SCHEMA, load_workflow_config, prepare_workflow_config
+
+    as_snakemake_has_it = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    validate(as_snakemake_has_it, WORKFLOW_SCHEMA)  # fills defaults, studies' own included
+    manifest_job = prepare_workflow_config(json.loads(json.dumps(as_snakemake_has_it)))  # what `fedrank plan --config-json` gets
+    assert plan_key(manifest_job) == plan_key(load_workflow_config(REPO / "configs" / "default.yaml"))
