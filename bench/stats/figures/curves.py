@@ -164,7 +164,7 @@ def sensitivity(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Pa
         fig.tight_layout()
         whiskers = f"; error bars: the {interval_phrase(bars, confidence)}" if any(m != "n<2" for m in bars) else "; no error bars (one seed per value)"
         refs = (f" Dashed: the mean of {listing(r for r in analysis.references if r in set(summary['method']))} in the same setting"
-                + (f", shaded: its {interval_phrase(bands, confidence)}." if bands else ".")) if analysis.references else ""
+                + (f", shaded: the {interval_phrase(bands, confidence)} of each." if bands else ".")) if analysis.references else ""
         caption = (f"Sensitivity of {family} to {hparam}: {metric_name(metric)} ({scope_phrase(analysis.results, rows['method'])}) at each value of "
                    f"{hparam}, one panel per setting and per combination of the other hyper-parameters (under each panel title); markers: the mean "
                    f"over completed seeds{whiskers}.{refs}")
