@@ -126,5 +126,6 @@ def test_tied_methods_share_their_rank_and_the_leaderboard_marks_it():
     settings = resolve_stats({})
     ranking = rank_methods(scored, ["A"], settings)
     assert dict(zip(ranking.leaderboard["method"], ranking.leaderboard["rank"])) == {"A": 1, "B": 1, "D": 3, "C": 4}
-    (table,) = leaderboard_table(SimpleNamespace(ranking=ranking, settings=settings))
+    runs = pd.DataFrame({"method": list("ABCD"), "headline_scope": "global"})  # what the leaderboard's caption reads of the runs
+    (table,) = leaderboard_table(SimpleNamespace(ranking=ranking, settings=settings, results=SimpleNamespace(runs=runs)))
     assert dict(zip(table.display["method"], table.display["rank"])) == {"A": "1=", "B": "1=", "D": "3", "C": "4"}
