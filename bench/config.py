@@ -117,6 +117,11 @@ def expand_path(text: str) -> str:
     return os.path.expanduser(_VAR.sub(sub, text))
 
 
+def referenced_variables(text: str) -> list[str]:
+    """The environment variables `expand_path` would read in `text`, sorted."""
+    return sorted({match.group(1) or match.group(3) for match in _VAR.finditer(text)})
+
+
 def set_key(cfg: dict, path: str, value: Any) -> None:
     """Set the dotted key `path` in place, creating sections on the way.
 

@@ -11,10 +11,10 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
-import torch
+if TYPE_CHECKING:
+    import pandas as pd
 
 from bench.errors import UserError
 
@@ -77,6 +77,8 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

@@ -88,7 +88,6 @@ class Plan:
     runs: dict[str, Run] = field(default_factory=dict)
     studies: dict[str, dict[str, None]] = field(default_factory=dict)  # study -> its run ids (an ordered set)
     groups: dict[str, Group] = field(default_factory=dict)  # Group.path -> group
-    descriptions: dict[str, str] = field(default_factory=dict)
 
     def add(self, group: Group, run: Run, label: str) -> None:
         self.runs.setdefault(run.id, run)
@@ -113,29 +112,6 @@ class Plan:
     def manifest(self) -> list[tuple[str, str]]:
         """(study, run id): one row per membership; a run shared by two studies appears twice."""
         return [(study, rid) for study, ids in self.studies.items() for rid in ids]
-
-    def caption(self, wildcards) -> str:
-        """What a report group's runs are, in words, for report captions."""
-        group = self.group(wildcards)
-        runs = [self.runs[r] for r in group.runs]
-        first = runs[0].resolved
-        labels = list(dict.fromkeys(group.runs.values()))
-        seeds = sorted({r.resolved["seed"] for r in runs})
-        part, train = first["partition"], first["train"]
-        skew = f"Dirichlet beta = {part['beta']:g}" if part["scheme"] == "dirichlet" else f"{part['scheme']} partition"
-        setting = "" if group.setting == NO_SWEEP else f" at {group.setting}"
-        return (
-            f"{self.descriptions.get(group.study) or 'Study ' + group.study}\n\n"
-            f"Study **{group.study}** on **{group.dataset}**{setting}: {len(runs)} runs = "
-            f"{len(labels)} method variants ({', '.join(labels)}) x {len(seeds)} seeds ({_span(seeds)}). "
-            f"{part['clients']} clients, {skew}, {train['rounds']} rounds of {train['local_epochs']} local "
-            f"epoch(s), model {first['model']['name']}, {first['data']['image_size']} px images."
-        )
-
-
-def _span(seeds: list[int]) -> str:
-    contiguous = seeds == list(range(seeds[0], seeds[-1] + 1))
-    return f"{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 2 else ", ".join(map(str, seeds))
 
 
 # ---- layers -----------------------------------------------------------------------------------
@@ -365,7 +341,6 @@ def plan_workflow(config: dict) -> Plan:
     plan = Plan(results=config["results"])
     for name in selected_studies(config):
         study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
-        plan.descriptions[name] = study.get("description", "")
         expand_study(plan, name, study, config, hparams)
     return plan
 

@@ -1,6 +1,6 @@
 """Decode-cache speed on the real HAM10000 images: building the cache, and loading it in a job.
 
-    FEDRANK_DATA_ROOT=../shared/data python benchmarks/bench_cache.py [--size 224] [--loads 3]
+    FEDRANK_DATA_ROOT=/path/to/data python benchmarks/bench_cache.py [--size 224] [--loads 3]
 
 Build: a fresh cache folder, so it measures everything a first run pays: checksumming the
 10,015 source files (SHA-256) and decoding them on every usable core (resize with aspect kept,

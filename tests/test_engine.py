@@ -58,8 +58,12 @@ def test_run_record_holds_provenance_and_costs(tmp_path):
     record = execute(tiny_config(method="fedavg"), tmp_path / "run", show_progress=False)
     on_disk = json.loads(RunPaths(tmp_path / "run").record.read_text())
     assert on_disk["status"] == "completed" and on_disk["rounds_completed"] == 3
-    for key in ("python", "torch", "timm", "device", "git_revision"):
+    for key in ("python", "device", "git_revision"):
         assert on_disk["environment"][key]
+    from bench.engine.provenance import dependency_names
+
+    assert set(on_disk["environment"]["packages"]) == set(dependency_names()) >= {"torch", "numpy", "scipy", "pandas", "numba", "scikit-learn", "snakemake"}
+    assert all(on_disk["environment"]["packages"].values())  # every dependency installed and its version recorded
     assert on_disk["model"]["init"].startswith("random init")
     assert on_disk["model"]["parameters"] == sum(p.numel() for p in build_experiment(record["config"], torch.device("cpu")).fed.model.parameters())
     metrics = metrics_of(tmp_path / "run")

@@ -115,3 +115,17 @@ def test_tie_margin_counts_small_differences_as_ties():
     scored = scored_frame({"R": [0.70, 0.70, 0.70], "M": [0.705, 0.69, 0.75]})
     board = rank_methods(scored, ["R"], resolve_stats({"ranking": {"tie_margin": 0.01}})).leaderboard.set_index("method")
     assert board.loc["M", "vs R"] == "1/2/0"
+
+
+def test_tied_methods_share_their_rank_and_the_leaderboard_marks_it():
+    from types import SimpleNamespace
+
+    from bench.stats.tables import leaderboard_table
+
+    scored = scored_frame({"A": [0.9, 0.8, 0.7], "B": [0.9, 0.8, 0.7], "C": [0.5, 0.6, 0.4], "D": [0.6, 0.5, 0.6]})
+    settings = resolve_stats({})
+    ranking = rank_methods(scored, ["A"], settings)
+    assert dict(zip(ranking.leaderboard["method"], ranking.leaderboard["rank"])) == {"A": 1, "B": 1, "D": 3, "C": 4}
+    runs = pd.DataFrame({"method": list("ABCD"), "headline_scope": "global"})  # what the leaderboard's caption reads of the runs
+    (table,) = leaderboard_table(SimpleNamespace(ranking=ranking, settings=settings, results=SimpleNamespace(runs=runs)))
+    assert dict(zip(table.display["method"], table.display["rank"])) == {"A": "1=", "B": "1=", "D": "3", "C": "4"}

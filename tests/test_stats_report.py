@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,7 @@ def report(*args: str) -> int:
 
 def test_report_writes_every_table_and_figure(study, tmp_path):
     out = tmp_path / "reports"
-    assert report("report", "--runs", str(study / "runs"), "--studies", str(study / "studies.csv"), "--out", str(out),
+    assert report("report", "--runs", str(study / "runs"), "--studies", str(study / "studies.csv"), "--out", str(out), "--set", "metric=balanced_accuracy",
                   "--set", "targets.ham10000.value=0.7", "--set", "targets.isic2019.value=0.7") == 0
     for name in ("main_comparison", "communication", "significance", "ablation_beta", "ablation_dataset", "sensitivity_fedlsc_tau",
                  "sensitivity_fedlsc_per", "leaderboard", "pairwise", "runs"):
@@ -66,6 +67,19 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     assert {"p_t_holm", "p_wilcoxon_holm", "effect_dz", "note"} <= set(paired.columns)
     assert paired["note"].str.contains("cannot go below 0.25").any()  # 3 seeds: said explicitly
 
+    # every table and figure has a caption saying what was computed; names safe for LaTeX and URLs
+    captions = json.loads((out / "report.json").read_text())["captions"]
+    shown = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".csv", ".png") and "stats" not in p.parts]
+    assert len(shown) > 20 and set(shown) <= set(captions)
+    for path in shown:
+        assert "Protocol: a global test set held out" in captions[path] and "3 seeds (0-2)" in captions[path], path
+    curves = [text for path, text in captions.items() if path.startswith("figures/convergence/")]
+    assert curves and all("balanced accuracy per communication round" in c and "Shaded: the 95% BCa bootstrap interval" in c for c in curves)
+    assert "FedLSC Per=1%" in captions["tables/main_comparison.csv"] and "fedlsc (per=0.01)" not in captions["tables/main_comparison.csv"]
+    assert captions["figures/sensitivity_fedlsc_tau.png"].startswith("Sensitivity of FedLSC to tau")
+    for path in (out / "figures").rglob("*.*"):
+        assert re.fullmatch(r"[A-Za-z0-9_-]+\.(png|pdf)", path.name), path.name  # safe in \includegraphics and in URLs
+
 
 def test_reports_are_reproducible_and_stale_outputs_removed(study, tmp_path):
     out = tmp_path / "reports"
@@ -88,7 +102,7 @@ def test_rank_prints_the_leaderboard(study, tmp_path, capsys):
     out = tmp_path / "rank"
     assert report("rank", "--runs", str(study / "runs"), "--out", str(out), "--set", "metric=balanced_accuracy") == 0
     printed = capsys.readouterr().out
-    assert "Leaderboard (balanced_accuracy)" in printed and "Friedman chi2" in printed
+    assert "Leaderboard (balanced accuracy)" in printed and "Friedman chi2" in printed
     assert sorted(p.name for p in (out / "tables").iterdir()) == [f"{n}.{e}" for n in ("leaderboard", "pairwise") for e in ("csv", "md", "tex")]
     assert (out / "figures" / "cd_diagram.png").is_file()
 
@@ -96,8 +110,8 @@ def test_rank_prints_the_leaderboard(study, tmp_path, capsys):
 def test_a_single_method_without_references_or_targets_degrades_gracefully(tmp_path, caplog):
     write_study(tmp_path / "runs", {"data.name": ["msid"], "method": [{"name": "fedlsc", "tau": 0.5}], "seed": [0, 1], "train.rounds": [4]})
     out = tmp_path / "out"
-    with caplog.at_level("INFO"):
-        assert report("report", "--runs", str(tmp_path / "runs"), "--out", str(out)) == 0
+    with caplog.at_level("INFO"):  # not --quiet: the skips are progress messages
+        assert main(["report", *QUICK[1:], "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     assert (out / "results.md").is_file() and (out / "tables" / "main_comparison.md").is_file() and (out / "convergence.png").is_file()
     assert not (out / "tables" / "significance.csv").exists() and not (out / "figures" / "cd_diagram.png").exists()
     assert "skipping tables/significance" in caplog.text and "no rounds_to_target" in caplog.text
@@ -148,6 +162,31 @@ def test_latex_and_markdown_escape_what_they_must():
     assert r"a\|b_c & <0.001" in md
 
 
+def test_numeric_columns_are_right_aligned_and_the_header_says_what_a_row_is():
+    from bench.stats.render import Table, latex, markdown
+
+    display = pd.DataFrame({"method": ["FedAvg", "FedProx"], "accuracy": ["81.20 [80.10, 82.30]", "–"], "p": ["<0.001", "0.250"],
+                            "MB": ["2.29", "12.5%"], "runs": ["3 completed", "2 completed, 1 failed"], "reached": ["2/3", "not reached (0/3)"]})
+    tex = latex(Table("t", "T", pd.DataFrame(), display, about="One row per method."))
+    assert "\\begin{tabular}{lrrrll}" in tex and tex.startswith("% T (fedrank)\n% One row per method.\n")
+    assert "|---|---:|---:|---:|---|---|" in markdown(Table("t", "T", pd.DataFrame(), display))
+
+
+def test_one_seed_has_no_bands_or_intervals_and_coinciding_curves_are_said_so(tmp_path):
+    import shutil
+
+    paths = write_study(tmp_path / "runs", {"method": ["fedavg", "fedprox", "local"], "seed": [0], "train.rounds": [6]})
+    by_method = {json.loads(p.read_text())["method"]["name"]: p.parent for p in paths}
+    shutil.copy(by_method["fedavg"] / "metrics.parquet", by_method["fedprox"] / "metrics.parquet")  # FedProx's curve = FedAvg's
+    out = tmp_path / "out"
+    assert report("report", "--runs", str(tmp_path / "runs"), "--out", str(out)) == 0
+    captions = json.loads((out / "report.json").read_text())["captions"]
+    (curve,) = [text for path, text in captions.items() if path.startswith("figures/convergence/") and path.endswith(".png")]
+    assert "No bands: each method has a single completed seed" in curve and "bootstrap" not in curve
+    assert "Curves that coincide (never more than a line width apart): FedAvg and FedProx" in curve
+    assert "[no interval (one value per seed)]" in captions["tables/main_comparison.csv"]
+
+
 def test_an_unknown_headline_metric_is_a_one_line_error(tmp_path, capsys):
     write_study(tmp_path / "runs", {"method": ["fedavg"], "seed": [0], "train.rounds": [2]})
     assert main(["tables", "--quiet", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--set", "metric=auc"]) == 2
@@ -164,4 +203,5 @@ def test_a_report_group_of_one_run_whatever_its_fate(tmp_path, status, stop):
     assert main(["report", "--quiet", "--out", str(out), str(path)]) == 0
     table = pd.read_csv(out / "results.csv")
     assert table["statuses"].tolist() == [f"1 {status}"] and table["method"].tolist() == ["FedAvg"]
-    assert (out / "convergence.png").exists() == (status == "completed")
+    caption = json.loads((out / "report.json").read_text())["captions"]["convergence.png"]  # always drawn: the HTML report shows it
+    assert ("no completed run has an evaluated round" in caption) == (status != "completed")

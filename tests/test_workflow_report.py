@@ -68,7 +68,7 @@ def test_every_run_reaches_the_reports_diverged_and_failed_included(tiny_run):
     assert pd.read_csv(reports / "tight" / "synthetic" / "all" / "results.csv")["statuses"].tolist() == ["1 failed"]
     statuses = pd.read_csv(reports / "tables" / "runs.csv").groupby("study")[["diverged", "failed"]].sum()
     assert statuses.loc["lr", "diverged"] == 1 and statuses.loc["tight", "failed"] == 1  # all studies together
-    assert (reports / "tables" / "main_comparison.tex").read_text().startswith("% Global-model comparison")
+    assert (reports / "tables" / "main_comparison.tex").read_text().startswith("% Main comparison")
     manifest = pd.read_csv(reports / "studies.csv")
     assert len(manifest) == len(plan.manifest()) == len(plan.runs) + 1  # one run is in two studies
     assert sorted(map(tuple, manifest.values)) == sorted(plan.manifest())

@@ -1,9 +1,12 @@
 # Reporting: the study manifest and stats settings the statistics read; the all-studies statistics
 # (paper tables, ranking, figures under `reports/tables`, `reports/figures`, `reports/stats`); and
 # per report group (study x dataset x setting of its swept keys) its own tables and figures.
-# Every file lands in the HTML report (`snakemake --report`), by study and dataset.
+# Every table and figure lands in the HTML report (`snakemake --report`), by study and dataset,
+# with the caption `fedrank report` computed for it (report.json).
 import json
 from pathlib import Path
+
+from bench.stats.report_captions import StoredCaptions
 
 
 wildcard_constraints:
@@ -26,12 +29,12 @@ rule manifest:
     output:
         studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Study manifest"),
         stats=f"{REPORTS}/stats.yaml",
-    params:
-        config=lambda wildcards: json.dumps(config, sort_keys=True),
-    conda:
-        ENV
     log:
         f"{REPORTS}/logs/manifest.log",
+    conda:
+        ENV
+    params:
+        config=lambda wildcards: json.dumps(config, sort_keys=True),
     shell:
         "fedrank plan --config-json {params.config:q} --write-manifest {output.studies:q} "
         "--write-stats {output.stats:q} > {log:q} 2>&1"
@@ -46,32 +49,47 @@ rule statistics:
         tables=report(
             directory(f"{REPORTS}/tables"),
             patterns=["{name}.csv"],
-            caption="report/tables.rst",
+            caption="report/table.rst",
             category="All studies",
             subcategory="Tables",
             labels={"table": "{name}"},
         ),
         figures=report(
             directory(f"{REPORTS}/figures"),
-            patterns=["{kind}/{name}.png"],
-            caption="report/figures.rst",
+            patterns=["{name}.png"],  # {name} spans sub-folders: figures/cd_diagram.png and figures/convergence/*.png
+            caption="report/figure.rst",
             category="All studies",
             subcategory="Figures",
-            labels={"kind": "{kind}", "figure": "{name}"},
+            labels={"figure": "{name}"},
         ),
         stats=directory(f"{REPORTS}/stats"),
         tidy=f"{REPORTS}/results.parquet",
-        summary=report(f"{REPORTS}/results.csv", caption="report/tables.rst", category="All studies", subcategory="Tables", labels={"table": "results"}),
+        summary=report(
+            f"{REPORTS}/results.csv",
+            caption="report/results.rst",
+            category="All studies",
+            subcategory="Tables",
+            labels={"table": "results (front page)"},
+        ),
+        overview=report(
+            f"{REPORTS}/convergence.png",
+            caption="report/convergence.rst",
+            category="All studies",
+            subcategory="Figures",
+            labels={"figure": "convergence (front page)"},
+        ),
         front=f"{REPORTS}/results.md",
         record=f"{REPORTS}/report.json",
-    params:
-        out=lambda wildcards, output: Path(output.record).parent,
-    conda:
-        ENV
     log:
         f"{REPORTS}/logs/statistics.log",
+    conda:
+        ENV
+    params:
+        out=lambda wildcards, output: Path(output.record).parent,
+        # Read when the HTML report is made (a parameter derived from the output: no rerun trigger).
+        captions=lambda wildcards, output: StoredCaptions(output.record),
     shell:
-        "fedrank report --quiet --studies {input.studies:q} --stats-config {input.stats:q} "
+        "fedrank report --studies {input.studies:q} --stats-config {input.stats:q} "
         "--out {params.out:q} {input.records:q} > {log:q} 2>&1"
 
 
@@ -82,17 +100,17 @@ rule report:
     output:
         report(
             directory(f"{REPORTS}/{{study}}/{{dataset}}/{{setting}}"),
-            patterns=["{name}.png", "{name}.csv", "{name}.html"],
+            patterns=["{file,.+[.](png|csv)}"],  # every figure and table, in sub-folders too
             caption="report/group.rst",
             category="{study}",
             subcategory="{dataset}",
-            labels={"setting": "{setting}", "file": "{name}"},
+            labels={"setting": "{setting}", "file": "{file}"},
         ),
-    params:
-        caption=lambda wildcards: PLAN.caption(wildcards),
-    conda:
-        ENV
     log:
         f"{REPORTS}/logs/{{study}}/{{dataset}}/{{setting}}.log",
+    conda:
+        ENV
+    params:
+        captions=lambda wildcards, output: StoredCaptions(Path(output[0]) / "report.json"),
     shell:
-        "fedrank report --quiet --stats-config {input.stats:q} --out {output:q} {input.records:q} > {log:q} 2>&1"
+        "fedrank report --stats-config {input.stats:q} --out {output:q} {input.records:q} > {log:q} 2>&1"

@@ -1,4 +1,6 @@
 # Training: one job per run id, `fedrank run` on the run's config, with torch on the job's threads.
+# Its log (train.log next to run.json) holds the attempt and one line per round (no progress bar:
+# stderr is a file).
 # A job killed or pre-empted resumes from its last round checkpoint when retried. Bad input found
 # at run time, or any error on the job's last attempt, is recorded as a failed run (exit 0), so
 # the failure reaches the reports instead of being dropped.
@@ -15,16 +17,16 @@ rule train:
         record=f"{RESULTS}/{{run}}/run.json",
         metrics=f"{RESULTS}/{{run}}/metrics.parquet",
         diagnostics=f"{RESULTS}/{{run}}/diagnostics.parquet",
-    params:
-        config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
-        out=lambda wildcards, output: Path(output.record).parent,
+    log:
+        f"{RESULTS}/{{run}}/train.log",
+    conda:
+        ENV
     threads: 1
     resources:
         attempt=lambda wildcards, attempt: f"{attempt}/{job_attempts(workflow)}",
-    conda:
-        ENV
-    log:
-        f"{RESULTS}/{{run}}/train.log",
+    params:
+        config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
+        out=lambda wildcards, output: Path(output.record).parent,
     shell:
         "fedrank run --config-json {params.config:q} --set runtime.threads={threads:q} "
-        "--out {params.out:q} --attempt {resources.attempt:q} --quiet 2> {log:q}"
+        "--out {params.out:q} --attempt {resources.attempt:q} 2> {log:q}"

@@ -70,7 +70,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="describe datasets (data cards) and build their caches")
+    data = sub.add_parser(
+        "data", help="describe datasets (data cards) and build their caches",
+        description="Look at a dataset before training on it: `describe` prints its data card (class counts, split, "
+                    "groups, duplicates, centres, clients); `prepare` decodes it into the cache once, ahead of a study's jobs.",
+    )
     commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     describe = commands.add_parser(
@@ -86,10 +90,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             heatmap <out>/<dataset>-<scheme>-clients.png."""),
         epilog=textwrap.dedent("""\
             examples:
-              fedrank data describe msld --root ../shared/data/monkeypox_msld_v1
-              fedrank data describe ham10000 --root ../shared/data/ham10000_200x150 --partition natural
-              fedrank data describe isic2019 --root ../shared/data/isic2019_subset --partition natural \\
-                  --set data.sites_file=../shared/data/isic2019_labels/flamby_train_test_split.csv \\
+              fedrank data describe msld --root $FEDRANK_DATA_ROOT/monkeypox_msld_v1
+              fedrank data describe ham10000 --root $FEDRANK_DATA_ROOT/ham10000_200x150 --partition natural
+              fedrank data describe isic2019 --root $FEDRANK_DATA_ROOT/isic2019_subset --partition natural \\
+                  --set data.sites_file=$FEDRANK_DATA_ROOT/isic2019_labels/flamby_train_test_split.csv \\
                   --set partition.min_samples=1     # show even a centre too small to train on
               fedrank data describe ham10000 --root ... --partition dirichlet --set partition.beta=0.1 --set partition.clients=10"""),
     )

@@ -1,10 +1,11 @@
 """`fedrank report | stats | tables | plots | rank`: statistics, tables and figures of any
-results folder (or list of run.json files), inside or outside Snakemake."""
+results folder (or list of run.json files), inside or outside Snakemake; `fedrank export`: its
+runs as one tidy table."""
 
 from __future__ import annotations
 
 import argparse
-
+import textwrap
 from pathlib import Path
 
 COMMANDS = {
@@ -39,33 +40,77 @@ examples:
 """
 
 
+def run_source(args: argparse.Namespace) -> Path | list[Path]:
+    return [Path(p) for p in args.records] or Path(args.runs)
+
+
 def cmd(args: argparse.Namespace) -> int:
     from bench.io import output_folder
     from bench.stats.report import produce
     from bench.stats.settings import load_stats_settings
 
     settings = load_stats_settings(args.stats_config, args.set)
-    source = [Path(p) for p in args.records] or Path(args.runs)
     with output_folder(args.out) as out:
-        written = produce(source, out, settings, Path(args.studies) if args.studies else None, COMMANDS[args.command][0], progress=not args.quiet)
-    count = sum(len(paths) for paths in written.values())
-    print(f"{count} files written under {args.out} (list: {Path(args.out) / 'report.json'})")
+        written = produce(run_source(args), out, settings, Path(args.studies) if args.studies else None, COMMANDS[args.command][0], progress=not args.quiet)
+    if not args.quiet:
+        count = sum(len(paths) for paths in written.values())
+        print(f"{count} files written under {args.out} (list: {Path(args.out) / 'report.json'})")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.errors import UserError
+    from bench.io import write_csv
+    from bench.stats.collect import load_results
+    from bench.stats.settings import load_stats_settings
+    from bench.stats.tidy import tidy_frame, write_tidy
+
+    out = Path(args.out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise UserError(f"--out {out}: name a .parquet or a .csv file")
+    writable_folder(out.parent)
+    results = load_results(run_source(args), load_stats_settings(args.stats_config, args.set), Path(args.studies) if args.studies else None, not args.quiet)
+    if out.suffix == ".csv":
+        write_csv(out, tidy_frame(results))
+    else:
+        write_tidy(out, results)
+    if not args.quiet:
+        print(f"{results.runs['run_id'].nunique()} runs -> {out}")
+    return 0
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which runs to read (and how to name them), shared by the report commands and export."""
+    parser.add_argument("records", nargs="*", help="run.json files to include (default: every run under --runs)")
+    parser.add_argument("--runs", default="results/runs", help="folder of run directories (default: %(default)s)")
+    parser.add_argument("--studies", metavar="CSV", help="study manifest with columns study,run_id (default: every run in one study 'all')")
+    parser.add_argument("--stats-config", metavar="YAML", help="statistics settings: the mapping itself or a config with a `stats:` section")
+    parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a statistics setting, value parsed as YAML; repeatable (e.g. --set metric=f1 --set last_k=5)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress messages: warnings and errors only")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     for name, (_, summary) in COMMANDS.items():
         parser = sub.add_parser(name, help=summary, description=DESCRIPTION.format(summary=summary[0].upper() + summary[1:]),
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("records", nargs="*", help="run.json files to include (default: every run under --runs)")
-        parser.add_argument("--runs", default="results/runs", help="folder of run directories (default: %(default)s)")
+        add_source_arguments(parser)
         parser.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
-        parser.add_argument("--studies", metavar="CSV", help="study manifest with columns study,run_id (default: every run in one study 'all')")
-        parser.add_argument("--stats-config", metavar="YAML", help="statistics settings: the mapping itself or a config with a `stats:` section")
-        parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a statistics setting, value parsed as YAML; repeatable (e.g. --set metric=f1 --set last_k=5)")
-        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
         parser.set_defaults(func=cmd)
 
-
-
+    export = sub.add_parser(
+        "export", help="every run of a folder in one tidy table (Parquet or CSV)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Write every run of a results folder (any status) as one tidy table: one row per run x round x
+            scope x metric of the global model and the client means, every config field a column; the
+            rows and columns of results.parquet, described in README, section "Data dictionary" (and in the
+            Parquet file's field metadata). In Python: from bench.stats.tidy import load_runs; load_runs("results/runs")."""),
+        epilog=textwrap.dedent("""\
+            examples:
+              fedrank export --runs results/runs --out runs.parquet
+              fedrank export --out ham.csv results/runs/ham10000-*/run.json"""),
+    )
+    add_source_arguments(export)
+    export.add_argument("--out", default="runs.parquet", help="the table to write: .parquet or .csv (default: %(default)s)")
+    export.set_defaults(func=cmd_export)

@@ -1,4 +1,4 @@
-"""`fedrank run`, `fedrank methods`, `fedrank datasets`: run experiments and list what exists."""
+"""`fedrank run`, `fedrank methods`, `fedrank models`, `fedrank datasets`: run experiments and list what exists."""
 
 from __future__ import annotations
 
@@ -89,6 +89,20 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from bench.models import catalogue
+    from bench.models.timm_models import save_weights_command
+
+    for model in catalogue():
+        print(f"{model['name']:<20} {model['summary']}")
+        for option, default in model["options"].items():
+            print(f"    {option} = {default!r}")
+        if model["weights_of"]:
+            print(f"    weights: model.weights = a local file of timm's {model['weights_of']} ImageNet weights; make it once on a machine with internet:")
+            print(f"      {save_weights_command(model['weights_of'])}")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from bench.data import DATASETS, import_loaders
 
@@ -120,15 +134,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", "-o", help="run directory (default: <runs>/<run id>)")
     run.add_argument("--runs", default="results/runs", help="parent folder of run directories (default: %(default)s)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and run id, run nothing")
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-round messages: warnings and errors only")
     run.add_argument("--attempt", metavar="N/M",
                      help="this is attempt N of M (the workflow passes it): bad input found at run time, or any error on "
                           "the last attempt, is recorded as a failed run with exit code 0, so the failure reaches the statistics")
     run.set_defaults(func=cmd_run)
 
-    methods = sub.add_parser("methods", help="list methods with their hyper-parameters and defaults")
+    methods = sub.add_parser(
+        "methods", help="list methods with their hyper-parameters and defaults",
+        description="Every registered federated method (one module in bench/methods/), what differs from FedAvg, and each "
+                    "hyper-parameter with its default and bounds: the keys `method.<hp>` of a run config and of workflow grids.",
+    )
     methods.add_argument("--json", action="store_true", help="print each method's config JSON schema")
     methods.set_defaults(func=cmd_methods)
 
-    datasets = sub.add_parser("datasets", help="list datasets")
+    models = sub.add_parser(
+        "models", help="list models with their options",
+        description="Every model `model.name` can take, its builder options (`model.<option>`) with their defaults, and for "
+                    "models with pretrained weights the command that makes the local weights file `model.weights` reads "
+                    "(fedrank never downloads weights).",
+    )
+    models.set_defaults(func=cmd_models)
+
+    datasets = sub.add_parser(
+        "datasets", help="list datasets",
+        description="Every dataset loader `data.name` can take: what it is, whether it needs `data.root` (a folder you "
+                    "downloaded; see README, section Data and weights) and its default image size.",
+    )
     datasets.set_defaults(func=cmd_datasets)

@@ -10,20 +10,27 @@ from pathlib import Path
 STATUSES = ("completed", "diverged", "failed", "interrupted", "pending")
 
 
-def load_plan(args: argparse.Namespace):
+def load_plan(args: argparse.Namespace, reuse: bool = False):
+    """The checked config and its plan, expanded afresh (and stored for `status`), or with
+    `reuse` the plan stored for exactly this config and code where there is one."""
     from bench.config import parse_config_json
+    from bench.plan_cache import store_plan, stored_plan
     from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
     if args.config_json:
         config = prepare_workflow_config(parse_config_json(args.config_json))
     else:
         config = load_workflow_config(args.config)
-    return config, plan_workflow(config)
+    plan = stored_plan(config) if reuse else None
+    if plan is None:
+        plan = plan_workflow(config)
+        store_plan(config, plan)
+    return config, plan
 
 
 def run_status(folder: Path) -> str:
     """completed / diverged / failed from run.json; interrupted (a checkpoint to resume); pending."""
-    from bench.engine.run import RunPaths
+    from bench.engine.paths import RunPaths
 
     paths = RunPaths(folder)
     record = paths.record
@@ -39,6 +46,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import pandas as pd
     import yaml
 
+    from bench.compute import gpu_hours
     from bench.io import write_csv, write_text
 
     config, plan = load_plan(args)
@@ -58,18 +66,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
         write_csv(args.write_manifest, pd.DataFrame(plan.manifest(), columns=["study", "run_id"]))
     if args.write_stats:
         write_text(args.write_stats, yaml.safe_dump({"stats": config["stats"]}, sort_keys=False))  # a config with a `stats:` section
-    print(f"{'study':<16} {'runs':>6} {'groups':>7}  datasets")
+    estimate = not (args.write_manifest or args.write_stats)  # the workflow's manifest job needs no estimate
+    hours, rate, source = gpu_hours(plan, args.gpu_tflops) if estimate else ({}, None, "")
+    print(f"{'study':<16} {'runs':>6} {'groups':>7} {'GPU-hours' if estimate else '':>10}  datasets")
     for study, ids in plan.studies.items():
         groups = [g for g in plan.groups.values() if g.study == study]
         datasets = ", ".join(dict.fromkeys(g.dataset for g in groups))
-        print(f"{study:<16} {len(ids):>6} {len(groups):>7}  {datasets}")
+        print(f"{study:<16} {len(ids):>6} {len(groups):>7} {f'{sum(hours[i] for i in ids):.1f}' if estimate else '':>10}  {datasets}")
     memberships = len(plan.manifest())
     print(f"{len(plan.runs)} distinct runs ({memberships - len(plan.runs)} shared between studies) under {config['results']}; reports under {config['reports']}")
+    if estimate:
+        print(f"GPU-hours: about {sum(hours.values()):.1f} for the distinct runs on one GPU at {rate:.1f} TFLOP/s sustained ({source}); "
+              "the work is each model's FLOPs per image (torch's FLOP counter) x 3 for training x rounds x local epochs x images, "
+              "plus evaluation (bench/compute.py)")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config, plan = load_plan(args)
+    config, plan = load_plan(args, reuse=True)
     results = Path(config["results"])
     status = {rid: run_status(results / rid) for rid in plan.runs}
     if args.failed:
@@ -93,8 +107,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     plan = sub.add_parser(
         "plan",
-        help="expand a workflow config: studies, runs, report groups",
-        description="Check a workflow config and expand its studies into runs, exactly as `snakemake` does at DAG-build time.",
+        help="expand a workflow config: studies, runs, report groups, GPU-hours",
+        description="Check a workflow config and expand its studies into runs, exactly as `snakemake` does at DAG-build time, "
+                    "and estimate the GPU-hours they need (each run's FLOPs from its model, image size, data set size, rounds and "
+                    "local epochs, at a sustained FLOP rate: see --gpu-tflops).",
     )
     add_config_arguments(plan)
     plan.add_argument("--runs", action="store_true", help="list every run: run id, report group, method variant")
@@ -102,6 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help='print the config a run\'s job gets; run it by hand with fedrank run --config-json "$(fedrank plan CONFIG --config-of RUN_ID)"')
     plan.add_argument("--write-manifest", metavar="CSV", help="write the study manifest (columns study,run_id; one row per membership)")
     plan.add_argument("--write-stats", metavar="YAML", help="write the config's `stats` settings for the statistics stage")
+    plan.add_argument("--gpu-tflops", type=float, metavar="T",
+                      help="sustained TFLOP/s of your GPU for the GPU-hours estimate (default: measured from the plan's finished GPU runs, "
+                           "else an assumed A100-class rate)")
     plan.set_defaults(func=cmd_plan)
 
     status = sub.add_parser(
@@ -110,7 +129,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description=(
             "Count the runs of each study by status: completed, diverged, failed (recorded after the last "
             "attempt), interrupted (a checkpoint to resume from) and pending. To retry failed runs: "
-            "snakemake --cores all --configfile CONFIG --forcerun $(fedrank status CONFIG --failed)"
+            "snakemake --cores all --configfile CONFIG --forcerun $(fedrank status CONFIG --failed). "
+            "The expanded plan is remembered (under $FEDRANK_CACHE_DIR, default ~/.cache/fedrank) for exactly this "
+            "config, the variables it names and this code, so a second status takes about a second."
         ),
     )
     add_config_arguments(status)

@@ -114,7 +114,9 @@ def client_heatmap(card: dict, path: Path) -> None:
     matrix = np.array([c["class_counts"] for c in p["clients"]], dtype=float)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     rows, cols = matrix.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * cols, 1.2 + 0.45 * rows), constrained_layout=True)
+    title = f"{card['dataset']}: {p['scheme']} partition, seed {p['seed']}"
+    width = max(2.8 + 0.9 * cols, 0.085 * len(title) + 1.6)  # the title and the colour bar's label fit
+    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.45 * rows), constrained_layout=True)
     image = ax.imshow(share, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(cols), card["classes"], rotation=45, ha="right")
     ax.set_yticks(range(rows), [f"{c['client']} ({c['train'] + c['local_test']})" for c in p["clients"]])
@@ -123,8 +125,8 @@ def client_heatmap(card: dict, path: Path) -> None:
             ax.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=8, color="white" if share[i, j] < 0.6 else "black")
     ax.set_xlabel("class")
     ax.set_ylabel("client (images)")
-    ax.set_title(f"{card['dataset']}: {p['scheme']} partition, seed {p['seed']}")
+    ax.set_title(title)
     fig.colorbar(image, ax=ax, label="share of the client's images")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)

@@ -21,7 +21,7 @@ import torch
 from bench.errors import UserError
 
 if TYPE_CHECKING:
-    from bench.engine.run import RunPaths
+    from bench.engine.paths import RunPaths
 
 log = logging.getLogger("fedrank")
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import re
 import socket
 import subprocess
+import tomllib
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import timm
 import torch
 
 import bench
@@ -36,13 +38,40 @@ def device_name(device: torch.device) -> str:
     return f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def dependency_names() -> list[str]:
+    """The packages fedrank depends on: this checkout's pyproject.toml (the code that runs), or
+    the installed package's metadata when there is no checkout."""
+    pyproject = Path(bench.__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        requirements = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    else:
+        requirements = [r for r in metadata.requires("fedrank") or [] if "extra ==" not in r]
+    return sorted({re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requirements})
+
+
+@cache
+def package_versions() -> dict[str, str | None]:
+    """Installed version of every dependency (None: not installed)."""
+    versions = {}
+    for name in dependency_names():
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cuda_versions() -> dict | None:
+    """CUDA and cuDNN versions torch was built with; None for a CPU-only build."""
+    return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if torch.version.cuda else None
+
+
 def environment(device: torch.device) -> dict:
     return {
         "fedrank": bench.__version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
+        "packages": package_versions(),
+        "cuda": cuda_versions(),
         "device": device_name(device),
         "git_revision": git_revision(),
         "host": socket.gethostname(),

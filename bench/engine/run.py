@@ -21,39 +21,20 @@ import torch
 from tqdm import tqdm
 
 from bench.config import config_digest, run_id
+from bench.dictionary import write_run_table
 from bench.engine.evaluate import evaluate
 from bench.engine.federation import MAIN, Updates
 from bench.engine.outputs import check_output_folder, finished_record, read_checkpoint
 from bench.engine.participation import draw_round
+from bench.engine.paths import RunPaths
 from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
 from bench.engine.trainer import FitResult
 from bench.errors import UserError
-from bench.io import MB, remove_stale_temporaries, torch_save, write_json, write_parquet
+from bench.io import MB, remove_stale_temporaries, torch_save, write_json
 from bench.models import count_parameters, describe_init
 
 log = logging.getLogger("fedrank")
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def record(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.parquet"
-
-    @property
-    def diagnostics(self) -> Path:
-        return self.root / "diagnostics.parquet"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
 
 
 @dataclass
@@ -344,8 +325,8 @@ def write_outputs(paths: RunPaths, progress: Progress, record: dict) -> None:
     columns = ["round", "name", "layer", "client", "value"]
     diagnostics = pd.concat([pd.DataFrame(c) for c in progress.diagnostics]) if progress.diagnostics else pd.DataFrame(columns=columns)
     diagnostics["client"] = diagnostics["client"].astype("Int64")
-    write_parquet(paths.metrics, metrics)
-    write_parquet(paths.diagnostics, diagnostics)
+    write_run_table(paths.metrics, metrics, "metrics.parquet", record["run_id"])
+    write_run_table(paths.diagnostics, diagnostics, "diagnostics.parquet", record["run_id"])
     write_json(paths.record, record)  # last: its final status marks the run finished
 
 

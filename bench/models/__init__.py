@@ -19,11 +19,8 @@ from bench.errors import UserError
 from bench.models import res2net_sa, small_cnn, timm_models
 from bench.models.classifier import Classifier
 
-BUILDERS = {
-    "small_cnn": small_cnn.build,
-    "res2net50_sa": res2net_sa.build,
-    "timm": timm_models.build,
-}
+FAMILIES = {"small_cnn": small_cnn, "res2net50_sa": res2net_sa, "timm": timm_models}  # each module has a `build`
+BUILDERS = {name: module.build for name, module in FAMILIES.items()}
 # What a `model.weights` file fills, for the run record (strictly: every one of these tensors, or an error).
 WEIGHTS_FILL = {
     "small_cnn": "every tensor of the model, the classifier included",
@@ -31,7 +28,8 @@ WEIGHTS_FILL = {
     "timm": "every tensor of the backbone (the file's classifier dropped); the classifier starts from random init",
 }
 
-__all__ = ["BUILDERS", "Classifier", "ModelSpec", "build_model", "resolve_model_config", "describe_init"]
+__all__ = ["BUILDERS", "Classifier", "ModelSpec", "build_model", "resolve_model_config", "describe_init", "catalogue"]
+STANDARD_ARGUMENTS = {"num_classes", "in_chans", "image_size", "weights", "arch"}
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,24 @@ def _builder(name: str):
     return BUILDERS[family]
 
 
+def options_of(builder) -> dict[str, object]:
+    """The options a builder accepts beyond the standard ones, with their defaults."""
+    params = inspect.signature(builder).parameters
+    return {k: p.default for k, p in params.items() if k not in STANDARD_ARGUMENTS}
+
+
 def builder_options(name: str) -> dict[str, object]:
-    """The options a model's builder accepts beyond the standard ones, with their defaults."""
-    fixed = {"num_classes", "in_chans", "image_size", "weights", "arch"}
-    params = inspect.signature(_builder(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in fixed}
+    return options_of(_builder(name))
+
+
+def catalogue() -> list[dict]:
+    """Every model family for `fedrank models`: config name, what it is, its options, and the
+    timm architecture whose ImageNet weights `model.weights` takes (where there is one)."""
+    return [
+        {"name": "timm:<architecture>" if family == "timm" else family, "summary": inspect.getdoc(module).splitlines()[0],
+         "options": options_of(module.build), "weights_of": getattr(module, "BACKBONE", None)}
+        for family, module in FAMILIES.items()
+    ]
 
 
 def resolve_model_config(section: dict) -> dict:

@@ -14,6 +14,8 @@ from torch import nn
 from bench.models.classifier import Classifier
 from bench.models.timm_models import create_backbone
 
+BACKBONE = "res2net50_26w_4s"  # the timm architecture whose ImageNet weights model.weights holds
+
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave `groups` blocks of channels: [a0 a1 | b0 b1] -> [a0 b0 a1 b1]."""
@@ -49,7 +51,7 @@ class Res2NetSA(nn.Module):
 
     def __init__(self, in_chans: int, weights: str | None, sa_groups: int):
         super().__init__()
-        self.backbone = create_backbone("res2net50_26w_4s", in_chans, weights, global_pool="")
+        self.backbone = create_backbone(BACKBONE, in_chans, weights, global_pool="")
         self.num_features = self.backbone.num_features
         self.attention = ShuffleAttention(self.num_features, sa_groups)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -20,6 +20,13 @@ def check_architecture(arch: str) -> None:
         raise UserError(f"config key 'model.name': timm has no model '{arch}'; list them with python -c \"import timm; print(timm.list_models())\"")
 
 
+def save_weights_command(arch: str) -> str:
+    """The one command that saves timm's ImageNet weights of `arch` to a local file and its
+    sha256 next to it (run once on a machine with internet; check a copy with `sha256sum -c`)."""
+    return (f"python -c \"import timm, torch; torch.save(timm.create_model('{arch}', pretrained=True).state_dict(), '{arch}.pth')\""
+            f" && sha256sum {arch}.pth | tee {arch}.pth.sha256")
+
+
 def create_backbone(arch: str, in_chans: int, weights: str | None, **kwargs) -> nn.Module:
     """timm model without classifier; `weights` (a local file) fills every one of its tensors, or
     is refused (`load_strictly`). Never downloads."""

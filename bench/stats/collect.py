@@ -41,6 +41,8 @@ RUN_FIELDS = {
     "timing.seconds_per_round": "seconds_per_round",
     "environment.git_revision": "git_revision",
     "environment.device": "device",
+    "data.train_pool": "train_pool",
+    "data.global_test": "global_test",
 }
 REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
 # Config fields that never define a setting: the treatment, the replicate, and what does not
@@ -129,7 +131,7 @@ def read_record(path: Path) -> tuple[dict | None, str | None]:
 
 def run_row(path: Path, record: dict) -> dict:
     """One runs-table row: run fields, the flattened config, what figures need from the record."""
-    flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment")})
+    flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment", "data")})
     row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
     config = {k: v for k, v in flatten(record["config"]).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))}
     row.update(config)

@@ -154,6 +154,13 @@ def wins_ties_losses(scores: pd.DataFrame, method: str, reference: str, margin: 
     return int((diff > margin).sum()), int((diff.abs() <= margin).sum()), int((diff < -margin).sum())
 
 
+def competition_ranks(average_rank: pd.Series, score: pd.Series) -> list[int]:
+    """1-based ranks of rows sorted best first, where equal average ranks (or, for methods ranked
+    on pairwise evidence only, equal scores) share the better rank: 1, 1, 3."""
+    keys = [(round(a, 9), 0.0) if pd.notna(a) else (math.inf, round(s, 12)) for a, s in zip(average_rank, score)]
+    return [keys.index(key) + 1 for key in keys]
+
+
 def leaderboard(ranking: Ranking, references: list[str], metric: str, settings: dict) -> pd.DataFrame:
     """Rank, average rank, mean over blocks with a bootstrap CI, wins/ties/losses vs references."""
     scores, average = ranking.scores, ranking.ranks.mean() if not ranking.ranks.empty else pd.Series(dtype=float)
@@ -167,9 +174,9 @@ def leaderboard(ranking: Ranking, references: list[str], metric: str, settings: 
             table[f"vs {ref}"] = [None if m == ref else "{}/{}/{}".format(*wins_ties_losses(scores, m, ref, margin)) for m in table["method"]]
     table["ranked_on"] = np.where(table["average_rank"].notna(), "Friedman design", "pairwise evidence only")
     table["_score"] = scores.mean().reindex(table["method"]).to_numpy()  # oriented: larger is better
-    table = table.sort_values(["average_rank", "_score"], ascending=[True, False], na_position="last").drop(columns="_score")
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table.reset_index(drop=True)
+    table = table.sort_values(["average_rank", "_score"], ascending=[True, False], na_position="last", ignore_index=True)
+    table.insert(0, "rank", competition_ranks(table["average_rank"], table.pop("_score")))
+    return table
 
 
 def rank_methods(scored: pd.DataFrame, references: list[str], settings: dict) -> Ranking:

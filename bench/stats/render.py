@@ -8,6 +8,8 @@ A `Table` carries its numbers (`data`, written to CSV unrounded) and its reading
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +18,19 @@ import pandas as pd
 
 from bench.io import write_csv, write_text
 
+PERCENT_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
 LATEX_SYMBOLS = {"β": r"$\beta$", "τ": r"$\tau$", "μ": r"$\mu$", "≥": r"$\geq$", "≤": r"$\leq$", "±": r"$\pm$", "–": "--", "—": "---", "×": r"$\times$"}
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
                  "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def heading(study: str, setting: str) -> str:
+    """How a setting is named in titles: 'main: ham10000, beta=0.5' (the study left out when all)."""
+    return setting if study == "all" else f"{study}: {setting}"
+
+
+def is_percent(metric: str) -> bool:
+    return metric in PERCENT_METRICS or metric.startswith("recall/")
 
 
 @dataclass
@@ -30,6 +42,11 @@ class Table:
     section: str | None = None  # a display column whose value heads a section instead of a column
     bold: pd.DataFrame | None = None  # same shape as display: True where the cell is set in bold
     notes: list[str] = field(default_factory=list)
+    about: str = ""  # what one row and each column are, for the caption and the LaTeX header
+
+    @property
+    def caption(self) -> str:
+        return " ".join([f"{self.title}.", self.about, *self.notes]).replace("  ", " ").strip()
 
 
 def fmt(value, digits: int = 2, percent: bool = False) -> str:
@@ -80,12 +97,25 @@ def sections(table: Table) -> list[Section]:
     return [Section(heading, list(display.columns), [cells[i] for i in index], [bold[i] for i in index]) for heading, index in groups]
 
 
+NUMBER = re.compile(r"^[-–+<>≤≥~]?\s*[\d.,∞]+")
+
+
+def numeric_columns(parts: list[Section]) -> list[bool]:
+    """Per column: every filled cell starts with a number ('81.2 [80.1, 82.3]', '<0.001', '12%',
+    '2/3') and holds no word: set right-aligned so that digits line up."""
+    columns = len(parts[0].columns)
+    cells = [[row[i] for part in parts for row in part.rows if row[i] not in ("–", "")] for i in range(columns)]
+    return [bool(c) and all(NUMBER.match(x) and not re.search(r"[A-Za-z]{2,}", x) for x in c) for c in cells]
+
+
 def markdown(table: Table) -> str:
     lines = [f"## {table.title}", ""]
-    for part in sections(table):
+    parts = sections(table)
+    rule = "|" + "".join("---:|" if numeric else "---|" for numeric in numeric_columns(parts))
+    for part in parts:
         if part.heading is not None:
             lines += [f"**{part.heading}**", ""]
-        lines += ["| " + " | ".join(part.columns) + " |", "|" + "---|" * len(part.columns)]
+        lines += ["| " + " | ".join(part.columns) + " |", rule]
         for cells, bold in zip(part.rows, part.bold):
             lines.append("| " + " | ".join(f"**{c}**" if b else c for c, b in zip((c.replace("|", "\\|") for c in cells), bold)) + " |")
         lines.append("")
@@ -104,7 +134,9 @@ def latex(table: Table) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}); sections become spanning rows."""
     parts = sections(table)
     width = len(parts[0].columns)
-    lines = [f"% {table.title} (fedrank)", r"\begin{tabular}{" + "l" * width + "}", r"\toprule",
+    align = "".join("r" if numeric else "l" for numeric in numeric_columns(parts))
+    lines = [f"% {table.title} (fedrank)", *(f"% {line}" for line in textwrap.wrap(table.about, 96)),
+             r"\begin{tabular}{" + align + "}", r"\toprule",
              " & ".join(latex_text(c) for c in parts[0].columns) + r" \\", r"\midrule"]
     for index, part in enumerate(parts):
         if part.heading is not None:
@@ -118,10 +150,10 @@ def latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: Table, folder: Path) -> list[Path]:
-    """tables/<name>.csv, .md and .tex, each written atomically."""
+def write_table(table: Table, folder: Path) -> dict[Path, str]:
+    """tables/<name>.csv, .md and .tex, each written atomically; returns path -> caption."""
     paths = [folder / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
     write_csv(paths[0], table.data)
     write_text(paths[1], markdown(table))
     write_text(paths[2], latex(table))
-    return paths
+    return dict.fromkeys(paths, table.caption)

@@ -5,7 +5,8 @@
     <out>/tables/<name>.csv|md|tex   the paper's tables and the leaderboard
     <out>/figures/<kind>/...png|pdf  every figure
     <out>/results.md, results.csv, convergence.png   the report a reader opens first
-    <out>/report.json                what was read, skipped and written, with which settings
+    <out>/report.json                what was read, skipped and written, with which settings,
+                                     and the caption of every table and figure
 
 Every file is written atomically. report.json remembers what each part wrote, so a rerun that
 no longer produces a file (a sweep left the results, say) deletes it instead of leaving a stale
@@ -42,8 +43,8 @@ def load(source: Path | list[Path], settings: dict, studies: Path | None, progre
 
 
 # ---- parts ----------------------------------------------------------------------------------
-def write_stats(analysis: Analysis, out: Path) -> list[Path]:
-    """The tidy table and every statistic as Parquet (lists of seeds as text)."""
+def write_stats(analysis: Analysis, out: Path) -> dict[Path, str]:
+    """The tidy table and every statistic as Parquet (lists of seeds as text); no captions."""
     folder = out / "stats"
     paths = [out / "results.parquet"]
     rows = write_tidy(paths[0], analysis.results)
@@ -58,34 +59,36 @@ def write_stats(analysis: Analysis, out: Path) -> list[Path]:
         write_parquet(paths[-1], frame.reset_index(drop=True))
     paths.append(folder / "friedman.json")
     write_json(paths[-1], {**analysis.ranking.friedman, "notes": analysis.ranking.notes})
-    return paths
+    return dict.fromkeys(paths, "")
 
 
-def write_tables(tables: list[Table], out: Path) -> list[Path]:
-    return [path for table in tables for path in write_table(table, out / "tables")]
+def write_tables(tables: list[Table], out: Path) -> dict[Path, str]:
+    return {path: caption for table in tables for path, caption in write_table(table, out / "tables").items()}
 
 
-def write_figures(analysis: Analysis, out: Path, progress: bool = True, only: tuple[str, ...] | None = None) -> list[Path]:
+def write_figures(analysis: Analysis, out: Path, progress: bool = True, only: tuple[str, ...] | None = None) -> dict[Path, str]:
     from bench.stats.figures import all_figures
 
     return all_figures(analysis, out / "figures", progress, only)
 
 
-def write_front_page(analysis: Analysis, out: Path, written: dict[str, list[Path]]) -> list[Path]:
+def write_front_page(analysis: Analysis, out: Path, written: dict[str, dict[Path, str]]) -> dict[Path, str]:
     """results.md (the report), results.csv (per setting and method) and convergence.png."""
     from bench.stats.figures import style
     from bench.stats.figures.curves import convergence_overview
 
     summary = main_comparison(analysis, summary_metrics(analysis.settings))[0]
-    paths = [out / "results.csv", out / "results.md"]
-    write_csv(paths[0], summary.data)
-    write_text(paths[1], front_page(analysis, summary, written, out))
+    write_csv(out / "results.csv", summary.data)
+    write_text(out / "results.md", front_page(analysis, summary, written, out))
+    caption = (f"Results per setting and method, the numbers of the report's front page (results.md): {summary.caption.split('. ', 1)[1]} "
+               "In the CSV: for each metric its mean, ci_low, ci_high and n (fractions 0-1), and the runs by status.")
+    paths = {out / "results.csv": caption, out / "results.md": "The report's front page: notes, leaderboard, results per setting, links."}
     with style.figure_style():
-        paths += convergence_overview(analysis, style.MethodStyle(analysis.results, analysis.settings["paper_names"]), out / "convergence.png")
+        paths.update(convergence_overview(analysis, style.MethodStyle(analysis.results, analysis.settings["paper_names"]), out / "convergence.png"))
     return paths
 
 
-def front_page(analysis: Analysis, summary: Table, written: dict[str, list[Path]], out: Path) -> str:
+def front_page(analysis: Analysis, summary: Table, written: dict[str, dict[Path, str]], out: Path) -> str:
     results, settings = analysis.results, analysis.settings
     runs = results.runs.drop_duplicates("run_id")
     final = "last evaluated round" if settings["last_k"] == 1 else f"mean of the last {settings['last_k']} evaluated rounds"
@@ -101,7 +104,7 @@ def front_page(analysis: Analysis, summary: Table, written: dict[str, list[Path]
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines.append(markdown(leaderboard_table(analysis)[0]) if not analysis.ranking.leaderboard.empty else "")
-    lines.append(markdown(summary).replace("## Global-model comparison", "## Results per setting", 1))
+    lines.append(markdown(summary).replace(f"## {summary.title}", "## Results per setting", 1))
     files = sorted(p.relative_to(out) for part in ("tables", "figures") for p in written.get(part, []) if p.suffix in (".md", ".png"))
     if files:
         lines += ["## Tables and figures", "", *file_links(files), ""]
@@ -130,9 +133,17 @@ def previous_outputs(out: Path) -> dict:
         return {}
 
 
-def record(out: Path, analysis: Analysis, written: dict[str, list[Path]], source, studies: Path | None) -> Path:
-    """report.json: inputs, settings, problems, timings and every file written per part;
-    files a part wrote last time but not now are deleted (stale)."""
+def captions(out: Path, analysis: Analysis, written: dict[str, dict[Path, str]]) -> dict[str, str]:
+    """Relative path -> caption (ending with the runs' protocol) of every table and figure."""
+    from bench.stats.captions import protocol
+
+    text = protocol(analysis.results, analysis.settings)
+    return {path.relative_to(out).as_posix(): f"{caption} {text}" for part in written.values() for path, caption in part.items() if caption}
+
+
+def record(out: Path, analysis: Analysis, written: dict[str, dict[Path, str]], source, studies: Path | None) -> Path:
+    """report.json: inputs, settings, problems, timings, every file written per part and every
+    caption; files a part wrote last time but not now are deleted (stale)."""
     outputs = previous_outputs(out)
     for part, paths in written.items():
         now = {p.relative_to(out).as_posix() for p in paths}
@@ -152,12 +163,13 @@ def record(out: Path, analysis: Analysis, written: dict[str, list[Path]], source
         "settings": analysis.settings,
         "timings_s": {k: round(v, 3) for k, v in analysis.timings.items()},
         "outputs": outputs,
+        "captions": captions(out, analysis, written),
     }
     write_json(out / MANIFEST, manifest)
     return out / MANIFEST
 
 
-def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
+def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, dict[Path, str]]:
     """Run the pipeline for the requested parts; returns the files written per part."""
     analysis = load(source, settings, studies, progress)
     written = write_outputs(analysis, out, parts, progress)
@@ -167,7 +179,7 @@ def produce(source, out: Path, settings: dict, studies: Path | None, parts: tupl
     return written
 
 
-def write_outputs(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool = True) -> dict[str, list[Path]]:
+def write_outputs(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool = True) -> dict[str, dict[Path, str]]:
     """Every output `parts` asks for; the Parquet files are written in a background thread
     (Arrow releases the GIL) while the tables and figures are made."""
     with ThreadPoolExecutor(1) as background:
@@ -178,9 +190,9 @@ def write_outputs(analysis: Analysis, out: Path, parts: tuple[str, ...], progres
     return written
 
 
-def write_readable(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool) -> dict[str, list[Path]]:
+def write_readable(analysis: Analysis, out: Path, parts: tuple[str, ...], progress: bool) -> dict[str, dict[Path, str]]:
     """Tables, figures and the front page, as far as `parts` asks for them."""
-    written: dict[str, list[Path]] = {}
+    written: dict[str, dict[Path, str]] = {}
     if "tables" in parts:
         written["tables"] = write_tables(all_tables(analysis), out)
     elif "rank" in parts:

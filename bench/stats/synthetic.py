@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from bench.config import resolve, run_id, set_key
-from bench.io import MB, write_json, write_parquet
+from bench.dictionary import write_run_table
+from bench.engine.provenance import cuda_versions, package_versions
+from bench.io import MB, write_json
 
 PAPER_GRID_METHODS = [
     "local", "fedavg", "fedprox", {"name": "fedlsc", "per": 0.0}, "fedavg_fc", "fedprox_fc", {"name": "fedlsc", "per": 0.01},
@@ -168,7 +170,7 @@ def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int,
         "data": {"name": cfg["data"]["name"], "classes": classes, "image_size": 32, "train_pool": int(counts.sum() * 1.25), "public": 0, "global_test": 1000,
                  "clients": [{"id": i, "train": int(c.sum()), "local_test": int(c.sum()) // 4, "class_counts": c.tolist()} for i, c in enumerate(counts)],
                  "notes": ["synthetic results (bench.stats.synthetic): no model was trained"]},
-        "environment": {"fedrank": "synthetic", "python": "-", "torch": "-", "timm": "-", "numpy": np.__version__, "device": "none",
+        "environment": {"fedrank": "synthetic", "python": "-", "packages": package_versions(), "cuda": cuda_versions(), "device": "none",
                         "git_revision": "synthetic", "host": "-", "platform": "-"},
         "timing": {"started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00", "wall_seconds": float(sum(seconds)),
                    "seconds_per_round": float(np.mean(seconds)) if seconds else 0.0, "round_seconds": seconds},
@@ -183,8 +185,8 @@ def write_run(root: Path, cfg: dict, status: str = "completed", stop: int | None
     names = [f"c{i}" for i in range(classes)]
     metrics, diagnostics, sent = run_tables(cfg, stop if status != "diverged" else stop - 1, names)
     folder = root / run_id(cfg)
-    write_parquet(folder / "metrics.parquet", metrics)
-    write_parquet(folder / "diagnostics.parquet", diagnostics)
+    write_run_table(folder / "metrics.parquet", metrics, "metrics.parquet", run_id(cfg))
+    write_run_table(folder / "diagnostics.parquet", diagnostics, "diagnostics.parquet", run_id(cfg))
     write_json(folder / "run.json", run_record(cfg, status, stop, names, sent, stable_noise("record", run_id(cfg))))
     return folder / "run.json"
 

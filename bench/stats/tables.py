@@ -14,19 +14,11 @@ import numpy as np
 import pandas as pd
 
 from bench.stats.analysis import Analysis
+from bench.stats.captions import family_name, final_phrase, interval_phrase, listing, metric_name, scope_phrase
 from bench.stats.collect import format_value, sort_key
-from bench.stats.render import Table, fmt, fmt_ci, fmt_p, p_text
+from bench.stats.render import Table, fmt, fmt_ci, fmt_p, heading, is_percent, p_text
 
 log = logging.getLogger(__name__)
-PERCENT_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
-
-
-def is_percent(metric: str) -> bool:
-    return metric in PERCENT_METRICS or metric.startswith("recall/")
-
-
-def heading(study: str, setting: str) -> str:
-    return setting if study == "all" else f"{study}: {setting}"
 
 
 def best_cells(data: pd.DataFrame, display: pd.DataFrame, groups: pd.Series, columns: dict[str, str], lower: set[str]) -> pd.DataFrame:
@@ -46,7 +38,13 @@ def status_text(row: pd.Series) -> str:
     return ", ".join(parts) + missing
 
 
-# ---- the global-model comparison ------------------------------------------------------------
+def mean_note(analysis: Analysis, ci_methods) -> str:
+    """'Mean over completed seeds of each run's score at its last evaluated round [95% BCa ...]'."""
+    return (f"Mean over completed seeds of each run's score {final_phrase(analysis.settings)} "
+            f"[{interval_phrase(ci_methods, analysis.settings['confidence'])}]")
+
+
+# ---- the main comparison --------------------------------------------------------------------
 def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> list[Table]:
     """Mean [95% CI] of every table metric per setting and method (the paper's main table)."""
     metrics = metrics or analysis.settings["table_metrics"]
@@ -67,9 +65,11 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
     data.insert(data.columns.get_loc("missing_seeds") + 1, "statuses", data.apply(status_text, axis=1))
     display["runs"] = data["statuses"]
     bold = best_cells(data, display, display["setting"], {m: m for m in present}, set(analysis.settings["lower_is_better"]))
-    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored "
-             "by the mean over clients of each client's own model on the global test set (column scope in the CSV); best mean per setting in bold."]
-    return [Table("main_comparison", "Global-model comparison", data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes)]
+    shown = summary[summary["metric"].isin(present)]
+    notes = [f"{mean_note(analysis, shown['ci_method'].dropna())}, in % for scores; {scope_phrase(analysis.results, data['method'])} "
+             "(column scope in the CSV); best mean per setting in bold; runs: every run by status, and seeds other methods have but this one lacks."]
+    about = f"One row per setting (section) and method; columns: {listing(metric_name(m) for m in present)}."
+    return [Table("main_comparison", "Main comparison", data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes, about)]
 
 
 # ---- communication --------------------------------------------------------------------------
@@ -94,9 +94,13 @@ def communication_table(analysis: Analysis) -> list[Table]:
     baseline = data["reduction_vs"].dropna().iloc[0] if data["reduction_vs"].notna().any() else "reference"
     display[f"reduction vs {baseline}"] = [f"{v:.1f}%" if pd.notna(v) else "–" for v in data["reduction_pct"]]
     display["MB to target (median)"] = [fmt(v, 1) for v in data["median_mb_to_target"]]
-    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent). Runs that never reach the target are "
-             "censored at the round budget; the median over seeds counts them as later than any round ('not reached' when the middle seed never reaches it)."]
-    return [Table("communication", "Communication efficiency", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
+    notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent), mean over the runs whatever their status. "
+             f"Rounds to target: the first evaluated round at the dataset's target ({scope_phrase(analysis.results, data['method'])}), "
+             "over completed and diverged runs; runs that never reach it are censored at the round budget, and the median over seeds counts them as "
+             f"later than any round ('not reached' when the middle seed never reaches it); reduction: of the median rounds, relative to {baseline}; "
+             "MB to target: the median over seeds of the MB sent until the round at target."]
+    about = "One row per setting (section) and method."
+    return [Table("communication", "Communication efficiency", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes, about)]
 
 
 def target_text(metric, value, settings: dict) -> str:
@@ -135,9 +139,11 @@ def significance_table(analysis: Analysis) -> list[Table]:
         "note": data["note"],
     })
     alpha = analysis.settings["alpha"]
-    notes = [f"{analysis.settings['metric']}: method minus reference, paired by seed; [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; paired t-test and "
+    notes = [f"{metric_name(analysis.settings['metric'])}: method minus reference, each run scored {final_phrase(analysis.settings)}, paired by seed; "
+             f"[{interval_phrase(data['ci_method'], analysis.settings['confidence'], 'paired seeds')}]; paired t-test and "
              f"exact Wilcoxon signed-rank test, Holm-corrected over all comparisons of a setting; d_z = mean difference / SD of differences; alpha = {alpha:g}."]
-    return [Table("significance", "Significance against the reference methods", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
+    about = "One row per setting (section) and comparison of a method with a reference method."
+    return [Table("significance", "Significance against the reference methods", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes, about)]
 
 
 # ---- ablations ------------------------------------------------------------------------------
@@ -149,7 +155,8 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
         if rows.empty:
             log.info("no settings differ only in %s: skipping tables/ablation_%s", sweep["key"], sweep["name"])
             continue
-        tables.append(pivot_table(f"ablation_{sweep['name']}", f"Ablation over {sweep['title']} ({metric})", rows, "method", sweep["title"], metric, analysis))
+        tables.append(pivot_table(f"ablation_{sweep['name']}", f"Ablation over {sweep['title']} ({metric_name(metric)})", rows, "method", sweep["title"], metric, analysis,
+                                  f"One row per method, one section per group of settings that differ only in {sweep['key']}, one column per value of it."))
     return tables
 
 
@@ -162,11 +169,13 @@ def sensitivity_tables(analysis: Analysis) -> list[Table]:
         log.info("no method hyper-parameter is swept within a setting: skipping tables/sensitivity_*")
     for (name, hparam), rows in sweeps.items():
         rows = rows.assign(context=[f"{heading(s, t)}" + (f" ({f})" if f else "") for s, t, f in zip(rows["study"], rows["setting"], rows["fixed"])])
-        tables.append(pivot_table(f"sensitivity_{name}_{hparam}", f"Sensitivity of {name} to {hparam} ({metric})", rows, "context", hparam, metric, analysis))
+        family = family_name(name, analysis.settings["paper_names"])
+        tables.append(pivot_table(f"sensitivity_{name}_{hparam}", f"Sensitivity of {family} to {hparam} ({metric_name(metric)})", rows, "context", hparam, metric, analysis,
+                                  f"One row per setting (with {family}'s other hyper-parameters in brackets), one column per value of {hparam}."))
     return tables
 
 
-def pivot_table(name: str, title: str, rows: pd.DataFrame, row_key: str, column_title: str, metric: str, analysis: Analysis) -> Table:
+def pivot_table(name: str, title: str, rows: pd.DataFrame, row_key: str, column_title: str, metric: str, analysis: Analysis, about: str) -> Table:
     """A sweep as a table: one row per `row_key` (within its context), one column per value."""
     percent = is_percent(metric)
     rows = rows.sort_values(["setting_order", "method_order", "value"] if row_key == "method" else ["setting_order", "value"], key=sort_values_key)
@@ -179,8 +188,8 @@ def pivot_table(name: str, title: str, rows: pd.DataFrame, row_key: str, column_
     display = shown.fillna("–").reset_index()
     keep = ["study", "context", "setting", "method", "label", "fixed", "value", "mean", "ci_low", "ci_high", "n", "sd"]
     data = rows[[c for c in keep if c in rows]].reset_index(drop=True)
-    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; '–': not run."]
-    return Table(name, title, data, display, section, None, notes)
+    notes = [f"{mean_note(analysis, rows['ci_method'].dropna())}; {scope_phrase(analysis.results, rows['method'])}; '–': not run."]
+    return Table(name, title, data, display, section, None, notes, about)
 
 
 def sort_values_key(column: pd.Series) -> pd.Series:
@@ -197,19 +206,22 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
         return []
     percent = is_percent(metric)
     display = data[["rank", "method"]].copy()
+    display["rank"] = [f"{r}=" if tied else str(r) for r, tied in zip(data["rank"], data["rank"].duplicated(keep=False))]
     display["average rank"] = [fmt(v, 2) for v in data["average_rank"]]
     display["blocks"] = data["blocks"]
     display[f"mean {metric}"] = [fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(data["mean"], data["ci_low"], data["ci_high"])]
     for column in [c for c in data.columns if c.startswith("vs ")]:
         display[f"{column} (W/T/L)"] = data[column].fillna("–")
     display["ranked on"] = data["ranked_on"]
-    return [Table("leaderboard", f"Leaderboard ({metric})", data, display, None, None, ranking_notes(analysis))]
+    about = (f"One row per method, best first, ranked on {metric_name(metric)} ({scope_phrase(analysis.results, data['method'])}, "
+             f"each run scored {final_phrase(analysis.settings)}).")
+    return [Table("leaderboard", f"Leaderboard ({metric_name(metric)})", data, display, None, None, ranking_notes(analysis), about)]
 
 
 def ranking_notes(analysis: Analysis) -> list[str]:
     ranking, alpha = analysis.ranking, analysis.settings["alpha"]
     blocks = "settings (mean over seeds)" if ranking.kind == "setting" else "setting x seed pairs"
-    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
+    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, marked '='); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
         notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), {p_text(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
@@ -226,8 +238,11 @@ def pairwise_table(analysis: Analysis) -> list[Table]:
     display = pd.DataFrame({"method A": data["method_a"], "method B": data["method_b"], "blocks": data["blocks"],
                             "mean A - B": [fmt(v, 2, percent) for v in data["mean_diff"]], "p": [fmt_p(p) for p in data["p"]],
                             "p Holm": [fmt_p(p) for p in data["p_holm"]], "better": data["better"].replace("", "–")})
-    notes = ["Wilcoxon signed-rank test over the blocks both methods have (exact up to 16 non-zero differences), Holm-corrected over all pairs."]
-    return [Table("pairwise", "Pairwise comparisons over blocks", data, display, None, None, notes)]
+    notes = ["Wilcoxon signed-rank test over the blocks both methods have (exact up to 16 non-zero differences), Holm-corrected over all pairs; "
+             "better: the method that wins where the Holm-adjusted p is at most alpha."]
+    blocks = "settings (each method's mean over seeds)" if analysis.ranking.kind == "setting" else "setting x seed pairs"
+    about = f"One row per pair of methods; mean A - B of {metric_name(analysis.settings['metric'])} over the {blocks} both have."
+    return [Table("pairwise", "Pairwise comparisons over blocks", data, display, None, None, notes, about)]
 
 
 def run_status_table(analysis: Analysis) -> list[Table]:
@@ -237,7 +252,9 @@ def run_status_table(analysis: Analysis) -> list[Table]:
     display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"], "label": data["label"],
                             "completed": data["completed"], "diverged": data["diverged"], "failed": data["failed"],
                             "missing seeds": data["missing_seeds"].replace("", "–")})
-    return [Table("runs", "Runs by status", data, display, "setting")]
+    about = ("One row per setting (section) and method: its runs by status (completed runs enter the statistics; diverged and failed runs are "
+             "counted, never dropped) and the seeds other methods of the setting have but it lacks.")
+    return [Table("runs", "Runs by status", data, display, "setting", about=about)]
 
 
 BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, run_status_table)

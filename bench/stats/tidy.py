@@ -9,14 +9,19 @@ is barely larger than the measurements themselves.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.dictionary import described
 from bench.io import atomic_path
 from bench.stats.collect import Results
 
+KIND = "results.parquet"  # its entry in the data dictionary
 RUN_COLUMNS = ["study", "run_id", "status", "error", "seed", "method", "label", "setting", "headline_scope", "rounds_completed", "diverged_round"]
 HIDDEN = {"folder", "config_keys", "method_config", "classes", "class_counts", "setting_order", "method_order", "block"}
 ROWS_PER_GROUP = 2_000_000
@@ -59,8 +64,8 @@ def gather(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
     return out
 
 
-def write_tidy(path, results: Results) -> int:
-    """Write the tidy table to `path` (Parquet, atomically); returns the number of rows. A run
+def tidy_tables(results: Results) -> Iterator[pa.Table]:
+    """The tidy table in chunks of about ROWS_PER_GROUP rows, every field described. A run
     without any evaluation (failed at once) still has one row, with empty measurements."""
     runs, metrics = results.runs, results.metrics
     run_columns = {c: dictionary_column(runs[c]) for c in run_level_columns(runs)}
@@ -70,22 +75,46 @@ def write_tidy(path, results: Results) -> int:
     measured = {c: dictionary_column(metrics[c]) for c in ("scope", "metric")}
     numbers = {"round": metrics["round"].to_numpy(), "value": metrics["value"].to_numpy()}
     run_of = pd.Index(metrics["run_id"].cat.categories).get_indexer(runs["run_id"])
+    for chunk in membership_chunks(bounds, run_of):
+        spans = [order[bounds[r]:bounds[r + 1]] if bounds[r + 1] > bounds[r] else np.array([-1]) for r in run_of[chunk]]
+        rows = np.concatenate(spans)
+        sizes = np.array([len(s) for s in spans])
+        arrays = {c: dictionary_array(np.repeat(codes[chunk], sizes), dictionary) for c, (codes, dictionary) in run_columns.items()}
+        arrays.update({c: dictionary_array(gather(codes, rows, -1), dictionary) for c, (codes, dictionary) in measured.items()})
+        arrays.update({c: pa.array(gather(values, rows, 0), mask=rows < 0) for c, values in numbers.items()})
+        yield described(pa.table(arrays), KIND)
+
+
+def write_tidy(path, results: Results) -> int:
+    """Write the tidy table to `path` (Parquet, atomically); returns the number of rows."""
     written = 0
     with atomic_path(path) as tmp:
         writer = None
-        for chunk in membership_chunks(bounds, run_of):
-            spans = [order[bounds[r]:bounds[r + 1]] if bounds[r + 1] > bounds[r] else np.array([-1]) for r in run_of[chunk]]
-            rows = np.concatenate(spans)
-            sizes = np.array([len(s) for s in spans])
-            arrays = {c: dictionary_array(np.repeat(codes[chunk], sizes), dictionary) for c, (codes, dictionary) in run_columns.items()}
-            arrays.update({c: dictionary_array(gather(codes, rows, -1), dictionary) for c, (codes, dictionary) in measured.items()})
-            arrays.update({c: pa.array(gather(values, rows, 0), mask=rows < 0) for c, values in numbers.items()})
-            table = pa.table(arrays)
-            writer = writer or pq.ParquetWriter(tmp, table.schema, write_statistics=[c for c in STATISTICS if c in arrays])
+        for table in tidy_tables(results):
+            writer = writer or pq.ParquetWriter(tmp, table.schema, write_statistics=[c for c in STATISTICS if c in table.column_names])
             writer.write_table(table)
             written += table.num_rows
         writer.close()
     return written
+
+
+def tidy_frame(results: Results) -> pd.DataFrame:
+    """The tidy table as one DataFrame (text columns categorical)."""
+    return pa.Table.from_batches([batch for table in tidy_tables(results) for batch in table.to_batches()]).to_pandas()
+
+
+def load_runs(source: str | Path | list = "results/runs", studies: str | Path | None = None, **settings) -> pd.DataFrame:
+    """Every run of a results folder (or list of run.json files) as one tidy DataFrame, the rows
+    and columns of results.parquet (see bench/schemas/data_dictionary.yaml); `studies` is a
+    manifest CSV (study,run_id); `settings` override statistics settings (e.g. paper_names=[]):
+
+        from bench.stats.tidy import load_runs; runs = load_runs("results/runs")
+    """
+    from bench.stats.collect import load_results
+    from bench.stats.settings import resolve_stats
+
+    source = [Path(p) for p in source] if isinstance(source, list) else Path(source)
+    return tidy_frame(load_results(source, resolve_stats(settings), Path(studies) if studies else None, progress=False))
 
 
 def membership_chunks(bounds: np.ndarray, run_of: np.ndarray) -> list[np.ndarray]:

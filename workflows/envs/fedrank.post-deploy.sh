@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run by Snakemake inside the new conda environment, from the workflow's working directory
-# (the repository root): install this checkout of fedrank with its dependencies.
+# (the repository root): add this checkout of fedrank. Its dependencies are already pinned in
+# fedrank.yaml (from requirements.lock), so nothing is resolved or upgraded here.
 set -euo pipefail
-python -m pip install --no-cache-dir -e .
+python -m pip install --no-deps --no-build-isolation -e .

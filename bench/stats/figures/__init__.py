@@ -16,14 +16,15 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
-def all_figures(analysis, folder: Path, progress: bool = True, only: tuple[str, ...] | None = None) -> list[Path]:
-    """Draw every figure the results support into `folder`; returns the files written.
+def all_figures(analysis, folder: Path, progress: bool = True, only: tuple[str, ...] | None = None) -> dict[Path, str]:
+    """Draw every figure the results support into `folder`; returns the files written, each
+    with its caption.
     `only` restricts to some kinds (names of FIGURES)."""
     from bench.stats.figures.style import MethodStyle, figure_style
 
     style = MethodStyle(analysis.results, analysis.settings["paper_names"])
     kinds = [(name, draw) for name, draw in figure_kinds().items() if only is None or name in only]
-    paths: list[Path] = []
+    paths: dict[Path, str] = {}
     with figure_style():
         for name, draw in tqdm(kinds, desc="figures", unit="kind", disable=not progress or None, leave=False):
             tic = time.perf_counter()
@@ -32,12 +33,12 @@ def all_figures(analysis, folder: Path, progress: bool = True, only: tuple[str, 
                 log.info("figures: %d %s files in %.1f s", len(written), name, time.perf_counter() - tic)
             else:
                 log.info("figures: no %s (nothing in the results to draw it from)", name)
-            paths += written
+            paths.update(written)
     return paths
 
 
 def figure_kinds() -> dict:
-    """Figure kind -> draw(analysis, style, folder) -> paths."""
+    """Figure kind -> draw(analysis, style, folder) -> {path: caption}."""
     from bench.stats.figures.bars import rounds_to_target
     from bench.stats.figures.cd import cd_diagram
     from bench.stats.figures.curves import convergence, sensitivity

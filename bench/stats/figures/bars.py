@@ -11,8 +11,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench.stats.analysis import Analysis
+from bench.stats.captions import scope_phrase
 from bench.stats.figures.style import MethodStyle, save, slug
-from bench.stats.tables import heading, target_text
+from bench.stats.render import heading
+from bench.stats.tables import target_text
 
 
 LEGEND = [
@@ -22,9 +24,9 @@ LEGEND = [
 ]
 
 
-def rounds_to_target(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
+def rounds_to_target(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Path, str]:
     """figures/rounds_to_target/<setting>: one figure per setting with a dataset target."""
-    table, paths = analysis.rounds_to_target, []
+    table, paths = analysis.rounds_to_target, {}
     if table.empty:
         return paths
     runs = analysis.results.runs[["study", "setting", "method", "run_id", "train.rounds"]].merge(analysis.targets, on="run_id")
@@ -51,5 +53,9 @@ def rounds_to_target(analysis: Analysis, style: MethodStyle, folder: Path) -> li
         ax.set_xlabel(f"rounds until {target_text(row.target_metric, row.target, analysis.settings)} (median over seeds; dotted: round budget)")
         ax.set_title(heading(study, setting), fontsize=10, pad=24)
         ax.legend(handles=LEGEND, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-        paths += save(fig, folder / "rounds_to_target" / slug(heading(study, setting)), analysis.settings)
+        caption = (f"Rounds to target, {heading(study, setting)}: the first evaluated round at which each run reaches "
+                   f"{target_text(row.target_metric, row.target, analysis.settings)} ({scope_phrase(analysis.results, methods)}), every run a dot; "
+                   f"bars: the median over seeds, runs that never reach it counted as later than the budget of {budget} rounds "
+                   "(open triangles at the budget; a hatched bar where the median run never reaches it).")
+        paths.update(save(fig, folder / "rounds_to_target" / slug(heading(study, setting)), analysis.settings, caption))
     return paths

@@ -14,21 +14,26 @@ import numpy as np
 import seaborn as sns
 
 from bench.stats.analysis import Analysis
+from bench.stats.captions import listing
 from bench.stats.figures.style import MethodStyle, save, slug
 
 MAX_SEEDS_SHOWN = 6
+# Paul Tol's "light" and "pale" schemes: light tones, told apart by colour-blind readers, and
+# unlike the saturated method colours (style.PALETTE), so a class is never read as a method.
+CLASS_PALETTE = ["#77AADD", "#EE8866", "#EEDD88", "#FFAABB", "#99DDFF", "#44BB99", "#BBCC33", "#AAAA00", "#DDDDDD",
+                 "#BBCCEE", "#CCEEFF", "#CCDDAA", "#EEEEBB", "#FFCCCC"]
 
 
 def class_colors(count: int) -> list:
-    """Colour-blind-safe for up to 10 classes, distinct hues beyond."""
-    return sns.color_palette("colorblind", count) if count <= 10 else sns.color_palette("husl", count)
+    """One light colour per class (CLASS_PALETTE), distinct light hues beyond its 14."""
+    return CLASS_PALETTE[:count] if count <= len(CLASS_PALETTE) else sns.husl_palette(count, l=0.8)
 
 
-def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Path]:
+def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Path, str]:
     seeds = analysis.results.runs.groupby("block", sort=False)["seed"].nunique()
     runs = analysis.results.runs.drop_duplicates(["block", "seed"])
     runs = runs[runs["class_counts"].map(lambda c: bool(c) and all(x is not None for x in c))]
-    paths = []
+    paths = {}
     for block, group in runs.groupby("block", sort=False):
         group = group.sort_values("seed").head(MAX_SEEDS_SHOWN)
         classes = group["classes"].iloc[0] or [str(i) for i in range(len(group["class_counts"].iloc[0][0]))]
@@ -38,7 +43,7 @@ def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pat
             counts = np.array(row.class_counts, dtype=float)
             bottom = np.zeros(len(counts))
             for c, name in enumerate(classes):
-                ax.bar(np.arange(len(counts)), counts[:, c], bottom=bottom, color=colors[c], label=name, width=0.8)
+                ax.bar(np.arange(len(counts)), counts[:, c], bottom=bottom, color=colors[c], label=name, width=0.8, edgecolor="#555555", linewidth=0.3)
                 bottom += counts[:, c]
             ax.set_xticks(np.arange(len(counts)), [str(i) for i in range(len(counts))])
             ax.set(title=f"seed {row.seed}", xlabel="client")
@@ -47,5 +52,8 @@ def partitions(analysis: Analysis, style: MethodStyle, folder: Path) -> list[Pat
         more = seeds[block] - len(group)
         fig.suptitle(f"Label distribution per client: {block}" + (f" (first {len(group)} seeds of {len(group) + more})" if more > 0 else ""), fontsize=10)
         fig.tight_layout()
-        paths += save(fig, folder / "partitions" / slug(block), analysis.settings)
+        shown = f"seeds {listing(map(str, group['seed']))}" + (f" (the first {len(group)} of {len(group) + more})" if more > 0 else "")
+        caption = (f"Partitions, {block}: the training images of each client by class (stacked bars), one panel per seed ({shown}); "
+                   "a partition depends on the setting and the seed only, so every method trains on these clients.")
+        paths.update(save(fig, folder / "partitions" / slug(block), analysis.settings, caption))
     return paths

@@ -52,8 +52,11 @@ class MethodStyle:
 
 
 def slug(text: str) -> str:
-    """A file name from a setting: 'ham10000, beta=0.5' -> 'ham10000_beta0.5' (hashed if long)."""
-    name = re.sub(r"[^A-Za-z0-9.%-]+", "_", text.replace("=", "")).strip("_") or "all"
+    """A file name safe in LaTeX's \\includegraphics and in URLs, from a setting or method name:
+    'ham10000, beta=0.5' -> 'ham10000_beta0p5', 'FedLSC Per=1%' -> 'FedLSC_Per1pct' (hashed if long)."""
+    name = text.replace("=", "").replace("%", "pct")
+    name = re.sub(r"(?<=\d)\.(?=\d)", "p", name)
+    name = re.sub(r"[^A-Za-z0-9-]+", "_", name).strip("_") or "all"
     if len(name) > 80:
         name = f"{name[:70]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     return name
@@ -66,13 +69,15 @@ def figure_style() -> Iterator[None]:
         yield
 
 
-def save(fig: plt.Figure, stem: Path, settings: dict) -> list[Path]:
-    """Write `stem`.png/.pdf/... (figures.formats) atomically and close the figure."""
-    paths = []
+def save(fig: plt.Figure, stem: Path, settings: dict, caption: str) -> dict[Path, str]:
+    """Write `stem`.png/.pdf/... (figures.formats) atomically, the caption in each file's
+    metadata too, and close the figure; returns path -> caption."""
+    paths = {}
     for ext in settings["figures"]["formats"]:
         path = stem.with_name(f"{stem.name}.{ext}")
+        key = {"png": "Description", "pdf": "Subject", "svg": "Description"}[ext]
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=settings["figures"]["dpi"])
-        paths.append(path)
+            fig.savefig(tmp, format=ext, dpi=settings["figures"]["dpi"], metadata={key: caption})
+        paths[path] = caption
     plt.close(fig)
     return paths

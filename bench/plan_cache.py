@@ -1,0 +1,85 @@
+"""Expanded workflow plans remembered on disk, so `fedrank status` answers in a second.
+
+Expanding configs/paper.yaml resolves 1,456 run configs, which imports torch (the method
+registry) and validates each against the run schema: seconds, every time. A plan depends only
+on the checked config, on the environment variables it names, and on the code and schemas that
+expand it, so it is stored under a hash of exactly those; any edit to a config, a variable it
+names, or a file of the `bench` package is a different key, and the plan is expanded afresh.
+
+Only `fedrank status` reads stored plans (a plan reports no problem that would have failed when
+it was made, e.g. a data root deleted since); `fedrank plan` (which the workflow's manifest rule
+runs) and `status` store what they expand. Plans live under $FEDRANK_CACHE_DIR/plans (default
+~/.cache/fedrank/plans); the newest KEEP are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import bench
+from bench.config import referenced_variables
+from bench.io import atomic_path
+
+log = logging.getLogger(__name__)
+KEEP = 16
+
+
+def cache_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedrank"
+    return Path(os.environ.get("FEDRANK_CACHE_DIR", default)) / "plans"
+
+
+def code_fingerprint() -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every source and schema file of the package: what expands a plan."""
+    root = Path(bench.__file__).parent
+    stamps = []
+    for path in sorted(p for pattern in ("*.py", "*.yaml") for p in root.rglob(pattern)):
+        stat = path.stat()
+        stamps.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
+    return stamps
+
+
+def canonical_config(config: dict) -> dict:
+    """The config with each study's defaults filled, as Snakemake's schema check fills them: the
+    workflow's manifest job and `fedrank status CONFIG` then find the same plan."""
+    from bench.config import fill_defaults
+    from bench.workflow import workflow_schema
+
+    study = workflow_schema()["$defs"]["study"]
+    return {**config, "studies": {name: fill_defaults(study, spec) for name, spec in config["studies"].items()}}
+
+
+def plan_key(config: dict) -> str:
+    """Hash of the checked config, the variables it names, the code and timm's model list."""
+    text = json.dumps(canonical_config(config), sort_keys=True, default=str)
+    variables = [(name, os.environ.get(name)) for name in referenced_variables(text)]
+    parts = [text, variables, code_fingerprint(), platform.python_version(), metadata.version("timm")]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+def stored_plan(config: dict):
+    """The plan stored for this config, code and environment, or None."""
+    path = cache_dir() / f"{plan_key(config)}.pickle"
+    try:
+        return pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+
+
+def store_plan(config: dict, plan) -> None:
+    """Remember `plan` (best effort: a read-only home only costs the next status its speed)."""
+    folder = cache_dir()
+    try:
+        with atomic_path(folder / f"{plan_key(config)}.pickle") as tmp:
+            tmp.write_bytes(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL))
+        for old in sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("plan not stored under %s: %s", folder, exc)
