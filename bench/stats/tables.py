@@ -16,13 +16,16 @@ import pandas as pd
 from bench.stats.analysis import Analysis
 from bench.stats.collect import format_value, sort_key
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p, p_text
+from bench.stats.scores import base_metric, lower_is_better
 
 log = logging.getLogger(__name__)
 PERCENT_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
 
 
 def is_percent(metric: str) -> bool:
-    return metric in PERCENT_METRICS or metric.startswith("recall/")
+    """Shown in % (a derived score as its metric: worst_client_balanced_accuracy in %)."""
+    metric = base_metric(metric)
+    return metric in PERCENT_METRICS or metric.startswith(("recall/", "specificity/")) or metric == "melanoma_sensitivity"
 
 
 def heading(study: str, setting: str) -> str:
@@ -47,9 +50,14 @@ def status_text(row: pd.Series) -> str:
 
 
 # ---- the global-model comparison ------------------------------------------------------------
-def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> list[Table]:
-    """Mean [95% CI] of every table metric per setting and method (the paper's main table)."""
+def main_comparison(analysis: Analysis, metrics: list[str] | None = None, name: str = "main_comparison", title: str = "Global-model comparison",
+                    what: str = "") -> list[Table]:
+    """Mean [95% CI] of every table metric per setting and method (the paper's main table), or
+    of `metrics` as table `name` (`what` opens its note)."""
     metrics = metrics or analysis.settings["table_metrics"]
+    if not analysis.summary["metric"].isin(metrics).any():
+        log.info("none of %s in the results: skipping tables/%s", ", ".join(metrics), name)
+        return []
     summary = analysis.summary[analysis.summary["metric"].isin(metrics) | analysis.summary["metric"].isna()]
     keys = ["study", "setting", "setting_order", "method", "method_order", "label"]
     wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "ci_low", "ci_high", "n"], observed=True)
@@ -66,10 +74,10 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
         display[metric] = [fmt_ci(m, lo, hi, is_percent(metric)) for m, lo, hi in data[[metric, f"{metric}_ci_low", f"{metric}_ci_high"]].itertuples(index=False)]
     data.insert(data.columns.get_loc("missing_seeds") + 1, "statuses", data.apply(status_text, axis=1))
     display["runs"] = data["statuses"]
-    bold = best_cells(data, display, display["setting"], {m: m for m in present}, set(analysis.settings["lower_is_better"]))
-    notes = [f"Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored "
+    bold = best_cells(data, display, display["setting"], {m: m for m in present}, {m for m in present if lower_is_better(m, analysis.settings)})
+    notes = [f"{what}Mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; personalised methods and local-only are scored "
              "by the mean over clients of each client's own model on the global test set (column scope in the CSV); best mean per setting in bold."]
-    return [Table("main_comparison", "Global-model comparison", data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes)]
+    return [Table(name, title, data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes)]
 
 
 # ---- communication --------------------------------------------------------------------------
@@ -104,7 +112,7 @@ def target_text(metric, value, settings: dict) -> str:
     if pd.isna(value):
         return "–"
     shown = f"{100 * value:g}%" if is_percent(metric) else f"{value:g}"
-    return f"{metric} {'≤' if metric in settings['lower_is_better'] else '≥'} {shown}"
+    return f"{metric} {'≤' if lower_is_better(metric, settings) else '≥'} {shown}"
 
 
 def median_text(median, reached, runs) -> str:
@@ -243,5 +251,16 @@ def run_status_table(analysis: Analysis) -> list[Table]:
 BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, run_status_table)
 
 
+def noted(tables: list[Table], settings: dict) -> list[Table]:
+    """The tables, each noting the rule that chose the rounds it scores."""
+    from bench.stats.selection import rule_text
+
+    for table in tables:
+        table.notes.append(f"Model selection (stats.selection={settings['selection']}): every score is taken at {rule_text(settings)}.")
+    return tables
+
+
 def all_tables(analysis: Analysis) -> list[Table]:
-    return [table for build in BUILDERS for table in build(analysis)]
+    from bench.stats.protocols import PROTOCOL_BUILDERS
+
+    return noted([table for build in (*BUILDERS, *PROTOCOL_BUILDERS) for table in build(analysis)], analysis.settings)
