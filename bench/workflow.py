@@ -94,6 +94,7 @@ class Plan:
     studies: dict[str, dict[str, None]] = field(default_factory=dict)  # study -> its run ids (an ordered set)
     groups: dict[str, Group] = field(default_factory=dict)  # Group.path -> group
     descriptions: dict[str, str] = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # the resolved statistics settings (the selection rule of every caption)
 
     def add(self, group: Group, run: Run, label: str) -> None:
         self.runs.setdefault(run.id, run)
@@ -134,8 +135,38 @@ class Plan:
             f"Study **{group.study}** on **{group.dataset}**{setting}: {len(runs)} runs = "
             f"{len(labels)} method variants ({', '.join(labels)}) x {len(seeds)} seeds ({_span(seeds)}). "
             f"{part['clients']} clients, {skew}, {train['rounds']} rounds of {train['local_epochs']} local "
-            f"epoch(s), model {first['model']['name']}, {first['data']['image_size']} px images."
+            f"epoch(s), model {first['model']['name']}, {first['data']['image_size']} px images. {protocol_text([first], self.stats)}"
         )
+
+    def protocols(self) -> str:
+        """Each study's protocol in words (split, selection rule, budget), for report captions."""
+        return "\n".join(f"- **{study}**: {protocol_text([self.runs[r].resolved for r in ids], self.stats)}" for study, ids in self.studies.items())
+
+
+def split_text(cfg: dict) -> str:
+    """A run config's test, local test and validation splits in words."""
+    data, part = cfg["data"], cfg["partition"]
+    official = data["official_split"] and (data["name"] == "medmnist" or (data["name"] == "isic2019" and data["sites_file"]))
+    test = "the official test split, each centre's part of it its local test split" if official else \
+        f"a global test set of {data['test_fraction']:.0%} (grouped by patient/lesion), each client's local test split {part['local_test_fraction']:.0%} of its data"
+    validation = f"a validation split of {part['val_fraction']:.0%} of each client's training data (grouped; their union is the global validation set)" \
+        if part["val_fraction"] else "no validation split"
+    return f"{test}, {validation}"
+
+
+def protocol_text(configs: list[dict], stats: dict) -> str:
+    """Split, held-out centre, selection rule and budget of resolved run configs, in words."""
+    from bench.stats.selection import rule_text
+
+    splits = {c["data"]["name"]: split_text(c) for c in configs}
+    split = "; ".join(f"{name}: {text}" for name, text in splits.items())
+    held = sorted({c["partition"]["holdout"] for c in configs if c["partition"]["holdout"]})
+    unseen = f" Leave-one-centre-out: each of {', '.join(held)} held out in turn, scored on its own test split." if held else ""
+    budgets = sorted({(c["train"]["rounds"], c["train"]["local_epochs"]) for c in configs})
+    budget = ", ".join(f"{t} rounds x {e} local epoch(s)" for t, e in budgets)
+    participation = sorted({c["train"]["participation"] for c in configs})
+    return (f"Split: {split}.{unseen} Selection: {rule_text(stats)} (stats.selection={stats['selection']}). "
+            f"Budget: {budget}; participation {', '.join(f'{p:g}' for p in participation)}.")
 
 
 def _span(seeds: list[int]) -> str:
@@ -418,9 +449,9 @@ def plan_workflow(config: dict) -> Plan:
     `config` is a checked workflow config with its defaults filled (see `load_workflow_config`)."""
     from bench.stats.settings import resolve_stats
 
-    resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
+    stats = resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
     hparams = method_hparams()
-    plan = Plan(results=config["results"])
+    plan = Plan(results=config["results"], stats=stats)
     for name in selected_studies(config):
         study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
         plan.descriptions[name] = study.get("description", "")

@@ -66,6 +66,7 @@ rule statistics:
         record=f"{REPORTS}/report.json",
     params:
         out=lambda wildcards, output: Path(output.record).parent,
+        protocols=PLAN.protocols(),
     conda:
         ENV
     log:

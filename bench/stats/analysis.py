@@ -122,7 +122,7 @@ def analyse(results: Results, settings: dict) -> Analysis:
     clients = step("client scores", client_scores, results, selection, metric)
     fairness = fairness_scores(clients, metric, settings)
     unseen = unseen_centre_scores(results, selection, metric, fairness)
-    finals = pd.concat([finals, fairness, unseen], ignore_index=True)
+    finals = pd.concat([finals, fairness, unseen], ignore_index=True).astype({"value": float})
     scored = scored_runs(results, finals, settings["metric"])
     summary = step("summaries", summarize, results, finals, settings)
     paired = step("paired tests", paired_comparisons, scored, references, settings)
