@@ -62,11 +62,11 @@ def model_selection_table(analysis: Analysis) -> list[Table]:
     round, their paired difference, and the mean round chosen."""
     metric = analysis.settings["metric"]
     last, best = rule_scores(analysis, "last"), rule_scores(analysis, "best_val")
-    if best is None:
+    if best is None or not (best["metric"] == metric).any():
         return []
     keys = ["study", "setting", "setting_order", "method", "method_order"]
     runs = completed(analysis)[[*keys, "run_id"]]
-    values = {name: scores.loc[scores["metric"] == metric, ["run_id", "value"]].assign(run_id=lambda f: f["run_id"].astype(str)).set_index("run_id")["value"]
+    values = {name: scores.loc[scores["metric"] == metric, ["run_id", "value"]].astype({"run_id": str, "value": float}).set_index("run_id")["value"]
               for name, scores in (("last", last), ("best_val", best))}
     per_run = runs.assign(last=runs["run_id"].map(values["last"]), best_val=runs["run_id"].map(values["best_val"]),
                           round=runs["run_id"].map(selected_round(analysis)))
@@ -89,10 +89,18 @@ def model_selection_table(analysis: Analysis) -> list[Table]:
 
 
 # ---- fairness and clinical metrics --------------------------------------------------------------
+def metric_table(analysis: Analysis, metrics: list[str], name: str, title: str, what: str) -> list[Table]:
+    """The main comparison of `metrics` as table `name`, if the results hold any of them."""
+    if not analysis.summary["metric"].isin(metrics).any():
+        log.info("none of %s in the results: skipping tables/%s", ", ".join(metrics), name)
+        return []
+    return main_comparison(analysis, metrics, name, title, what)
+
+
 def fairness_table(analysis: Analysis) -> list[Table]:
     metric = fairness_metric(analysis.settings)
     names = [f"{stat}_{metric}" for stat in SPREAD]
-    tables = main_comparison(analysis, names, "fairness", f"Fairness across clients ({metric})",
+    tables = metric_table(analysis, names, "fairness", f"Fairness across clients ({metric})",
                              f"{metric} of every client's model on its own local test split (global-model methods: the global model), over the clients: "
                              f"{', '.join(SPREAD.values())} (SD with n - 1; 10th percentile interpolated). ")
     for table in tables:
@@ -103,7 +111,7 @@ def fairness_table(analysis: Analysis) -> list[Table]:
 
 
 def clinical_table(analysis: Analysis) -> list[Table]:
-    return main_comparison(analysis, CLINICAL, "clinical", "Clinical metrics",
+    return metric_table(analysis, CLINICAL, "clinical", "Clinical metrics",
                            "Macro one-vs-rest AUROC, expected calibration error (15 equal-width confidence bins; lower is better) and melanoma "
                            "sensitivity (the recall of class mel/MEL, where the dataset has it). ")
 

@@ -55,9 +55,6 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None, name: 
     """Mean [95% CI] of every table metric per setting and method (the paper's main table), or
     of `metrics` as table `name` (`what` opens its note)."""
     metrics = metrics or analysis.settings["table_metrics"]
-    if not analysis.summary["metric"].isin(metrics).any():
-        log.info("none of %s in the results: skipping tables/%s", ", ".join(metrics), name)
-        return []
     summary = analysis.summary[analysis.summary["metric"].isin(metrics) | analysis.summary["metric"].isna()]
     keys = ["study", "setting", "setting_order", "method", "method_order", "label"]
     wide = summary.pivot_table(index=keys, columns="metric", values=["mean", "ci_low", "ci_high", "n"], observed=True)
