@@ -327,7 +327,7 @@ def setting_part(column: str, value, names: dict[str, str]) -> str:
     if column == ABSENT_KEYS:
         keys = value.split(", ") if value else []
         return f"config without {', '.join(keys[:2])}{f' (+{len(keys) - 2} more)' if len(keys) > 2 else ''}" if keys else ""
-    return f"{names[column]}={format_value(value)}"
+    return f"{names[column]}={'none' if value is None or pd.isna(value) else format_value(value)}"  # a null config value (no held-out centre)
 
 
 def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
