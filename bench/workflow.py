@@ -14,6 +14,11 @@ here, when Snakemake builds its DAG: a typo fails before any job starts, as one 
 config key. Runs are keyed by their run id (a hash
 of the resolved configuration), so a run shared by two studies runs once.
 
+A study's `kind` adds the grid points of an evaluation protocol: `leave_one_centre_out` holds
+each centre of the dataset's `partition.sites` out in turn (`partition.holdout`);
+`communication_frequency` runs each local-epoch count E of `local_epochs` for `budget / E`
+rounds, so every run has the same rounds x local epochs.
+
 Reports are made per group: the runs of one study on one dataset at one setting of the study's
 swept non-method keys (e.g. `partition.beta=0.1`), so a table never averages across a sweep.
 """
@@ -296,7 +301,59 @@ def layer(parts: list[tuple[dict, dict[str, dict]]], method: str, fixed: dict, p
     return cfg
 
 
+# ---- study kinds: protocols as extra grid points ------------------------------------------------
+KIND_KEYS = {"leave_one_centre_out": ("partition.holdout", "partition.sites"), "communication_frequency": ("train.local_epochs", "train.rounds")}
+KIND_OPTIONS = {"communication_frequency": ("budget", "local_epochs")}
+
+
+def check_kind(name: str, study: dict) -> None:
+    """A study kind's own keys are given, and its swept keys are not also in the grid."""
+    kind = study["kind"]
+    for option in ("budget", "local_epochs"):
+        if option in study and option not in KIND_OPTIONS.get(kind, ()):
+            raise UserError(f"config key 'studies.{name}.{option}': only a communication_frequency study takes it (this study's kind is {kind})")
+    for option in KIND_OPTIONS.get(kind, ()):
+        if option not in study:
+            raise UserError(f"config key 'studies.{name}.{option}': a {kind} study needs it (e.g. budget: 40, local_epochs: [1, 2, 4, 8])")
+    for key in study["grid"]:
+        if key.strip() in KIND_KEYS.get(kind, ()):
+            raise UserError(f"config key 'studies.{name}.grid.{key}': a {kind} study sets {key.strip()} itself; leave it out of the grid")
+
+
+def frequency_points(name: str, study: dict) -> list[dict[str, Any]]:
+    """Each local-epoch count E at the fixed budget: train.rounds = budget / E."""
+    budget = study["budget"]
+    uneven = [e for e in study["local_epochs"] if budget % e]
+    if uneven:
+        raise UserError(f"config key 'studies.{name}.local_epochs': {uneven} do not divide the budget {budget} (rounds x local epochs); choose divisors")
+    return [{"train.local_epochs": e, "train.rounds": budget // e} for e in study["local_epochs"]]
+
+
+def holdout_points(name: str, dataset: str, layered: dict) -> list[dict[str, Any]]:
+    """Each centre of the dataset's natural partition held out in turn."""
+    partition = layered.get("partition", {})
+    if partition.get("scheme") != "natural" or not partition.get("sites"):
+        raise UserError(f"studies.{name} ({dataset}): a leave_one_centre_out study needs partition.scheme: natural and the centres listed in "
+                        f"partition.sites (of the dataset or the study's base), e.g. partition: {{scheme: natural, sites: [A, B, C]}}")
+    if len(partition["sites"]) < 3:
+        raise UserError(f"studies.{name} ({dataset}): leave-one-centre-out needs at least 3 centres in partition.sites (each run trains on the others)")
+    return [{"partition.holdout": centre} for centre in partition["sites"]]
+
+
+def kind_points(name: str, study: dict, dataset: str, parts: list[tuple[dict, dict]]) -> list[dict[str, Any]]:
+    """The grid points a study's kind adds (one empty point for a plain grid)."""
+    if study["kind"] == "communication_frequency":
+        return frequency_points(name, study)
+    if study["kind"] == "leave_one_centre_out":
+        layered: dict = {}
+        for rest, _ in parts:
+            deep_merge(layered, rest)
+        return holdout_points(name, dataset, layered)
+    return [{}]
+
+
 def expand_study(plan: Plan, name: str, study: dict, config: dict, hparams: dict[str, set[str]]) -> None:
+    check_kind(name, study)
     grid = StudyGrid.from_config(name, study, config, hparams)
     for dataset in grid.datasets:
         fragments = [("base", config["base"]), (f"datasets.{dataset}", dataset_fragment(config, name, dataset)), (f"studies.{name}.base", study["base"])]
@@ -304,7 +361,8 @@ def expand_study(plan: Plan, name: str, study: dict, config: dict, hparams: dict
         for where, fragment in fragments:
             rest, options = split_method(fragment, where)
             parts.append((rest, scoped_options(options, where, hparams)))
-        for common in grid_points(grid.common):
+        extra = kind_points(name, study, dataset, parts)
+        for common in ({**point, **added} for point in grid_points(grid.common) for added in extra):
             group = Group(name, dataset, setting_name(common))
             for entry, method_point in grid.variants():
                 fixed = {k: v for k, v in entry.items() if k != "name"}

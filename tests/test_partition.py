@@ -12,7 +12,8 @@ LABELS = np.repeat(np.arange(5), 400)  # 5 balanced classes, 2,000 samples
 
 
 def config(**kw) -> dict:
-    base = {"scheme": "dirichlet", "clients": 4, "beta": 0.5, "classes_per_client": 2, "min_samples": 10, "max_retries": 100, "local_test_fraction": 0.2}
+    base = {"scheme": "dirichlet", "clients": 4, "beta": 0.5, "classes_per_client": 2, "min_samples": 10, "max_retries": 100, "local_test_fraction": 0.2,
+            "val_fraction": 0.0, "holdout": None}
     return {**base, **kw}
 
 

@@ -5,11 +5,16 @@ Everything is drawn from a numpy Generator seeded by the run seed, so for a give
 method sees the same clients. Each client's share is then split into local train/test parts
 for personalised evaluation, never separating a patient/lesion/copy group; in a natural
 partition of a dataset with an official test split, a client's local test part is its centre's
-share of that split instead (FLamby's per-centre test sets).
+share of that split instead (FLamby's per-centre test sets). With `val_fraction` > 0 each
+client's training part gives up a validation split (whole groups, from its own seeded stream, so
+the train/test splits are those of `val_fraction` = 0 minus the validation images). A natural
+partition can hold one centre out (`holdout`): it joins no client, and its own train/test split
+is kept for evaluating the federation's model on an unseen centre.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -18,14 +23,29 @@ import numpy as np
 from bench.errors import UserError
 
 
+VALIDATION_STREAM = 0x7A1  # the validation splits' own generator: the train/test splits do not depend on them
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A centre kept out of the federation: its name and its own train/test split."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
 @dataclass(frozen=True)
 class Partition:
-    """Per-client dataset indices: `train[i]` and `test[i]` belong to client i (named `names[i]`)."""
+    """Per-client dataset indices: `train[i]`, `test[i]` and `val[i]` belong to client i (named
+    `names[i]`); `holdout` is the centre held out of the federation, if any."""
 
     train: list[np.ndarray]
     test: list[np.ndarray]
     names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    val: list[np.ndarray] = field(default_factory=list)
+    holdout: HeldOut | None = None
 
     @property
     def clients(self) -> int:
@@ -148,15 +168,53 @@ def check_min_samples(sizes: list[int], names: list[str], min_samples: int, sche
         raise UserError(f"partition: client(s) {', '.join(small)} got fewer than partition.min_samples={min_samples} training samples under scheme '{scheme}'; {fix}")
 
 
-def make_natural(pool: np.ndarray, cfg: dict, rng: np.random.Generator, groups, sites, site_names, official_test) -> Partition:
-    shares, names, notes = natural_shares(pool, sites, site_names, cfg["sites"])
+def centre_splits(shares: list[np.ndarray], names: list[str], cfg: dict, rng: np.random.Generator, groups, sites, site_names, official_test) -> tuple[list, list]:
+    """Each centre's (train, local test): a grouped split of its share, or with an official test
+    split its share and its part of that split (as FLamby evaluates per centre)."""
     if official_test is None:
         train, test = zip(*(split_local(s, cfg["local_test_fraction"], rng, groups) for s in shares))
-    else:  # the centre's own part of the official test split, as FLamby evaluates per centre
-        train, test = shares, [official_test[sites[official_test] == site_names.index(n)] for n in names]
+        return list(train), list(test)
+    return list(shares), [official_test[sites[official_test] == site_names.index(n)] for n in names]
+
+
+def held_out_centre(names: list[str], holdout: str | None) -> list[str]:
+    """The federation's centres: `names` without the held-out one (which must be among them)."""
+    if holdout is None:
+        return names
+    if holdout not in names:
+        raise UserError(f"config key 'partition.holdout': '{holdout}' is not among the centres ({', '.join(names)}); hold out one of them")
+    if len(names) < 2:
+        raise UserError(f"config key 'partition.holdout': holding out '{holdout}' leaves no centre to train on; list more centres in partition.sites")
+    return [n for n in names if n != holdout]
+
+
+def make_natural(pool: np.ndarray, cfg: dict, rng: np.random.Generator, groups, sites, site_names, official_test) -> Partition:
+    shares, names, notes = natural_shares(pool, sites, site_names, cfg["sites"])
+    federation = held_out_centre(names, cfg["holdout"])
+    ordered = federation + [n for n in names if n not in federation]  # the held-out centre's split is drawn last
+    train, test = centre_splits([shares[names.index(n)] for n in ordered], ordered, cfg, rng, groups, sites, site_names, official_test)
+    if official_test is not None:
         notes.append("local test sets: each centre's part of the official test split")
-    check_min_samples([len(t) for t in train], names, cfg["min_samples"], "natural")
-    return Partition(list(train), list(test), names, notes)
+    holdout = None
+    if cfg["holdout"] is not None:
+        holdout = HeldOut(cfg["holdout"], train.pop(), test.pop())
+        notes.append(f"centre {holdout.name} held out of the federation ({len(holdout.train)} training, {len(holdout.test)} test images): "
+                     "evaluated as an unseen centre")
+    check_min_samples([len(t) for t in train], federation, cfg["min_samples"], "natural")
+    return Partition(train, test, federation, notes, holdout=holdout)
+
+
+def with_validation(part: Partition, fraction: float, seed: int, groups: np.ndarray | None) -> Partition:
+    """`part` with each client's validation split (`fraction` of its training part, whole
+    groups) taken from its training part; from its own stream, so train/test stay as drawn."""
+    if fraction == 0:
+        return dataclasses.replace(part, val=[t[:0] for t in part.train])
+    rng = np.random.default_rng([seed, 0xDA7A, VALIDATION_STREAM])
+    train, val = zip(*(split_local(t, fraction, rng, groups) for t in part.train))
+    empty = [name for name, v in zip(part.names, val) if not len(v)]
+    if empty:
+        raise UserError(f"partition: client(s) {', '.join(empty)} got no validation images at partition.val_fraction={fraction:g}; raise it or give clients more data")
+    return dataclasses.replace(part, train=list(train), val=list(val))
 
 
 def make_partition(
@@ -174,7 +232,9 @@ def make_partition(
     dataset image; `official_test` is the official test split, if the run uses one)."""
     rng = np.random.default_rng([seed, 0xDA7A])
     if cfg["scheme"] == "natural":
-        return make_natural(pool, cfg, rng, groups, sites, list(site_names), official_test)
+        return with_validation(make_natural(pool, cfg, rng, groups, sites, list(site_names), official_test), cfg["val_fraction"], seed, groups)
+    if cfg["holdout"] is not None:
+        raise UserError(f"config key 'partition.holdout': holding a centre out needs partition.scheme=natural (the scheme is '{cfg['scheme']}')")
     clients, min_samples = cfg["clients"], cfg["min_samples"]
     if clients * min_samples > len(pool):
         raise UserError(
@@ -193,4 +253,4 @@ def make_partition(
     names = [str(i) for i in range(clients)]
     check_min_samples([len(s) for s in shares], names, min_samples, cfg["scheme"])
     train, test = zip(*(split_local(pool[s], cfg["local_test_fraction"], rng, groups) for s in shares))
-    return Partition(list(train), list(test), names)
+    return with_validation(Partition(list(train), list(test), names), cfg["val_fraction"], seed, groups)

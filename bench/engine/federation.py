@@ -38,6 +38,7 @@ class Client:
     test: torch.Tensor  # dataset indices of its local test split
     state: dict = field(default_factory=dict)  # method-owned: personal tensors, optimizer, control variates
     arch: str = MAIN
+    val: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # its validation split (partition.val_fraction)
 
     @property
     def num_samples(self) -> int:

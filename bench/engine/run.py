@@ -9,6 +9,7 @@ whose directory holds a checkpoint of the same config continues from its last ro
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -23,13 +24,13 @@ from tqdm import tqdm
 from bench.config import config_digest, run_id
 from bench.dictionary import write_run_table
 from bench.engine.evaluate import evaluate
-from bench.engine.federation import MAIN, Updates
+from bench.engine.federation import MAIN, Client, Updates
 from bench.engine.outputs import check_output_folder, finished_record, read_checkpoint
 from bench.engine.participation import draw_round
 from bench.engine.paths import RunPaths
 from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
-from bench.engine.trainer import FitResult
+from bench.engine.trainer import FitResult, Learner, batches_per_epoch
 from bench.errors import UserError
 from bench.io import MB, remove_stale_temporaries, torch_save, write_json
 from bench.models import count_parameters, describe_init
@@ -58,25 +59,58 @@ def client_mean(per_client: list[dict[str, float]]) -> dict[str, float]:
     return pd.DataFrame(per_client).mean(skipna=True).to_dict()
 
 
+NEW_CLIENT_STREAM = 0x4E3C  # seed stream of a held-out centre's fine-tuning (eval.new_client_steps)
+
+
+def new_client_model(exp: Experiment, global_model: torch.nn.Module) -> torch.nn.Module:
+    """The held-out centre's model under the new-client rule: a copy of the global model trained
+    for `eval.new_client_steps` steps on the centre's training split, with the run's local
+    training settings, from a stream of its own; the federation's state and random streams are
+    left as they were."""
+    fed = exp.fed
+    model = copy.deepcopy(global_model)
+    newcomer = Client(exp.holdout.id, exp.holdout.train, exp.holdout.test)
+    steps = fed.config["eval"]["new_client_steps"]
+    epochs = math.ceil(steps / max(batches_per_epoch(len(newcomer.train), fed.config["train"]["batch_size"]), 1))
+    with torch.random.fork_rng(devices=[fed.device] if fed.device.type == "cuda" else []):
+        fed.trainer.fit(newcomer, fed.round, [Learner(model)], epochs=epochs, stream=NEW_CLIENT_STREAM, max_steps=steps)
+    return model
+
+
+def global_rows(exp: Experiment, global_model: torch.nn.Module, personal: bool) -> list[dict]:
+    """The global model on the global test set, the global validation set and the held-out
+    centre's test split; for personalised methods also the new-client rule's model there."""
+    fed, cfg = exp.fed, exp.fed.config
+    batch, r = cfg["eval"]["batch_size"], fed.round
+    rows = metric_rows(r, "global", None, evaluate(global_model, fed.data, exp.test_index, batch))
+    if len(exp.val_index):
+        rows += metric_rows(r, "val", None, evaluate(global_model, fed.data, exp.val_index, batch))
+    if exp.holdout is not None:
+        rows += metric_rows(r, "heldout", None, evaluate(global_model, fed.data, exp.holdout.test, batch))
+        if personal and cfg["eval"]["new_client_steps"]:
+            rows += metric_rows(r, "heldout_tuned", None, evaluate(new_client_model(exp, global_model), fed.data, exp.holdout.test, batch))
+    return rows
+
+
 def evaluate_round(exp: Experiment) -> list[dict]:
-    """Global model on the global test set; each client's model on the global test set (when
-    models differ per client) and on its local test split; plus the mean over clients."""
+    """Global model on the global test, validation and held-out sets; each client's model on
+    the global test set (when models differ per client), on its local test split and on its
+    validation split; plus the means over clients."""
     fed, method, cfg = exp.fed, exp.method, exp.fed.config
     batch, r = cfg["eval"]["batch_size"], fed.round
-    rows: list[dict] = []
     global_model = method.global_model(fed)
-    if global_model is not None:
-        rows += metric_rows(r, "global", None, evaluate(global_model, fed.data, exp.test_index, batch))
     personal = global_model is None or method.personalized(fed)
-    scores: dict[str, list[dict]] = {"personal": [], "local": []}
+    rows: list[dict] = [] if global_model is None else global_rows(exp, global_model, personal)
+    scores: dict[str, list[dict]] = {"personal": [], "local": [], "local_val": []}
     for client in fed.clients:
         model = method.client_model(fed, client)
         if personal:
             scores["personal"].append(evaluate(model, fed.data, exp.test_index, batch))
             rows += metric_rows(r, "personal", client.id, scores["personal"][-1])
-        if len(client.test):
-            scores["local"].append(evaluate(model, fed.data, client.test, batch))
-            rows += metric_rows(r, "local", client.id, scores["local"][-1])
+        for scope, index in (("local", client.test), ("local_val", client.val)):
+            if len(index):
+                scores[scope].append(evaluate(model, fed.data, index, batch))
+                rows += metric_rows(r, scope, client.id, scores[scope][-1])
     for scope, per_client in scores.items():
         if per_client:
             rows += metric_rows(r, scope, None, client_mean(per_client))
@@ -301,11 +335,13 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "train_pool": exp.pool_size,
             "public": len(fed.public),
             "global_test": len(exp.test_index),
+            "validation": len(exp.val_index),
             "clients": [
-                {"id": c.id, "train": len(c.train), "local_test": len(c.test),
+                {"id": c.id, "train": len(c.train), "local_test": len(c.test), "validation": len(c.val),
                  "class_counts": torch.bincount(fed.data.labels[c.train], minlength=fed.data.num_classes).tolist()}
                 for c in fed.clients
             ],
+            "holdout": None if exp.holdout is None else {"name": exp.holdout_name, "train": len(exp.holdout.train), "local_test": len(exp.holdout.test)},
             "notes": exp.dataset.notes,
         },
         "environment": environment(fed.device),

@@ -83,6 +83,9 @@ class Experiment:
     dataset: ImageDataset
     test_index: torch.Tensor
     pool_size: int  # images left for the clients by the global split (and the public split)
+    val_index: torch.Tensor  # the global validation set: the union of the clients' validation splits
+    holdout: Client | None = None  # the centre held out of the federation (partition.holdout): a client that never takes part
+    holdout_name: str | None = None
 
 
 def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, dict], list[str]]:
@@ -135,8 +138,9 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     layouts = {name: StateLayout(model) for name, model in models.items()}
     index_device = data.labels.device
     clients = [
-        Client(i, torch.as_tensor(train, device=index_device), torch.as_tensor(local_test, device=index_device), arch=arch_of[i])
-        for i, (train, local_test) in enumerate(zip(partition.train, partition.test))
+        Client(i, torch.as_tensor(train, device=index_device), torch.as_tensor(local_test, device=index_device), arch=arch_of[i],
+               val=torch.as_tensor(val, device=index_device))
+        for i, (train, local_test, val) in enumerate(zip(partition.train, partition.test, partition.val))
     ]
     if not clients:
         raise UserError("partition: no clients; raise partition.clients or check partition.sites")
@@ -156,4 +160,6 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
         public=torch.as_tensor(public, device=index_device),
     )
     test_index = torch.as_tensor(np.asarray(test), device=index_device)
-    return Experiment(fed, method, dataset, test_index, len(pool))
+    held = partition.holdout
+    holdout = None if held is None else Client(len(clients), torch.as_tensor(held.train, device=index_device), torch.as_tensor(held.test, device=index_device))
+    return Experiment(fed, method, dataset, test_index, len(pool), torch.cat([c.val for c in clients]), holdout, held and held.name)

@@ -152,13 +152,15 @@ class LocalTrainer:
         stream: int = 0,
         work: float | None = None,
         on_epoch: Callable[[int], None] | None = None,
+        max_steps: int | None = None,
     ) -> FitResult:
         """Train the learners in place, in lock-step, on the client's training split (or `indices`).
 
         Batch order and augmentation come from a generator seeded by (run seed, round, client,
         stream), so a resumed run replays the same batches. `work` in (0, 1) (a straggler's share
         of its local work, from the round's plan) stops after 1 + floor(work * (S - 1)) of the S
-        steps. `on_epoch(epoch)` runs before every epoch (a method switching stages per epoch).
+        steps; `max_steps` caps the optimizer steps (a new client fine-tuned for k steps).
+        `on_epoch(epoch)` runs before every epoch (a method switching stages per epoch).
         The mean loss is read from the device once, at the end.
         """
         cfg = self.cfg
@@ -167,6 +169,8 @@ class LocalTrainer:
         budget = epochs * batches_per_epoch(len(indices), cfg["batch_size"])
         if work is not None and budget > 1:
             budget = 1 + math.floor(work * (budget - 1))
+        if max_steps is not None:
+            budget = min(budget, max_steps)
         runs = [self._start(learner, client) for learner in learners]
         generator = torch.Generator().manual_seed(derive_seed(self.seed, round, client.id, stream))
         torch.manual_seed(derive_seed(self.seed, round, client.id, stream, 1))  # dropout, stochastic depth

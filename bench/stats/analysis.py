@@ -11,11 +11,13 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.stats.collect import Results
+from bench.stats.fairness import client_scores, fairness_curves, fairness_metric, fairness_scores, unseen_centre_scores
 from bench.stats.paired import paired_comparisons, resolve_references
 from bench.stats.ranking import Ranking, rank_methods
-from bench.stats.scores import final_scores, headline_curves, scored_runs
-from bench.stats.summaries import curve_bands, summarize
-from bench.stats.sweeps import hparam_sweeps, setting_sweep
+from bench.stats.scores import base_metric, headline_curves, scored_runs
+from bench.stats.selection import select_rounds, selected_scores
+from bench.stats.summaries import curve_bands, per_round_metrics, summarize
+from bench.stats.sweeps import frequency_sweep, hparam_sweeps, setting_sweep
 from bench.stats.target import communication, rounds_to_target, run_targets
 
 log = logging.getLogger(__name__)
@@ -35,14 +37,33 @@ class Analysis:
     rounds_to_target: pd.DataFrame  # per setting and method
     mb_per_round: pd.DataFrame  # per setting and method: mean MB sent per round
     ranking: Ranking
+    selection: pd.DataFrame  # run_id, client, round, weight: the rounds that score each run (stats.selection)
+    clients: pd.DataFrame  # run_id, client, value: each client's local test score (fairness metric) at its selected round
     notes: list[str] = field(default_factory=list)  # what a reader must know (missing metrics, ...)
     timings: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def bands(self) -> pd.DataFrame:
         """Per study, setting, method and round: mean and CI of the headline metric over seeds
-        (for the convergence figures; computed when first drawn)."""
-        return curve_bands(self.results, self.curves, self.settings["metric"], self.settings)
+        (for the convergence figures; computed when first drawn); a fairness score per round
+        from the clients' local test scores."""
+        metric = self.settings["metric"]
+        curves = self.curves if metric == base_metric(metric) else fairness_curves(self.results, fairness_metric(self.settings), self.settings)
+        return curve_bands(self.results, curves, metric, self.settings)
+
+    @cached_property
+    def last_round_scores(self) -> pd.DataFrame:
+        """run_id, metric, value at the last round(s), whatever `stats.selection` is: the other
+        side of the model-selection table."""
+        if self.settings["selection"] == "last":
+            return self.finals
+        return selected_scores(self.results, self.curves, select_rounds(self.results, self.curves, self.settings, "last"), "last",
+                               self.settings, per_round_metrics(self.results, self.settings))
+
+    @cached_property
+    def frequency_rows(self) -> pd.DataFrame:
+        """The headline metric per local-epoch count at a fixed budget (communication frequency)."""
+        return frequency_sweep(self.results, self.summary, self.settings["metric"])
 
     @cached_property
     def setting_sweep_rows(self) -> dict[str, pd.DataFrame]:
@@ -67,13 +88,14 @@ def mb_per_round(results: Results, comm: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_metrics(curves: pd.DataFrame, settings: dict) -> list[str]:
-    """The headline metric must exist in the runs; other named metrics may be missing. Returns
-    the notes a reader should see."""
+    """The headline metric (or the per-client metric of a fairness score) must exist in the
+    runs; other named metrics may be missing. Returns the notes a reader should see."""
     present = set(curves["metric"].astype(str).unique())
     if not present:
         return ["no run has an evaluated round (all failed or diverged before one): the report holds run counts only"]
-    if settings["metric"] not in present:
-        raise UserError(f"stats.metric '{settings['metric']}' is not in the runs' metrics; choose one of: {', '.join(sorted(present))}")
+    if base_metric(settings["metric"]) not in present:
+        raise UserError(f"stats.metric '{settings['metric']}' is not in the runs' metrics; choose one of: {', '.join(sorted(present))} "
+                        "(or worst_client_, client_p10_, client_sd_, client_gap_ + one of them)")
     wanted = dict.fromkeys([*settings["table_metrics"], *(goal["metric"] for goal in settings["targets"].values())])
     return [f"metric '{metric}' (stats settings) is not in the runs' metrics: its columns stay empty" for metric in wanted if metric not in present]
 
@@ -94,7 +116,13 @@ def analyse(results: Results, settings: dict) -> Analysis:
     notes = check_metrics(curves, settings)
     for note in notes:
         log.warning(note)
-    finals = step("final scores", final_scores, curves, settings["last_k"])
+    selection = step("model selection", select_rounds, results, curves, settings)
+    finals = step("final scores", selected_scores, results, curves, selection, settings["selection"], settings, per_round_metrics(results, settings))
+    metric = fairness_metric(settings)
+    clients = step("client scores", client_scores, results, selection, metric)
+    fairness = fairness_scores(clients, metric, settings)
+    unseen = unseen_centre_scores(results, selection, metric, fairness)
+    finals = pd.concat([finals, fairness, unseen], ignore_index=True).astype({"value": float})
     scored = scored_runs(results, finals, settings["metric"])
     summary = step("summaries", summarize, results, finals, settings)
     paired = step("paired tests", paired_comparisons, scored, references, settings)
@@ -103,4 +131,4 @@ def analyse(results: Results, settings: dict) -> Analysis:
     rtt = rounds_to_target(results, targets, references)
     mb = step("communication", mb_per_round, results, comm)
     ranking = step("ranking", rank_methods, scored, references, settings)
-    return Analysis(results, settings, references, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, notes, timings)
+    return Analysis(results, settings, references, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, selection, clients, notes, timings)

@@ -27,7 +27,11 @@ def axis_label(metric: str) -> str:
 
 
 def final_phrase(settings: dict) -> str:
-    """How a run's final score is taken."""
+    """How a run's final score is taken: the selection rule (stats.selection) in words."""
+    from bench.stats.selection import rule_text
+
+    if settings["selection"] == "best_val":
+        return f"at {rule_text(settings)}"
     k = settings["last_k"]
     return "at its last evaluated round" if k == 1 else f"as the mean of its last {k} evaluated rounds"
 
@@ -130,12 +134,35 @@ def training_phrase(runs: pd.DataFrame) -> str:
     return f"{choices(runs['train.rounds'])} rounds of {epochs} local epoch{'' if epochs == '1' else 's'}, evaluated {evaluated}"
 
 
+def validation_phrase(runs: pd.DataFrame) -> str:
+    """Each client's validation split (partition.val_fraction), or that there is none."""
+    shares = runs["partition.val_fraction"].dropna() if "partition.val_fraction" in runs else pd.Series(dtype=float)
+    if not (shares > 0).any():
+        return "no validation split"
+    return (f"a validation split of {choices(shares * 100, '%')} of each client's training data (whole groups; their union is the "
+            "global validation set)")
+
+
+def unseen_phrase(runs: pd.DataFrame) -> str:
+    """The centres held out of the federation (leave-one-centre-out), if any."""
+    held = sorted(runs["partition.holdout"].dropna().unique()) if "partition.holdout" in runs else []
+    return f"; leave-one-centre-out: each of {listing(held)} held out in turn, trained on by no client and scored on its own test split" if held else ""
+
+
+def participation_phrase(runs: pd.DataFrame) -> str:
+    """Clients per round, when not every client takes part."""
+    if "train.participation" not in runs or (runs["train.participation"].dropna() == 1).all():
+        return ""
+    return f"; {choices(runs['train.participation'])} of the clients taking part per round (the same clients for every method of a seed)"
+
+
 def protocol(results: Results, settings: dict) -> str:
     """The protocol of the runs behind a report, in words."""
     runs = results.runs.drop_duplicates("run_id")
     return (
-        f"Protocol: {split_phrase(runs)}; {partition_phrase(runs)}; {model_phrase(runs)}; {training_phrase(runs)}; "
-        f"each run is scored {final_phrase(settings)} (no model selection or early stopping on the test set); "
+        f"Protocol: {split_phrase(runs)}, {validation_phrase(runs)}{unseen_phrase(runs)}; {partition_phrase(runs)}"
+        f"{participation_phrase(runs)}; {model_phrase(runs)}; {training_phrase(runs)}; "
+        f"each run is scored {final_phrase(settings)} (the test set chooses no round and stops nothing); "
         f"{seeds_phrase(runs['seed'])}, paired across methods (same partition, initial model and batch order per seed)."
     )
 

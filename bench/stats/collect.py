@@ -335,7 +335,7 @@ def setting_part(column: str, value, names: dict[str, str]) -> str:
     if column == ABSENT_KEYS:
         keys = value.split(", ") if value else []
         return f"config without {', '.join(keys[:2])}{f' (+{len(keys) - 2} more)' if len(keys) > 2 else ''}" if keys else ""
-    return f"{names[column]}={format_value(value)}"
+    return f"{names[column]}={'none' if value is None or pd.isna(value) else format_value(value)}"  # a null config value (no held-out centre)
 
 
 def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
@@ -390,6 +390,26 @@ def label_metrics(metrics: pd.DataFrame, folders: list[str], runs: pd.DataFrame)
     run_code = code[metrics.pop("run").to_numpy()]
     metrics.insert(0, "run_id", pd.Categorical.from_codes(run_code, categories=pd.Index(kept["run_id"])))
     return metrics[run_code >= 0].reset_index(drop=True) if (run_code < 0).any() else metrics
+
+
+def read_client_metrics(results: Results, scope: str, metrics: list[str], run_ids: list[str] | None = None) -> pd.DataFrame:
+    """run_id, round, client, metric, value: the per-client rows of `scope` and `metrics` of the
+    given runs (default all), read on demand (results.metrics holds the means over clients)."""
+    import pyarrow.dataset as ds
+
+    folders = results.runs.drop_duplicates("run_id").set_index("run_id")["folder"]
+    chosen = folders if run_ids is None else folders.reindex(run_ids).dropna()
+    files = {str(Path(f) / "metrics.parquet"): run for run, f in chosen.items()}
+    columns = ["round", "client", "metric", "value"]
+    condition = (ds.field("scope") == scope) & ds.field("metric").isin(list(metrics)) & ~ds.field("client").is_null()
+    found, problems = scan_files(list(files), "metrics", columns, condition) if files and metrics else ([], [])
+    for problem in problems:
+        log.warning(problem)
+    if not found:
+        return pd.DataFrame({"run_id": pd.Series(dtype=str), "round": pd.Series(dtype=np.int64), "client": pd.Series(dtype=np.int64),
+                             "metric": pd.Series(dtype=str), "value": pd.Series(dtype=float)})
+    out = pd.concat([batch.to_pandas().assign(run_id=files[path]) for path, batch in found], ignore_index=True)
+    return out.assign(metric=out["metric"].astype(str))[["run_id", "round", "client", "metric", "value"]]
 
 
 def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:

@@ -30,7 +30,11 @@ def heading(study: str, setting: str) -> str:
 
 
 def is_percent(metric: str) -> bool:
-    return metric in PERCENT_METRICS or metric.startswith("recall/")
+    """Shown in % (a derived score as its metric: worst_client_balanced_accuracy in %)."""
+    from bench.stats.scores import base_metric
+
+    metric = base_metric(metric)
+    return metric in PERCENT_METRICS or metric.startswith(("recall/", "specificity/")) or metric == "melanoma_sensitivity"
 
 
 @dataclass

@@ -25,8 +25,9 @@ from bench.io import write_csv, write_json, write_parquet, write_text
 from bench.stats.analysis import Analysis, analyse
 from bench.stats.collect import load_results
 from bench.stats.render import Table, markdown, write_table
+from bench.stats.selection import rule_text
 from bench.stats.summaries import summary_metrics
-from bench.stats.tables import all_tables, leaderboard_table, main_comparison, pairwise_table
+from bench.stats.tables import all_tables, leaderboard_table, main_comparison, noted, pairwise_table
 from bench.stats.tidy import write_tidy
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,12 @@ def write_front_page(analysis: Analysis, out: Path, written: dict[str, dict[Path
 def front_page(analysis: Analysis, summary: Table, written: dict[str, dict[Path, str]], out: Path) -> str:
     results, settings = analysis.results, analysis.settings
     runs = results.runs.drop_duplicates("run_id")
-    final = "last evaluated round" if settings["last_k"] == 1 else f"mean of the last {settings['last_k']} evaluated rounds"
     lines = [
         "# fedrank report", "",
         f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())}) in "
         f"{results.runs[['study', 'setting']].drop_duplicates().shape[0]} settings of {results.runs['study'].nunique()} studies; {len(results.methods)} methods. "
         f"fedrank {bench.__version__}.", "",
-        f"Headline metric: **{settings['metric']}** at the {final}; intervals: {settings['confidence']:.0%} BCa bootstrap over seeds "
+        f"Headline metric: **{settings['metric']}** at {rule_text(settings)} (stats.selection={settings['selection']}); intervals: {settings['confidence']:.0%} BCa bootstrap over seeds "
         f"({settings['bootstrap']['resamples']} resamples, seed {settings['bootstrap']['seed']}); alpha = {settings['alpha']:g}.", "",
     ]
     notes = results.problems + analysis.notes + analysis.ranking.notes
@@ -196,7 +196,7 @@ def write_readable(analysis: Analysis, out: Path, parts: tuple[str, ...], progre
     if "tables" in parts:
         written["tables"] = write_tables(all_tables(analysis), out)
     elif "rank" in parts:
-        written["rank_tables"] = write_tables(leaderboard_table(analysis) + pairwise_table(analysis), out)
+        written["rank_tables"] = write_tables(noted(leaderboard_table(analysis) + pairwise_table(analysis), analysis.settings), out)
     if "figures" in parts:
         written["figures"] = write_figures(analysis, out, progress)
     elif "rank" in parts:

@@ -69,8 +69,21 @@ def seed_list(seeds: set) -> str:
     return " ".join(map(str, sorted(seeds)))
 
 
+DERIVED_PREFIXES = ("worst_client_", "client_p10_", "client_sd_", "client_gap_", "client_mean_", "heldout_", "in_federation_")
+SPREAD_PREFIXES = ("client_sd_", "client_gap_")  # spreads over clients: smaller is fairer, whatever the metric
+
+
+def base_metric(metric: str) -> str:
+    """The per-round metric a derived score is made of (worst_client_f1 -> f1)."""
+    for prefix in DERIVED_PREFIXES:
+        if metric.startswith(prefix):
+            return metric[len(prefix):]
+    return metric
+
+
 def lower_is_better(metric: str, settings: dict) -> bool:
-    return metric in settings["lower_is_better"]
+    """Listed in `lower_is_better` (a derived score: its metric is), or a spread over clients."""
+    return metric.startswith(SPREAD_PREFIXES) or base_metric(metric) in settings["lower_is_better"]
 
 
 def orient(values: np.ndarray | pd.Series, metric: str, settings: dict):

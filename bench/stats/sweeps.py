@@ -37,6 +37,26 @@ def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str
     return settings.merge(rows, on=["study", "setting", "setting_order"]).rename(columns={key: "value"}).assign(key=key)
 
 
+FREQUENCY_KEYS = ("train.local_epochs", "train.rounds")
+
+
+def frequency_sweep(results: Results, summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Summary rows of `metric` for settings of one study that differ only in local epochs E
+    and rounds T at one budget T x E (communication frequency); `value` is E, `budget` T x E."""
+    if not set(FREQUENCY_KEYS) <= set(results.setting_columns):
+        return pd.DataFrame()
+    settings = setting_table(results)
+    others = [c for c in results.setting_columns if c not in FREQUENCY_KEYS]
+    names = short_names(results.setting_columns)
+    settings["budget"] = settings["train.local_epochs"] * settings["train.rounds"]
+    settings["context"] = [f"{context_text(row, others, names)}, budget T x E = {row['budget']:g}" for _, row in settings.iterrows()]
+    settings = settings[settings.groupby("context")["train.local_epochs"].transform("nunique") > 1]
+    if settings.empty:
+        return pd.DataFrame()
+    rows = summary[summary["metric"] == metric].drop(columns=results.setting_columns, errors="ignore")
+    return settings.merge(rows, on=["study", "setting", "setting_order"]).rename(columns={"train.local_epochs": "value"}).assign(key="train.local_epochs")
+
+
 def context_text(row: pd.Series, columns: list[str], names: dict[str, str]) -> str:
     """'main: ham10000, clients=3' for the fields a sweep keeps fixed."""
     fixed = ", ".join(part for part in (setting_part(c, row[c], names) for c in columns) if part)

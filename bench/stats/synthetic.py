@@ -67,18 +67,28 @@ def long_block(rounds: np.ndarray, clients: list[int | None], names: list[str], 
     }
 
 
+def evaluated_scopes(cfg: dict) -> tuple[list[str], list[str]]:
+    """(scopes of the global model, scopes per client) the engine records for this config."""
+    has_global, personal, _ = method_traits(cfg["method"])
+    validation = cfg["partition"]["val_fraction"] > 0
+    held = cfg["partition"]["holdout"] is not None
+    whole = ["global", *(["val"] if validation else []), *(["heldout"] if held else []),
+             *(["heldout_tuned"] if held and personal and cfg["eval"]["new_client_steps"] else [])] if has_global else []
+    return whole, [*(["personal"] if personal else []), "local", *(["local_val"] if validation else [])]
+
+
 def evaluation_blocks(cfg: dict, rounds: np.ndarray, classes: list[str], clients: int, rng: np.random.Generator) -> list[dict]:
     """The evaluation rows of one run: every scope it would record, per client and mean."""
-    has_global, personal, _ = method_traits(cfg["method"])
     curve = quality(cfg, METHOD_SHIFT) * (1 - np.exp(-rounds / 6.0))
-    scopes = (["global"] if has_global else []) + (["personal"] if personal else []) + ["local"]
-    names = [*SCORE_METRICS, "loss", *(f"recall/{c}" for c in classes)]
+    whole, per_client_scopes = evaluated_scopes(cfg)
+    names = [*SCORE_METRICS, "loss", *(f"recall/{c}" for c in classes), *(f"specificity/{c}" for c in classes), "auroc", "ece"]
     blocks = []
-    for scope in scopes:
+    for scope in whole + per_client_scopes:
         per_client = np.clip(curve[:, None, None] + rng.normal(0, 0.01, (len(rounds), clients, len(names))), 0, 1)
         per_client[..., names.index("loss")] = 2.5 * (1 - per_client[..., 0])
+        per_client[..., names.index("ece")] = 0.3 * (1 - per_client[..., 0])
         mean = per_client.mean(1, keepdims=True)
-        if scope == "global":
+        if scope in whole:
             blocks.append(long_block(rounds, [None], names, scope, mean))
         else:
             blocks.append(long_block(rounds, [*range(clients), None], names, scope, np.concatenate([per_client, mean], 1)))
@@ -168,7 +178,10 @@ def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int,
                           "sent_bytes": sent * stop, "sent_mb_per_round": sent / MB,
                           "note": "full state: upload + download by every client; sent: what was sent; MB = 2**20 bytes"},
         "data": {"name": cfg["data"]["name"], "classes": classes, "image_size": 32, "train_pool": int(counts.sum() * 1.25), "public": 0, "global_test": 1000,
-                 "clients": [{"id": i, "train": int(c.sum()), "local_test": int(c.sum()) // 4, "class_counts": c.tolist()} for i, c in enumerate(counts)],
+                 "validation": int(counts.sum() * cfg["partition"]["val_fraction"]),
+                 "clients": [{"id": i, "train": int(c.sum()), "local_test": int(c.sum()) // 4, "validation": int(c.sum() * cfg["partition"]["val_fraction"]),
+                              "class_counts": c.tolist()} for i, c in enumerate(counts)],
+                 "holdout": None if cfg["partition"]["holdout"] is None else {"name": cfg["partition"]["holdout"], "train": 300, "local_test": 75},
                  "notes": ["synthetic results (bench.stats.synthetic): no model was trained"]},
         "environment": {"fedrank": "synthetic", "python": "-", "packages": package_versions(), "cuda": cuda_versions(), "device": "none",
                         "git_revision": "synthetic", "host": "-", "platform": "-"},

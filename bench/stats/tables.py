@@ -17,6 +17,7 @@ from bench.stats.analysis import Analysis
 from bench.stats.captions import family_name, final_phrase, interval_phrase, listing, metric_name, scope_phrase
 from bench.stats.collect import format_value, sort_key
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p, heading, is_percent, p_text
+from bench.stats.scores import lower_is_better
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ def mean_note(analysis: Analysis, ci_methods) -> str:
 
 
 # ---- the main comparison --------------------------------------------------------------------
-def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> list[Table]:
-    """Mean [95% CI] of every table metric per setting and method (the paper's main table)."""
+def main_comparison(analysis: Analysis, metrics: list[str] | None = None, name: str = "main_comparison", title: str = "Main comparison",
+                    what: str = "") -> list[Table]:
+    """Mean [95% CI] of every table metric per setting and method (the paper's main table), or
+    of `metrics` as table `name` (`what` opens its note)."""
     metrics = metrics or analysis.settings["table_metrics"]
     summary = analysis.summary[analysis.summary["metric"].isin(metrics) | analysis.summary["metric"].isna()]
     keys = ["study", "setting", "setting_order", "method", "method_order", "label"]
@@ -64,12 +67,12 @@ def main_comparison(analysis: Analysis, metrics: list[str] | None = None) -> lis
         display[metric] = [fmt_ci(m, lo, hi, is_percent(metric)) for m, lo, hi in data[[metric, f"{metric}_ci_low", f"{metric}_ci_high"]].itertuples(index=False)]
     data.insert(data.columns.get_loc("missing_seeds") + 1, "statuses", data.apply(status_text, axis=1))
     display["runs"] = data["statuses"]
-    bold = best_cells(data, display, display["setting"], {m: m for m in present}, set(analysis.settings["lower_is_better"]))
+    bold = best_cells(data, display, display["setting"], {m: m for m in present}, {m for m in present if lower_is_better(m, analysis.settings)})
     shown = summary[summary["metric"].isin(present)]
-    notes = [f"{mean_note(analysis, shown['ci_method'].dropna())}, in % for scores; {scope_phrase(analysis.results, data['method'])} "
+    notes = [f"{what}{mean_note(analysis, shown['ci_method'].dropna())}, in % for scores; {scope_phrase(analysis.results, data['method'])} "
              "(column scope in the CSV); best mean per setting in bold; runs: every run by status, and seeds other methods have but this one lacks."]
     about = f"One row per setting (section) and method; columns: {listing(metric_name(m) for m in present)}."
-    return [Table("main_comparison", "Main comparison", data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes, about)]
+    return [Table(name, title, data.drop(columns=["setting_order", "method_order"]), display, "setting", bold, notes, about)]
 
 
 # ---- communication --------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def target_text(metric, value, settings: dict) -> str:
     if pd.isna(value):
         return "–"
     shown = f"{100 * value:g}%" if is_percent(metric) else f"{value:g}"
-    return f"{metric} {'≤' if metric in settings['lower_is_better'] else '≥'} {shown}"
+    return f"{metric} {'≤' if lower_is_better(metric, settings) else '≥'} {shown}"
 
 
 def median_text(median, reached, runs) -> str:
@@ -260,5 +263,16 @@ def run_status_table(analysis: Analysis) -> list[Table]:
 BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, run_status_table)
 
 
+def noted(tables: list[Table], settings: dict) -> list[Table]:
+    """The tables, each noting the rule that chose the rounds it scores."""
+    from bench.stats.selection import rule_text
+
+    for table in tables:
+        table.notes.append(f"Model selection (stats.selection={settings['selection']}): every score is taken at {rule_text(settings)}.")
+    return tables
+
+
 def all_tables(analysis: Analysis) -> list[Table]:
-    return [table for build in BUILDERS for table in build(analysis)]
+    from bench.stats.protocols import PROTOCOL_BUILDERS
+
+    return noted([table for build in (*BUILDERS, *PROTOCOL_BUILDERS) for table in build(analysis)], analysis.settings)

@@ -1,4 +1,5 @@
-"""Synthetic class-prototype images for unit tests: tiny, learnable, grouped in pairs."""
+"""Synthetic class-prototype images for unit tests: tiny, learnable, grouped in pairs, from four
+made-up acquisition centres (for natural partitions and leave-one-centre-out)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 from bench.data.base import ImageDataset, register_dataset
 
 SAMPLES, CLASSES, CHANNELS = 480, 4, 3
+CENTRES = ["north", "south", "east", "west"]
 
 
 @register_dataset("synthetic", default_size=8, needs_root=False, summary="synthetic prototype images for unit tests (480 images, 4 classes)")
@@ -25,4 +27,6 @@ def load(cfg: dict) -> ImageDataset:
         mean=(0.5,) * CHANNELS,
         std=(0.25,) * CHANNELS,
         groups=np.arange(SAMPLES) // (2 * CLASSES) * CLASSES + labels,  # pairs of same-class images
+        sites=np.arange(SAMPLES) // (2 * CLASSES) % len(CENTRES),  # a pair's two images come from one centre
+        site_names=list(CENTRES),
     )

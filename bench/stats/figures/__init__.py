@@ -44,6 +44,7 @@ def figure_kinds() -> dict:
     from bench.stats.figures.curves import convergence, sensitivity
     from bench.stats.figures.heatmaps import layer_similarity, sweep_heatmaps
     from bench.stats.figures.partitions import partitions
+    from bench.stats.figures.protocols import client_dots, frequency_curves, unseen_scatter
 
     return {
         "convergence": convergence,
@@ -53,4 +54,7 @@ def figure_kinds() -> dict:
         "sensitivity": sensitivity,
         "layer_similarity": layer_similarity,
         "partitions": partitions,
+        "fairness": client_dots,
+        "communication_frequency": frequency_curves,
+        "leave_one_centre_out": unseen_scatter,
     }

@@ -1,0 +1,80 @@
+"""Aggregate scores across settings for few-seed benchmarks (Agarwal et al. 2021, rliable).
+
+Interquartile mean (IQM): the mean of the middle 50% of a method's runs pooled over settings
+(`scipy.stats.trim_mean(x, 0.25)`, rliable's definition). Probability of improvement of X over Y:
+per setting P(X > Y) + P(X = Y) / 2 over all pairs of their seeds (the Mann-Whitney U / (n m)),
+averaged over the settings both have. Intervals: stratified percentile bootstrap, seeds resampled
+with replacement within each setting (each method on its own), `bootstrap.resamples` draws from
+`bootstrap.seed`. Implemented with numpy and scipy, not the `rliable` package: it installs, but
+its last release (1.2.0, 2024) caps its `arch` dependency below the current major version and
+needs a complete runs x settings matrix per method, which a report with a missing seed lacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import trim_mean
+
+from bench.stats.scores import orient
+
+
+def strata(scored: pd.DataFrame, method: str, blocks: list[str]) -> list[np.ndarray]:
+    """A method's values per setting (block), in `blocks` order, settings it lacks left out."""
+    mine = scored[scored["method"] == method].drop_duplicates(["block", "run_id"])
+    groups = mine.groupby("block")["value"]
+    return [groups.get_group(b).to_numpy(float) for b in blocks if b in groups.groups]
+
+
+def resampled(values: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n) stratified bootstrap draws: each setting's seeds drawn with replacement."""
+    return np.concatenate([v[rng.integers(0, len(v), (resamples, len(v)))] for v in values], axis=1)
+
+
+def iqm(values: list[np.ndarray], resamples: int, rng: np.random.Generator, confidence: float) -> tuple[float, float, float]:
+    """(IQM, CI low, CI high) of the pooled values."""
+    point = float(trim_mean(np.concatenate(values), 0.25))
+    draws = trim_mean(resampled(values, resamples, rng), 0.25, axis=1)
+    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return point, float(low), float(high)
+
+
+def improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + P(X = Y) / 2 over all pairs, per row of x (r, n) and y (r, m)."""
+    greater = (x[:, :, None] > y[:, None, :]).mean((1, 2))
+    equal = (x[:, :, None] == y[:, None, :]).mean((1, 2))
+    return greater + equal / 2
+
+
+def probability_of_improvement(xs: list[np.ndarray], ys: list[np.ndarray], resamples: int, rng: np.random.Generator,
+                               confidence: float) -> tuple[float, float, float]:
+    """(P(X > Y), CI low, CI high), averaged over the paired settings."""
+    point = float(np.mean([improvement(x[None], y[None])[0] for x, y in zip(xs, ys)]))
+    draws = np.mean([improvement(resampled([x], resamples, rng), resampled([y], resamples, rng)) for x, y in zip(xs, ys)], axis=0)
+    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return point, float(low), float(high)
+
+
+def aggregate_scores(scored: pd.DataFrame, references: list[str], settings: dict, blocks: list[str]) -> pd.DataFrame:
+    """Per method: settings, runs, IQM [CI] over `blocks` x seeds (in the metric's own
+    direction), and P(improvement) [CI] over each reference on the settings both have
+    ("improvement": better in the metric's direction)."""
+    oriented = scored.assign(value=orient(scored["value"].to_numpy(), settings["metric"], settings))
+    resamples, confidence = settings["bootstrap"]["resamples"], settings["confidence"]
+    rng = np.random.default_rng(settings["bootstrap"]["seed"])
+    methods = list(dict.fromkeys(scored.sort_values(["method_order", "method"])["method"]))
+    rows = []
+    for method in methods:
+        values = strata(scored, method, blocks)
+        if not values:
+            continue
+        row = {"method": method, "settings": len(values), "runs": int(sum(len(v) for v in values))}
+        row["iqm"], row["iqm_ci_low"], row["iqm_ci_high"] = iqm(values, resamples, rng, confidence)
+        for ref in references:
+            shared = [b for b in blocks if len(strata(scored, method, [b])) and len(strata(scored, ref, [b]))]
+            if ref == method or not shared:
+                continue
+            row[f"poi_vs_{ref}"], row[f"poi_vs_{ref}_ci_low"], row[f"poi_vs_{ref}_ci_high"] = probability_of_improvement(
+                strata(oriented, method, shared), strata(oriented, ref, shared), resamples, rng, confidence)
+        rows.append(row)
+    return pd.DataFrame(rows)
