@@ -82,7 +82,8 @@ def test_status_answers_from_the_stored_plan_until_the_config_changes(tmp_path, 
     import bench.workflow
 
     monkeypatch.setenv("FEDRANK_CACHE_DIR", str(tmp_path / "cache"))
-    config = {"results": "${FEDRANK_TEST_RESULTS}", "seeds": 2, "studies": {"s": {"datasets": ["synthetic"], "methods": ["fedavg", "fedprox"]}}}
+    config = {"results": str(tmp_path / "runs"), "base": {"data": {"cache_dir": "${FEDRANK_TEST_RESULTS}/cache"}}, "seeds": 2,
+              "studies": {"s": {"datasets": ["synthetic"], "methods": ["fedavg", "fedprox"]}}}
     path = tmp_path / "workflow.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setenv("FEDRANK_TEST_RESULTS", str(tmp_path / "runs"))

@@ -60,7 +60,7 @@ def cmd(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.errors import UserError
-    from bench.io import write_csv
+    from bench.io import output_folder, write_csv
     from bench.stats.collect import load_results
     from bench.stats.settings import load_stats_settings
     from bench.stats.tidy import tidy_frame, write_tidy
@@ -68,12 +68,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {out}: name a .parquet or a .csv file")
-    writable_folder(out.parent)
-    results = load_results(run_source(args), load_stats_settings(args.stats_config, args.set), Path(args.studies) if args.studies else None, not args.quiet)
-    if out.suffix == ".csv":
-        write_csv(out, tidy_frame(results))
-    else:
-        write_tidy(out, results)
+    with output_folder(out.parent):
+        results = load_results(run_source(args), load_stats_settings(args.stats_config, args.set), Path(args.studies) if args.studies else None, not args.quiet)
+        if out.suffix == ".csv":
+            write_csv(out, tidy_frame(results))
+        else:
+            write_tidy(out, results)
     if not args.quiet:
         print(f"{results.runs['run_id'].nunique()} runs -> {out}")
     return 0

@@ -46,6 +46,17 @@ class GenericAndPersonalHeads(nn.Module):
         return self.generic(z) + self.personal(z)
 
 
+class GenericModel(nn.Module):
+    """The generic (global) model g(f(x)), with `body` and `head` like every model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.body, self.head = model.body, model.head.generic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
 def class_log_prior(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """log pi: log of the class frequencies of `labels` (-inf for an absent class)."""
     counts = torch.bincount(labels, minlength=num_classes)
@@ -82,5 +93,4 @@ class FedRoD(Method):
         return loss
 
     def global_model(self, fed):
-        model = super().global_model(fed)
-        return nn.Sequential(model.body, model.head.generic)
+        return GenericModel(super().global_model(fed))

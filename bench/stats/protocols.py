@@ -158,7 +158,8 @@ def loco_table(analysis: Analysis) -> list[Table]:
     if rows.empty:
         log.info("no leave-one-centre-out runs (partition.holdout) in the results: skipping tables/leave_one_centre_out")
         return []
-    table = pivot_table("leave_one_centre_out", f"Unseen centres: leave-one-centre-out ({metric})", rows, "method", "held out", f"heldout_{metric}", analysis)
+    table = pivot_table("leave_one_centre_out", f"Unseen centres: leave-one-centre-out ({metric})", rows, "method", "held out", f"heldout_{metric}", analysis,
+                        "One row per method (in sections by context); one column per centre held out of the federation, and the mean over centres.")
     means = centre_mean(analysis, rows, f"heldout_{metric}")
     cells = {(c, m): fmt_ci(v, lo, hi, is_percent(metric)) for c, m, v, lo, hi in means[["context", "method", "mean", "ci_low", "ci_high"]].itertuples(index=False)}
     table.display["mean over centres"] = [cells.get((c, m), "–") for c, m in zip(table.display["context"], table.display["method"])]
@@ -202,7 +203,8 @@ def frequency_tables(analysis: Analysis) -> list[Table]:
     if rows.empty:
         log.info("no communication-frequency sweep (settings differing only in local epochs and rounds at one budget): skipping tables/communication_frequency")
         return []
-    tables = [pivot_table("communication_frequency", f"Communication frequency at a fixed budget ({metric})", rows, "method", "E", metric, analysis)]
+    tables = [pivot_table("communication_frequency", f"Communication frequency at a fixed budget ({metric})", rows, "method", "E", metric, analysis,
+                          "One row per method (in sections by context); one column per local-epoch count E, with rounds = budget / E.")]
     tables[0].notes.insert(0, "E local epochs per round for budget / E rounds: every run trains the same number of local epochs.")
     reach = analysis.rounds_to_target
     if reach.empty:

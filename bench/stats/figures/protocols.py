@@ -12,12 +12,13 @@ import numpy as np
 
 from bench.stats.analysis import Analysis
 from bench.stats.fairness import fairness_metric
-from bench.stats.figures.curves import metric_label, scale
+from bench.stats.captions import axis_label, metric_name
+from bench.stats.figures.curves import scale
 from bench.stats.figures.style import MethodStyle, save, slug
 from bench.stats.protocols import unseen_rows
 from bench.stats.scores import STATS_STATUS
 from bench.stats.selection import rule_text
-from bench.stats.tables import heading
+from bench.stats.render import heading
 
 
 def client_dots(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Path, str]:
@@ -36,9 +37,9 @@ def client_dots(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Pa
             ax.scatter(x + jitter, values, color=style.color(method), s=14, alpha=0.8, zorder=3)
             ax.hlines(values.mean(), x - 0.3, x + 0.3, color="black", linewidth=1.5, zorder=4)
         ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right")
-        ax.set_ylabel(f"{metric_label(metric)}, each client's local test split")
+        ax.set_ylabel(f"{axis_label(metric)}, each client's local test split")
         ax.set_title(f"{heading(study, setting)}\nevery client of every seed a dot; bar: mean", fontsize=9)
-        caption = (f"Fairness across clients, {heading(study, setting)}: {metric_label(metric)} of every client of every seed on its own "
+        caption = (f"Fairness across clients, {heading(study, setting)}: {metric_name(metric)} of every client of every seed on its own "
                    f"local test split (the global model for global methods, each client's own model for personalised ones), scored at "
                    f"{rule_text(analysis.settings)}; a dot per client and seed, the bar the mean over them.")
         paths.update(save(fig, folder / "fairness" / slug(heading(study, setting)), analysis.settings, caption))
@@ -60,10 +61,10 @@ def frequency_curves(analysis: Analysis, style: MethodStyle, folder: Path) -> di
         ax.set_xscale("log", base=2)
         values = sorted(group["value"].unique())
         ax.set_xticks(values, [f"{v:g}" for v in values])
-        ax.set(xlabel="local epochs E per round (rounds = budget / E)", ylabel=metric_label(metric))
+        ax.set(xlabel="local epochs E per round (rounds = budget / E)", ylabel=axis_label(metric))
         ax.set_title(f"{context}\nmean over seeds, {analysis.settings['confidence']:.0%} bootstrap CI", fontsize=9)
         ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        caption = (f"Communication frequency at a fixed budget, {context}: {metric_label(metric)} against the local epochs E per round, "
+        caption = (f"Communication frequency at a fixed budget, {context}: {metric_name(metric)} against the local epochs E per round, "
                    f"with rounds = budget / E (the same total local training), scored at {rule_text(analysis.settings)}; mean over seeds "
                    f"with {analysis.settings['confidence']:.0%} bootstrap intervals where there are several seeds.")
         paths.update(save(fig, folder / "communication_frequency" / slug(context), analysis.settings, caption))
@@ -89,11 +90,11 @@ def unseen_scatter(analysis: Analysis, style: MethodStyle, folder: Path) -> dict
         high = k * np.nanmax([group["mean_inside"].max(), group["mean_heldout"].max()])
         pad = 0.05 * (high - low) if math.isfinite(high - low) and high > low else 1
         ax.plot([low - pad, high + pad], [low - pad, high + pad], color="#999999", linestyle=":", linewidth=1)
-        ax.set(xlabel=f"in-federation {metric_label(metric)} (mean over the training centres)", ylabel=f"held-out centre {metric_label(metric)}")
+        ax.set(xlabel=f"in-federation {axis_label(metric)} (mean over the training centres)", ylabel=f"held-out centre {axis_label(metric)}")
         ax.set_title(f"{context}\nmean over seeds; scored at {rule_text(analysis.settings).split(' (')[0]}", fontsize=8)
         ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
         caption = (f"Unseen centres, {context}: for each method and held-out centre (labelled), the in-federation "
-                   f"{metric_label(metric)} (mean over the training centres' local test splits) against the score on the held-out "
+                   f"{metric_name(metric)} (mean over the training centres' local test splits) against the score on the held-out "
                    f"centre's test split, means over seeds, scored at {rule_text(analysis.settings)}; dotted: equal scores.")
         paths.update(save(fig, folder / "leave_one_centre_out" / slug(context), analysis.settings, caption))
     return paths
