@@ -78,7 +78,7 @@ def finished_record(paths: RunPaths, digest: str, keep_checkpoint: bool) -> dict
         paths.record.unlink()
         return None
     if paths.checkpoint.exists() and not keep_checkpoint:
-        log.info("%s: removing the checkpoint of the finished run", paths.root)
+        log.warning("%s: removing the checkpoint of the finished run (left by a kill before it was removed)", paths.root)
         paths.checkpoint.unlink()
     return record
 
