@@ -27,6 +27,7 @@ from bench.engine.trainer import FitResult, Learner, LocalTrainer
 
 MAIN = "main"  # the configured architecture (after the method's `model` hook)
 EXTRA_MODEL_STREAM = 0xE7A
+OWN_INIT_STREAM = 0x1717  # seed stream of each client's own initial model (train.client_init: independent)
 
 
 @dataclass
@@ -91,6 +92,8 @@ class Federation:
     plan: RoundPlan | None = None
     slots: dict[int, int] = field(default_factory=dict)  # reporting client id -> its row of `uploads` this round
     diagnostics: list[dict] = field(default_factory=list)
+    # train.client_init: independent: clients reporting in round 1 start from their own initial model
+    independent_init: bool = False
     _trainable: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     # ---- models ---------------------------------------------------------------------------
@@ -125,6 +128,13 @@ class Federation:
                 torch.manual_seed(derive_seed(self.config["seed"], EXTRA_MODEL_STREAM, zlib.crc32(key.encode())))
                 self.models[key] = self.builders[arch]()
         return self.models[key]
+
+    def own_initial_state(self, client: Client) -> torch.Tensor:
+        """The client's own random initial model (train.client_init: independent), seeded by the
+        run seed and the client: the same for every method of a seed."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config["seed"], OWN_INIT_STREAM, client.id))
+            return self.layout_of(client).gather(self.builders[client.arch]())
 
     @property
     def trainable(self) -> torch.Tensor:

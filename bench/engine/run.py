@@ -320,7 +320,8 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "global_test": len(exp.test_index),
             "clients": [
                 {"id": c.id, "train": len(c.train), "local_test": len(c.test),
-                 "class_counts": torch.bincount(fed.data.labels[c.train], minlength=fed.data.num_classes).tolist()}
+                 "class_counts": torch.bincount(fed.data.labels[c.train], minlength=fed.data.num_classes).tolist(),
+                 "label_noise": fed.data.flip_rate(c.train)}
                 for c in fed.clients
             ],
             "notes": exp.dataset.notes,
