@@ -1,6 +1,7 @@
 """Models by name. Every model is a `Classifier`: `body` (images -> feature vector) + `head`.
 
-Names: `small_cnn`, `res2net50_sa`, or any timm architecture as `timm:<name>`. Pretrained
+Names: `small_cnn`, `res2net50_sa`, the compact CIFAR-style `resnet10`, `resnet12`, `mobilenet_v2`
+and `shufflenet_v2` (`bench.models.compact`), or any timm architecture as `timm:<name>`. Pretrained
 weights are only ever read from the local file named by `model.weights`.
 """
 
@@ -16,13 +17,17 @@ from torch import nn
 
 from bench.config import existing_path, expand_path
 from bench.errors import UserError
-from bench.models import res2net_sa, small_cnn, timm_models
+from bench.models import compact, res2net_sa, small_cnn, timm_models
 from bench.models.classifier import Classifier
 
 BUILDERS = {
     "small_cnn": small_cnn.build,
     "res2net50_sa": res2net_sa.build,
     "timm": timm_models.build,
+    "resnet10": compact.resnet10,
+    "resnet12": compact.resnet12,
+    "mobilenet_v2": compact.mobilenet_v2,
+    "shufflenet_v2": compact.shufflenet_v2,
 }
 
 __all__ = ["BUILDERS", "Classifier", "ModelSpec", "build_model", "resolve_model_config", "describe_init"]
@@ -40,7 +45,8 @@ class ModelSpec:
 def _builder(name: str):
     family, _, arch = name.partition(":")
     if family not in BUILDERS or (family == "timm") != bool(arch):
-        raise UserError(f"config key 'model.name': unknown model '{name}'; choose small_cnn, res2net50_sa or timm:<architecture>")
+        names = ", ".join(n for n in BUILDERS if n != "timm")
+        raise UserError(f"config key 'model.name': unknown model '{name}'; choose {names} or timm:<architecture>")
     if arch:
         timm_models.check_architecture(arch)
     return BUILDERS[family]
