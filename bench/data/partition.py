@@ -1,5 +1,6 @@
 """Split a training pool across simulated clients: Dirichlet label skew, IID, k classes each,
-Dirichlet quantity skew, or the natural partition (one client per acquisition centre).
+Dirichlet quantity skew, a fixed number of images each, or the natural partition (one client per
+acquisition centre).
 
 Everything is drawn from a numpy Generator seeded by the run seed, so for a given seed every
 method sees the same clients. Each client's share is then split into local train/test parts
@@ -98,6 +99,19 @@ def quantity_partition(
 
 def iid_partition(labels: np.ndarray, clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), clients)]
+
+
+def fixed_partition(n: int, clients: int, per_client: int | None, rng: np.random.Generator) -> list[np.ndarray]:
+    """`per_client` random samples for each client, disjoint (None: as many as fit, n // clients);
+    the rest of the pool is left unused, so data per client is a controlled variable."""
+    per_client = n // clients if per_client is None else per_client
+    if clients * per_client > n:
+        raise UserError(
+            f"config key 'partition.samples_per_client': {clients} clients x {per_client} samples needs {clients * per_client} "
+            f"but the training pool has {n}; lower it, use fewer clients, or set it to null (as many as fit)"
+        )
+    order = rng.permutation(n)
+    return [np.sort(order[i * per_client:(i + 1) * per_client]) for i in range(clients)]
 
 
 def pathological_partition(labels: np.ndarray, clients: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -246,6 +260,8 @@ def make_partition(
         shares = dirichlet_partition(pool_labels, clients, cfg["beta"], min_samples, cfg["max_retries"], rng)
     elif cfg["scheme"] == "quantity":
         shares = quantity_partition(len(pool), clients, cfg["beta"], min_samples, cfg["max_retries"], rng)
+    elif cfg["scheme"] == "fixed":
+        shares = fixed_partition(len(pool), clients, cfg["samples_per_client"], rng)
     elif cfg["scheme"] == "iid":
         shares = iid_partition(pool_labels, clients, rng)
     else:

@@ -27,6 +27,7 @@ from bench.engine.trainer import FitResult, Learner, LocalTrainer
 
 MAIN = "main"  # the configured architecture (after the method's `model` hook)
 EXTRA_MODEL_STREAM = 0xE7A
+OWN_INIT_STREAM = 0x1717  # seed stream of each client's own initial model (train.client_init: independent)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Federation:
     straggling: float | None = None  # while a straggler trains: the share of its local steps it completes
     diagnostics: list[dict] = field(default_factory=list)
     scratch: dict[str, nn.Module] = field(default_factory=dict)  # models of `scratch_model`: not checkpointed
+    # train.client_init: independent: clients reporting in round 1 start from their own initial model
+    independent_init: bool = False
     _trainable: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     # ---- models ---------------------------------------------------------------------------
@@ -139,6 +142,13 @@ class Federation:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config["seed"], EXTRA_MODEL_STREAM, zlib.crc32(key.encode())))
             return self.builders[arch]()
+
+    def own_initial_state(self, client: Client) -> torch.Tensor:
+        """The client's own random initial model (train.client_init: independent), seeded by the
+        run seed and the client: the same for every method of a seed."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config["seed"], OWN_INIT_STREAM, client.id))
+            return self.layout_of(client).gather(self.builders[client.arch]())
 
     @property
     def trainable(self) -> torch.Tensor:

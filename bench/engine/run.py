@@ -338,7 +338,8 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "validation": len(exp.val_index),
             "clients": [
                 {"id": c.id, "train": len(c.train), "local_test": len(c.test), "validation": len(c.val),
-                 "class_counts": torch.bincount(fed.data.labels[c.train], minlength=fed.data.num_classes).tolist()}
+                 "class_counts": torch.bincount(fed.data.labels[c.train], minlength=fed.data.num_classes).tolist(),
+                 "label_noise": fed.data.flip_rate(c.train)}
                 for c in fed.clients
             ],
             "holdout": None if exp.holdout is None else {"name": exp.holdout_name, "train": len(exp.holdout.train), "local_test": len(exp.holdout.test)},

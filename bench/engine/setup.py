@@ -11,6 +11,7 @@ import torch
 
 from bench.data import ImageDataset, load_dataset
 from bench.data.augment import make_augment
+from bench.data.noise import noisy_training_labels
 from bench.data.partition import Partition, make_partition, split_local
 from bench.data.split import global_split
 from bench.engine.batches import TensorData
@@ -129,7 +130,8 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     pool, public = public_split(dataset, pool, cfg["data"]["public_fraction"], cfg["data"]["split_seed"])
     partition = partition_dataset(dataset, pool, test, cfg)
     on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])
-    data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]))
+    train_labels = noisy_training_labels(dataset.labels, partition.train, cfg["data"]["label_noise"], cfg["seed"], dataset.num_classes)
+    data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]), train_labels=train_labels)
     method = make_method(cfg["method"])
     sections, arch_of = architectures(cfg, method, partition.clients)
     spec = ModelSpec(dataset.num_classes, dataset.channels, dataset.image_size)
@@ -158,6 +160,7 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
         builders=builders,
         initial_states={name: layouts[name].gather(model) for name, model in models.items() if name != MAIN},
         public=torch.as_tensor(public, device=index_device),
+        independent_init=cfg["train"]["client_init"] == "independent",
     )
     test_index = torch.as_tensor(np.asarray(test), device=index_device)
     held = partition.holdout

@@ -144,7 +144,11 @@ class Method:
 
     def start_state(self, fed: Federation, client: Client) -> torch.Tensor:
         """The server's model for this client: its own from aggregation, else the global state
-        (for a client of another architecture, that architecture's initial state)."""
+        (for a client of another architecture, that architecture's initial state). With
+        `train.client_init: independent` a client reporting in round 1 (before any aggregation)
+        starts from its own random initial model instead."""
+        if fed.independent_init and fed.round == 1 and client.id in fed.slots:
+            return fed.own_initial_state(client)
         own = fed.to_clients.get(client.id)
         if own is not None:
             return own

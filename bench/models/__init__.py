@@ -1,6 +1,7 @@
 """Models by name. Every model is a `Classifier`: `body` (images -> feature vector) + `head`.
 
-Names: `small_cnn`, `res2net50_sa`, or any timm architecture as `timm:<name>`. Pretrained
+Names: `small_cnn`, `res2net50_sa`, the compact CIFAR-style `resnet10`, `resnet12`, `mobilenet_v2`
+and `shufflenet_v2` (`bench.models.compact`), or any timm architecture as `timm:<name>`. Pretrained
 weights are only ever read from the local file named by `model.weights`, and loaded strictly
 (`bench.models.weights`).
 """
@@ -16,16 +17,17 @@ from torch import nn
 
 from bench.config import existing_path, expand_path
 from bench.errors import UserError
-from bench.models import res2net_sa, small_cnn, timm_models
+from bench.models import compact, res2net_sa, small_cnn, timm_models
 from bench.models.classifier import Classifier
 
 FAMILIES = {"small_cnn": small_cnn, "res2net50_sa": res2net_sa, "timm": timm_models}  # each module has a `build`
-BUILDERS = {name: module.build for name, module in FAMILIES.items()}
+BUILDERS = {**{name: module.build for name, module in FAMILIES.items()}, **compact.BUILDERS}
 # What a `model.weights` file fills, for the run record (strictly: every one of these tensors, or an error).
 WEIGHTS_FILL = {
     "small_cnn": "every tensor of the model, the classifier included",
     "res2net50_sa": "every tensor of the Res2Net-50 backbone (the file's classifier dropped); Shuffle Attention and the classifier start from random init",
     "timm": "every tensor of the backbone (the file's classifier dropped); the classifier starts from random init",
+    **{name: "every tensor of the model, the classifier included" for name in compact.BUILDERS},
 }
 
 __all__ = ["BUILDERS", "Classifier", "ModelSpec", "build_model", "resolve_model_config", "describe_init", "catalogue"]
@@ -44,7 +46,8 @@ class ModelSpec:
 def _builder(name: str):
     family, _, arch = name.partition(":")
     if family not in BUILDERS or (family == "timm") != bool(arch):
-        raise UserError(f"config key 'model.name': unknown model '{name}'; choose small_cnn, res2net50_sa or timm:<architecture>")
+        names = ", ".join(n for n in BUILDERS if n != "timm")
+        raise UserError(f"config key 'model.name': unknown model '{name}'; choose {names} or timm:<architecture>")
     if arch:
         timm_models.check_architecture(arch)
     return BUILDERS[family]
@@ -64,9 +67,10 @@ def catalogue() -> list[dict]:
     """Every model family for `fedrank models`: config name, what it is, its options, and the
     timm architecture whose ImageNet weights `model.weights` takes (where there is one)."""
     return [
-        {"name": "timm:<architecture>" if family == "timm" else family, "summary": inspect.getdoc(module).splitlines()[0],
-         "options": options_of(module.build), "weights_of": getattr(module, "BACKBONE", None)}
-        for family, module in FAMILIES.items()
+        {"name": "timm:<architecture>" if family == "timm" else family,
+         "summary": inspect.getdoc(FAMILIES.get(family, build)).splitlines()[0],
+         "options": options_of(build), "weights_of": getattr(FAMILIES.get(family), "BACKBONE", None)}
+        for family, build in BUILDERS.items()
     ]
 
 
