@@ -16,10 +16,13 @@ class TensorData:
 
     Batches are gathered by index and converted to float on the device, so no per-image Python
     runs in the training loop. `augment`, if set, transforms float training batches on the device.
+    Batches come in `memory_format` (channels_last for NHWC models).
     """
 
-    def __init__(self, ds: ImageDataset, device: torch.device, on_device: bool, augment: Augment | None = None):
+    def __init__(self, ds: ImageDataset, device: torch.device, on_device: bool, augment: Augment | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         self.device = device
+        self.memory_format = memory_format
         self.classes = list(ds.classes)
         images = torch.from_numpy(ds.images)
         self.images = images.to(device) if on_device else images
@@ -38,4 +41,4 @@ class TensorData:
         x = pixels.float().div_(255)
         if generator is not None and self.augment is not None:
             x = self.augment(x, generator)
-        return (x - self.mean) / self.std, self.labels[index.to(self.device)]
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format), self.labels[index.to(self.device)]

@@ -14,9 +14,10 @@ from torch import nn
 
 from bench.engine.batches import TensorData
 
-@torch.no_grad()
+@torch.inference_mode()
 def confusion_and_loss(model: nn.Module, data: TensorData, index: torch.Tensor, batch_size: int) -> tuple[np.ndarray, float]:
-    """Confusion matrix (true x predicted counts) and summed cross-entropy over `index`."""
+    """Confusion matrix (true x predicted counts) and summed cross-entropy over `index`, under
+    inference mode (no autograd bookkeeping at all), read from the device once."""
     model.eval()
     c = data.num_classes
     counts = torch.zeros(c * c, dtype=torch.long, device=data.device)

@@ -80,7 +80,13 @@ def client_mean(per_client: list[dict[str, float]]) -> dict[str, float]:
 
 def evaluate_round(exp: Experiment) -> list[dict]:
     """Global model on the global test set; each client's model on the global test set (when
-    models differ per client) and on its local test split; plus the mean over clients."""
+    models differ per client) and on its local test split; plus the mean over clients. Forward
+    passes run in the trainer's precision."""
+    with exp.fed.trainer.autocast():
+        return evaluation_rows(exp)
+
+
+def evaluation_rows(exp: Experiment) -> list[dict]:
     fed, method, cfg = exp.fed, exp.method, exp.fed.config
     batch, r = cfg["eval"]["batch_size"], fed.round
     rows: list[dict] = []
