@@ -338,6 +338,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "wall_seconds": wall,
             "seconds_per_round": sum(progress.round_seconds) / max(len(progress.round_seconds), 1),
             "round_seconds": progress.round_seconds,
+            "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(fed.device) / MB if fed.device.type == "cuda" else None,
         },
     }
 
