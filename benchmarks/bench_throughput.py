@@ -19,7 +19,8 @@ rounds (compilation, cuDNN and allocator warm-up).
 The data is a stand-in of HAM10000's shape by default (10,015 random images, its 7 class shares:
 throughput does not depend on pixel values); `--dataset ham10000 --set data.root=...` uses the
 real one. --barrier DIR --parties N makes N concurrent processes (runs sharing one GPU) start
-measuring together; their images/s add up to the GPU's throughput at N runs.
+measuring together; the images all of them trained while measuring (`window` in --json) over
+the wall time from the first start to the last end is the GPU's throughput at N runs.
 """
 
 from __future__ import annotations
@@ -148,9 +149,12 @@ def measure(args: argparse.Namespace) -> dict:
     fed.trainer.fit = timed_fit
     pooled = Client(len(fed.clients), torch.cat([c.train for c in fed.clients]), fed.clients[0].test[:0])
     progress, best = Progress(), {"fl": None, "central": None, "round": None}
+    window = {"images": 0}  # everything trained while measuring, from when to when (wall clock)
     for r in range(1, args.warmup + args.repeats + 1):
-        if r == args.warmup + 1 and args.barrier:
-            wait_for_parties(Path(args.barrier), args.parties)
+        if r == args.warmup + 1:
+            if args.barrier:
+                wait_for_parties(Path(args.barrier), args.parties)
+            window["start"] = time.time()
         fed.round = r
         fits.clear()
         _, round_seconds = timed(lambda: play_round(exp, progress), device)
@@ -159,10 +163,12 @@ def measure(args: argparse.Namespace) -> dict:
         fed.trainer.fit(pooled, r, [Learner(fed.model)])
         central = fits[0]
         if r > args.warmup:
+            window["images"] += fl[0] + central[0]
             best["round"] = min(round_seconds, best["round"] or round_seconds)
             for key, value in (("fl", fl), ("central", central)):
                 if best[key] is None or value[2] < best[key][2]:
                     best[key] = value
+    window["end"] = time.time()
     flops = training_flops_per_image(exp, device)
     peak = peak_tflops(torch.cuda.get_device_name(device), args.precision) if device.type == "cuda" else None
     rows = {}
@@ -176,7 +182,7 @@ def measure(args: argparse.Namespace) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "fl": rows["fl"], "central": rows["central"],
         "fl_over_central": rows["central"]["images_per_second"] / rows["fl"]["images_per_second"],
-        "seconds_per_round": best["round"], "training_flops_per_image": flops, "peak_tflops": peak,
+        "seconds_per_round": best["round"], "training_flops_per_image": flops, "peak_tflops": peak, "window": window,
     }
 
 
