@@ -14,7 +14,8 @@ data costs at most 5% of training speed). Seconds per round is the whole round. 
 is images/s times the training FLOPs per image (forward and backward, `torch.utils.flop_counter`)
 over the device's dense tensor-core peak for the precision (from its name; TF32 for fp32, which
 cuDNN convolutions use by default). Every figure is the fastest of --repeats, after --warmup
-rounds (compilation, cuDNN and allocator warm-up).
+rounds (compilation, cuDNN and allocator warm-up), except FL / centralized: the median of the
+repeats' ratios, each of an FL round and a centralized fit run back to back, in alternating order.
 
 The data is a stand-in of HAM10000's shape by default (10,015 random images, its 7 class shares:
 throughput does not depend on pixel values); `--dataset ham10000 --set data.root=...` uses the
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -128,8 +130,46 @@ def wait_for_parties(barrier: Path, parties: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
+def timed_fits(fed, device: torch.device) -> list[tuple[int, int, float]]:
+    """(samples, steps, seconds) of every local fit the trainer runs from now on, appended to the returned list."""
+    fits, fit = [], fed.trainer.fit
+
+    def timed_fit(*args, **kwargs):
+        result, seconds = timed(lambda: fit(*args, **kwargs), device)
+        fits.append((result.samples, result.steps, seconds))
+        return result
+
+    fed.trainer.fit = timed_fit
+    return fits
+
+
+def repeat(exp, progress: Progress, pooled: Client, fits: list, device: torch.device, central_first: bool):
+    """One FL round and one centralized fit of its samples, in either order (drifting load cancels
+    out over repeats): (FL fits summed, the centralized fit, seconds of the whole round)."""
+    fed = exp.fed
+
+    def fl_round():
+        fits.clear()
+        _, seconds = timed(lambda: play_round(exp, progress), device)
+        return tuple(map(sum, zip(*fits))), seconds
+
+    def central():
+        fits.clear()
+        fed.trainer.fit(pooled, fed.round, [Learner(fed.model)])
+        return fits[0]
+
+    if central_first:
+        alone = central()
+        fl, seconds = fl_round()
+    else:
+        fl, seconds = fl_round()
+        alone = central()
+    return fl, alone, seconds
+
+
 def measure(args: argparse.Namespace) -> dict:
-    """Warm-up rounds, then per repeat one FL round and one centralized epoch set; the fastest of each."""
+    """Warm-up rounds, then --repeats of one FL round and one centralized fit: the fastest of each,
+    and the median of the repeats' FL / centralized time per image."""
     register_standin(args.samples)
     cfg = run_config(args)
     device = select_device(cfg["runtime"]["device"])
@@ -138,17 +178,9 @@ def measure(args: argparse.Namespace) -> dict:
     fed = exp.fed
     exp.method.setup(fed)
     exp.method.prepare(fed)
-    fits = []
-    fit = fed.trainer.fit
-
-    def timed_fit(*a, **kw):
-        result, seconds = timed(lambda: fit(*a, **kw), device)
-        fits.append((result.samples, result.steps, seconds))
-        return result
-
-    fed.trainer.fit = timed_fit
+    fits = timed_fits(fed, device)
     pooled = Client(len(fed.clients), torch.cat([c.train for c in fed.clients]), fed.clients[0].test[:0])
-    progress, best = Progress(), {"fl": None, "central": None, "round": None}
+    progress, best, ratios = Progress(), {"fl": None, "central": None, "round": None}, []
     window = {"images": 0}  # everything trained while measuring, from when to when (wall clock)
     for r in range(1, args.warmup + args.repeats + 1):
         if r == args.warmup + 1:
@@ -156,18 +188,13 @@ def measure(args: argparse.Namespace) -> dict:
                 wait_for_parties(Path(args.barrier), args.parties)
             window["start"] = time.time()
         fed.round = r
-        fits.clear()
-        _, round_seconds = timed(lambda: play_round(exp, progress), device)
-        fl = tuple(map(sum, zip(*fits)))
-        fits.clear()
-        fed.trainer.fit(pooled, r, [Learner(fed.model)])
-        central = fits[0]
+        fl, central, round_seconds = repeat(exp, progress, pooled, fits, device, central_first=r % 2 == 0)
         if r > args.warmup:
             window["images"] += fl[0] + central[0]
+            ratios.append((fl[2] / fl[0]) / (central[2] / central[0]))
             best["round"] = min(round_seconds, best["round"] or round_seconds)
-            for key, value in (("fl", fl), ("central", central)):
-                if best[key] is None or value[2] < best[key][2]:
-                    best[key] = value
+            best["fl"] = min(best["fl"] or fl, fl, key=lambda fit: fit[2])
+            best["central"] = min(best["central"] or central, central, key=lambda fit: fit[2])
     window["end"] = time.time()
     flops = training_flops_per_image(exp, device)
     peak = peak_tflops(torch.cuda.get_device_name(device), args.precision) if device.type == "cuda" else None
@@ -180,8 +207,7 @@ def measure(args: argparse.Namespace) -> dict:
         "model": cfg["model"]["name"], "image_size": cfg["data"]["image_size"], "clients": len(fed.clients), "method": cfg["method"]["name"],
         "dataset": cfg["data"]["name"], "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "fl": rows["fl"], "central": rows["central"],
-        "fl_over_central": rows["central"]["images_per_second"] / rows["fl"]["images_per_second"],
+        "fl": rows["fl"], "central": rows["central"], "fl_over_central": statistics.median(ratios), "fl_over_central_repeats": ratios,
         "seconds_per_round": best["round"], "training_flops_per_image": flops, "peak_tflops": peak, "window": window,
     }
 
@@ -193,7 +219,8 @@ def table(result: dict) -> str:
         row = result[key]
         mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
         lines.append(f"{label:<20}{row['images']:>8}{row['steps']:>7}{row['seconds']:>10.3f}{row['images_per_second']:>11.1f}{mfu:>8}")
-    lines.append(f"FL / centralized time per image: {result['fl_over_central']:.3f} (target <= 1.05)")
+    repeats = ", ".join(f"{ratio:.3f}" for ratio in result["fl_over_central_repeats"])
+    lines.append(f"FL / centralized time per image: {result['fl_over_central']:.3f} (median of {repeats}; target <= 1.05)")
     lines.append(f"seconds per round: {result['seconds_per_round']:.3f} (local training, aggregation, evaluation)")
     return "\n".join(lines)
 
