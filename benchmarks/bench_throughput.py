@@ -15,7 +15,8 @@ is images/s times the training FLOPs per image (forward and backward, `torch.uti
 over the device's dense tensor-core peak for the precision (from its name; TF32 for fp32, which
 cuDNN convolutions use by default). Every figure is the fastest of --repeats, after --warmup
 rounds (compilation, cuDNN and allocator warm-up), except FL / centralized: the median of the
-repeats' ratios, each of an FL round and a centralized fit run back to back, in alternating order.
+repeats' ratios, each of an FL round and a centralized fit run back to back, in alternating order;
+on a CPU shared with other work, the same ratio of this process's CPU time is the steadier one.
 
 The data is a stand-in of HAM10000's shape by default (10,015 random images, its 7 class shares:
 throughput does not depend on pixel values); `--dataset ham10000 --set data.root=...` uses the
@@ -130,13 +131,15 @@ def wait_for_parties(barrier: Path, parties: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
-def timed_fits(fed, device: torch.device) -> list[tuple[int, int, float]]:
-    """(samples, steps, seconds) of every local fit the trainer runs from now on, appended to the returned list."""
+def timed_fits(fed, device: torch.device) -> list[tuple[int, int, float, float]]:
+    """(samples, steps, seconds, CPU seconds of this process) of every local fit the trainer runs
+    from now on, appended to the returned list."""
     fits, fit = [], fed.trainer.fit
 
     def timed_fit(*args, **kwargs):
+        cpu = time.process_time()
         result, seconds = timed(lambda: fit(*args, **kwargs), device)
-        fits.append((result.samples, result.steps, seconds))
+        fits.append((result.samples, result.steps, seconds, time.process_time() - cpu))
         return result
 
     fed.trainer.fit = timed_fit
@@ -180,7 +183,7 @@ def measure(args: argparse.Namespace) -> dict:
     exp.method.prepare(fed)
     fits = timed_fits(fed, device)
     pooled = Client(len(fed.clients), torch.cat([c.train for c in fed.clients]), fed.clients[0].test[:0])
-    progress, best, ratios = Progress(), {"fl": None, "central": None, "round": None}, []
+    progress, best, ratios, cpu_ratios = Progress(), {"fl": None, "central": None, "round": None}, [], []
     window = {"images": 0}  # everything trained while measuring, from when to when (wall clock)
     for r in range(1, args.warmup + args.repeats + 1):
         if r == args.warmup + 1:
@@ -192,6 +195,7 @@ def measure(args: argparse.Namespace) -> dict:
         if r > args.warmup:
             window["images"] += fl[0] + central[0]
             ratios.append((fl[2] / fl[0]) / (central[2] / central[0]))
+            cpu_ratios.append((fl[3] / fl[0]) / (central[3] / central[0]))
             best["round"] = min(round_seconds, best["round"] or round_seconds)
             best["fl"] = min(best["fl"] or fl, fl, key=lambda fit: fit[2])
             best["central"] = min(best["central"] or central, central, key=lambda fit: fit[2])
@@ -199,7 +203,7 @@ def measure(args: argparse.Namespace) -> dict:
     flops = training_flops_per_image(exp, device)
     peak = peak_tflops(torch.cuda.get_device_name(device), args.precision) if device.type == "cuda" else None
     rows = {}
-    for key, (samples, steps, seconds) in (("fl", best["fl"]), ("central", best["central"])):
+    for key, (samples, steps, seconds, _) in (("fl", best["fl"]), ("central", best["central"])):
         rate = samples / seconds
         rows[key] = {"images": samples, "steps": steps, "seconds": seconds, "images_per_second": rate,
                      "mfu": rate * flops / (peak * 1e12) if peak else None}
@@ -208,6 +212,7 @@ def measure(args: argparse.Namespace) -> dict:
         "dataset": cfg["data"]["name"], "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "fl": rows["fl"], "central": rows["central"], "fl_over_central": statistics.median(ratios), "fl_over_central_repeats": ratios,
+        "fl_over_central_cpu": statistics.median(cpu_ratios),
         "seconds_per_round": best["round"], "training_flops_per_image": flops, "peak_tflops": peak, "window": window,
     }
 
@@ -221,6 +226,7 @@ def table(result: dict) -> str:
         lines.append(f"{label:<20}{row['images']:>8}{row['steps']:>7}{row['seconds']:>10.3f}{row['images_per_second']:>11.1f}{mfu:>8}")
     repeats = ", ".join(f"{ratio:.3f}" for ratio in result["fl_over_central_repeats"])
     lines.append(f"FL / centralized time per image: {result['fl_over_central']:.3f} (median of {repeats}; target <= 1.05)")
+    lines.append(f"FL / centralized CPU time per image of this process: {result['fl_over_central_cpu']:.3f} (on a CPU: robust to other processes' load)")
     lines.append(f"seconds per round: {result['seconds_per_round']:.3f} (local training, aggregation, evaluation)")
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ def test_the_throughput_benchmark_runs_on_cpu_and_prints_its_table(tmp_path, cap
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["fl"]["images"] == result["central"]["images"] > 0  # the same samples
     assert abs(result["fl"]["steps"] - result["central"]["steps"]) < result["clients"]  # the same steps, up to a partial batch per client
-    assert result["fl_over_central"] > 0 and result["seconds_per_round"] >= result["fl"]["seconds"]
+    assert result["fl_over_central"] > 0 and result["fl_over_central_cpu"] > 0 and result["seconds_per_round"] >= result["fl"]["seconds"]
     # 8 px: a 3x3 conv to 8 channels (forward and weight gradient; no input gradient at the first layer),
     # a linear head 8 -> 7 classes (forward, weight and input gradients); 2 FLOPs per multiply-add
     conv, head = 2 * (8 * 8) * 8 * (3 * 3 * 3), 2 * 8 * 7
