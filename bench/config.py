@@ -26,6 +26,10 @@ from bench.errors import UserError
 # Sections that say *how* to run, not *what*: they do not change results, so not the run id.
 NON_SEMANTIC = ("runtime",)
 NON_SEMANTIC_DATA_KEYS = ("root", "cache_dir", "on_device")
+# Runtime keys that do change what is computed (bf16 rounds every activation, far beyond the
+# float noise of thread counts, channels_last or compiled kernels): hashed when set away from
+# their default, so the run ids of default runs stay as they were.
+SEMANTIC_RUNTIME_KEYS = ("precision",)
 
 
 @cache
@@ -250,6 +254,11 @@ def semantic_view(cfg: dict) -> dict:
     """The part of a resolved config that determines the results (what the run id hashes)."""
     view = {k: v for k, v in cfg.items() if k not in NON_SEMANTIC}
     view["data"] = {k: v for k, v in cfg["data"].items() if k not in NON_SEMANTIC_DATA_KEYS}
+    defaults = run_schema()["properties"]["runtime"]["properties"]
+    runtime = cfg.get("runtime", {})
+    changed = {k: runtime[k] for k in SEMANTIC_RUNTIME_KEYS if runtime.get(k, defaults[k]["default"]) != defaults[k]["default"]}
+    if changed:
+        view["runtime"] = changed
     return view
 
 

@@ -121,7 +121,7 @@ def test_a_held_out_centre_run_records_every_protocol_scope_and_resumes_exactly(
 @pytest.mark.slow
 def test_the_protocols_run_for_every_registered_method(tmp_path):
     for name in registry():
-        execute(tiny_config(method=name, train__rounds=2, **PROTOCOL), tmp_path / name, show_progress=False)
+        execute(tiny_config(method=name, train__rounds=2, data__public_fraction=0.2, **PROTOCOL), tmp_path / name, show_progress=False)
     settings = resolve_stats({"selection": "best_val", "metric": "balanced_accuracy"})
     analysis = analyse(load_results(tmp_path, settings, progress=False), settings)
     finals = analysis.finals.assign(run_id=analysis.finals["run_id"].astype(str))

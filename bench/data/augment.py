@@ -81,7 +81,9 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.cfg
-        u = torch.rand(len(x), len(OPS), generator=generator).to(x.device)  # one draw per image and operation
+        u = torch.rand(len(x), len(OPS), generator=generator)  # one draw per image and operation
+        if x.is_cuda:  # from pinned memory, asynchronously: the step loop never waits for the GPU
+            u = u.pin_memory().to(x.device, non_blocking=True)
         draw = dict(zip(OPS, u.unbind(1)))
         if c["hflip"]:
             x = torch.where((draw["hflip"] < c["hflip"]).view(-1, 1, 1, 1), x.flip(-1), x)

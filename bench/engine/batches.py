@@ -18,12 +18,14 @@ class TensorData:
     Batches are gathered by index and converted to float on the device, so no per-image Python
     runs in the training loop. `augment`, if set, transforms float training batches on the device.
     `labels` are the true labels (evaluation); `train_labels` what training batches see: the
-    same, or with the clients' training labels corrupted (`data.label_noise`).
+    same, or with the clients' training labels corrupted (`data.label_noise`). Batches come in
+    `memory_format` (channels_last for NHWC models).
     """
 
     def __init__(self, ds: ImageDataset, device: torch.device, on_device: bool, augment: Augment | None = None,
-                 train_labels: np.ndarray | None = None):
+                 train_labels: np.ndarray | None = None, memory_format: torch.memory_format = torch.contiguous_format):
         self.device = device
+        self.memory_format = memory_format
         self.classes = list(ds.classes)
         images = torch.from_numpy(ds.images)
         self.images = images.to(device) if on_device else images
@@ -49,4 +51,4 @@ class TensorData:
         if generator is not None and self.augment is not None:
             x = self.augment(x, generator)
         labels = self.labels if generator is None else self.train_labels
-        return (x - self.mean) / self.std, labels[index.to(self.device)]
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format), labels[index.to(self.device)]

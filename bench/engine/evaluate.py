@@ -29,10 +29,10 @@ ECE_BINS = 15
 MELANOMA = ("mel", "MEL")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: nn.Module, data: TensorData, index: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(true labels, predicted labels (argmax of the logits), softmax probabilities (N, C),
-    summed cross-entropy) over `index`."""
+    summed cross-entropy) over `index`, under inference mode (no autograd bookkeeping at all)."""
     model.eval()
     probabilities = torch.empty(len(index), data.num_classes, device=data.device)
     predicted = torch.empty(len(index), dtype=torch.long, device=data.device)

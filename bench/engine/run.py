@@ -95,7 +95,13 @@ def global_rows(exp: Experiment, global_model: torch.nn.Module, personal: bool) 
 def evaluate_round(exp: Experiment) -> list[dict]:
     """Global model on the global test, validation and held-out sets; each client's model on
     the global test set (when models differ per client), on its local test split and on its
-    validation split; plus the means over clients."""
+    validation split; plus the means over clients. Forward
+    passes run in the trainer's precision."""
+    with exp.fed.trainer.autocast():
+        return evaluation_rows(exp)
+
+
+def evaluation_rows(exp: Experiment) -> list[dict]:
     fed, method, cfg = exp.fed, exp.method, exp.fed.config
     batch, r = cfg["eval"]["batch_size"], fed.round
     global_model = method.global_model(fed)
@@ -352,6 +358,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "wall_seconds": wall,
             "seconds_per_round": sum(progress.round_seconds) / max(len(progress.round_seconds), 1),
             "round_seconds": progress.round_seconds,
+            "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(fed.device) / MB if fed.device.type == "cuda" else None,
         },
     }
 

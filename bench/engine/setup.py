@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -60,6 +61,33 @@ def configure_torch(runtime: dict, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def autocast(runtime: dict, device: torch.device) -> Callable[[], ContextManager]:
+    """The context forward passes and losses run in: bf16 autocast for `runtime.precision` bf16
+    (weights, gradients and optimizer state stay fp32), else a no-op, so the default path is plain
+    fp32 code."""
+    if runtime["precision"] == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def memory_format(runtime: dict) -> torch.memory_format:
+    """NHWC (`runtime.channels_last`: what tensor-core convolutions run in) or the default NCHW."""
+    return torch.channels_last if runtime["channels_last"] else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, runtime: dict) -> torch.nn.Module:
+    """A built model in the runtime's memory format, its body and head compiled in place
+    (`nn.Module.compile`): state-dict keys stay, and as every client of an architecture shares
+    one model object, one compiled graph serves them all."""
+    if runtime["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    if runtime["compile"]:
+        backend = "inductor" if runtime["compile"] is True else runtime["compile"]
+        for part in (model.body, model.head):
+            part.compile(backend=backend)
+    return model
+
+
 def public_split(dataset: ImageDataset, pool: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(the clients' pool, the public split): a `fraction` of the pool, whole groups, given to no
     client. Drawn with the split seed, so every run seed (and method) has the same public data."""
@@ -105,11 +133,13 @@ def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, di
     return sections, chosen
 
 
-def model_builders(sections: dict[str, dict], spec: ModelSpec, method: Method, device: torch.device) -> dict[str, Callable[[], torch.nn.Module]]:
-    """A fresh-model function per architecture: the builder, then the method's `model` hook."""
+def model_builders(sections: dict[str, dict], spec: ModelSpec, method: Method, device: torch.device,
+                   runtime: dict) -> dict[str, Callable[[], torch.nn.Module]]:
+    """A fresh-model function per architecture: the builder, the method's `model` hook, then the
+    runtime's memory format and compilation."""
 
     def builder(section: dict) -> Callable[[], torch.nn.Module]:
-        return lambda: method.model(build_model(section, spec.num_classes, spec.channels, spec.image_size), spec).to(device)
+        return lambda: prepare_model(method.model(build_model(section, spec.num_classes, spec.channels, spec.image_size), spec).to(device), runtime)
 
     return {name: builder(section) for name, section in sections.items()}
 
@@ -131,11 +161,12 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     partition = partition_dataset(dataset, pool, test, cfg)
     on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])
     train_labels = noisy_training_labels(dataset.labels, partition.train, cfg["data"]["label_noise"], cfg["seed"], dataset.num_classes)
-    data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]), train_labels=train_labels)
+    data = TensorData(dataset, device, on_device, augment=make_augment(cfg["augment"]), train_labels=train_labels,
+                      memory_format=memory_format(cfg["runtime"]))
     method = make_method(cfg["method"])
     sections, arch_of = architectures(cfg, method, partition.clients)
     spec = ModelSpec(dataset.num_classes, dataset.channels, dataset.image_size)
-    builders = model_builders(sections, spec, method, device)
+    builders = model_builders(sections, spec, method, device, cfg["runtime"])
     models = initial_models(builders, cfg["seed"])
     layouts = {name: StateLayout(model) for name, model in models.items()}
     index_device = data.labels.device
@@ -153,7 +184,7 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
         layouts=layouts,
         clients=clients,
         data=data,
-        trainer=LocalTrainer(cfg["train"], data, cfg["seed"]),
+        trainer=LocalTrainer(cfg["train"], data, cfg["seed"], autocast(cfg["runtime"], device)),
         global_state=layout.gather(models[MAIN]),
         uploads=torch.empty(len(clients), layout.size, device=device),
         classifier_layers=layout.layers_where(lambda key: key.startswith("head.")),

@@ -13,9 +13,10 @@ statistics fixed), the indices trained on (a public split), a hook before every 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,10 +113,14 @@ def batches_per_epoch(samples: int, batch_size: int) -> int:
 
 
 class LocalTrainer:
-    def __init__(self, cfg: dict, data: TensorData, seed: int):
+    """`autocast()` is the context forward passes and losses run in (bf16 autocast with
+    `runtime.precision` bf16; a no-op by default); backward and optimizer steps run outside it."""
+
+    def __init__(self, cfg: dict, data: TensorData, seed: int, autocast: Callable[[], ContextManager] = contextlib.nullcontext):
         self.cfg = cfg
         self.data = data
         self.seed = seed
+        self.autocast = autocast
 
     def make_optimizer(self, params: list[nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -212,14 +217,15 @@ class LocalTrainer:
     def _step(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int) -> float:
         """One optimizer step of every learner on the same batch; returns the first learner's lr."""
         outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for run in runs:
-            model = run.learner.model
-            features = model.body(x)
-            outputs[run.learner.name] = (features, model.head(features))
         losses = []
-        for run in runs:
-            features, logits = outputs[run.learner.name]
-            losses.append(run.learner.objective(Batch(x, y, index, features, logits, outputs, epoch, step)))
+        with self.autocast():
+            for run in runs:
+                model = run.learner.model
+                features = model.body(x)
+                outputs[run.learner.name] = (features, model.head(features))
+            for run in runs:
+                features, logits = outputs[run.learner.name]
+                losses.append(run.learner.objective(Batch(x, y, index, features, logits, outputs, epoch, step)))
         for run in runs:
             run.optimizer.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
