@@ -30,6 +30,9 @@ NON_SEMANTIC_DATA_KEYS = ("root", "cache_dir", "on_device")
 # float noise of thread counts, channels_last or compiled kernels): hashed when set away from
 # their default, so the run ids of default runs stay as they were.
 SEMANTIC_RUNTIME_KEYS = ("precision",)
+# Keys added after runs had been made without them, with a default that changes nothing: hashed only
+# when set to something else, so the runs made before they existed keep their ids (and are reused).
+HASHED_WHEN_SET = {"partition": ("val_fraction", "holdout"), "eval": ("new_client_steps",)}
 
 
 @cache
@@ -254,12 +257,22 @@ def semantic_view(cfg: dict) -> dict:
     """The part of a resolved config that determines the results (what the run id hashes)."""
     view = {k: v for k, v in cfg.items() if k not in NON_SEMANTIC}
     view["data"] = {k: v for k, v in cfg["data"].items() if k not in NON_SEMANTIC_DATA_KEYS}
-    defaults = run_schema()["properties"]["runtime"]["properties"]
+    for section, keys in HASHED_WHEN_SET.items():
+        if section in view:
+            view[section] = {k: v for k, v in view[section].items() if k not in keys or not is_default(section, k, v)}
     runtime = cfg.get("runtime", {})
-    changed = {k: runtime[k] for k in SEMANTIC_RUNTIME_KEYS if runtime.get(k, defaults[k]["default"]) != defaults[k]["default"]}
+    changed = {k: runtime[k] for k in SEMANTIC_RUNTIME_KEYS if not is_default("runtime", k, runtime.get(k, schema_default("runtime", k)))}
     if changed:
         view["runtime"] = changed
     return view
+
+
+def schema_default(section: str, key: str):
+    return run_schema()["properties"][section]["properties"][key]["default"]
+
+
+def is_default(section: str, key: str, value) -> bool:
+    return value == schema_default(section, key)
 
 
 def config_digest(cfg: dict) -> str:

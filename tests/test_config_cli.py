@@ -54,6 +54,16 @@ def test_run_id_ignores_how_a_run_is_executed():
     assert run_id(a).startswith("synthetic-fedavg-s0-")
 
 
+def test_keys_added_later_change_the_run_id_only_when_set():
+    from bench.config import HASHED_WHEN_SET, semantic_view
+
+    a = tiny_config()
+    for section, keys in HASHED_WHEN_SET.items():
+        assert not set(keys) & set(semantic_view(a)[section])  # at the default: as if the key did not exist
+    assert run_id(tiny_config(partition__val_fraction=0.2)) != run_id(a)
+    assert run_id(tiny_config(eval__new_client_steps=3)) != run_id(a)
+
+
 def test_paths_expand_environment_variables(monkeypatch):
     monkeypatch.setenv("FEDRANK_TEST_ROOT", "/data")
     monkeypatch.delenv("FEDRANK_UNSET", raising=False)
