@@ -180,13 +180,13 @@ def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int,
         "data": {"name": cfg["data"]["name"], "classes": classes, "image_size": 32, "train_pool": int(counts.sum() * 1.25), "public": 0, "global_test": 1000,
                  "validation": int(counts.sum() * cfg["partition"]["val_fraction"]),
                  "clients": [{"id": i, "train": int(c.sum()), "local_test": int(c.sum()) // 4, "validation": int(c.sum() * cfg["partition"]["val_fraction"]),
-                              "class_counts": c.tolist()} for i, c in enumerate(counts)],
+                              "class_counts": c.tolist(), "label_noise": 0.0} for i, c in enumerate(counts)],
                  "holdout": None if cfg["partition"]["holdout"] is None else {"name": cfg["partition"]["holdout"], "train": 300, "local_test": 75},
                  "notes": ["synthetic results (bench.stats.synthetic): no model was trained"]},
         "environment": {"fedrank": "synthetic", "python": "-", "packages": package_versions(), "cuda": cuda_versions(), "device": "none",
                         "git_revision": "synthetic", "host": "-", "platform": "-"},
         "timing": {"started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00", "wall_seconds": float(sum(seconds)),
-                   "seconds_per_round": float(np.mean(seconds)) if seconds else 0.0, "round_seconds": seconds},
+                   "seconds_per_round": float(np.mean(seconds)) if seconds else 0.0, "round_seconds": seconds, "peak_gpu_memory_mb": None},
     }
 
 
