@@ -47,6 +47,26 @@ def tiny_run(tmp_path_factory):
     return out, paths, plan_workflow(config)
 
 
+def test_a_finished_run_is_not_retrained_when_its_rule_params_change(tiny_run, tmp_path):
+    """Snakemake would delete and retrain a finished run whose params or rule code changed (a
+    default written out, an upgraded fedrank); the workflow profile (profiles/default) keeps
+    them: a run folder is named by its resolved configuration."""
+    out, paths, plan = tiny_run
+    config = yaml.safe_load(TINY.read_text())
+    config["base"]["train"]["client_init"] = "common"  # the default, written out: same run ids, other params
+    edited = tmp_path / "tiny.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    assert plan_workflow({**load_workflow_config(edited), "results": str(out / "runs"), "reports": str(out / "reports")}).runs.keys() == plan.runs.keys()
+
+    def scheduled(*triggers: str) -> list[str]:
+        proc = snakemake("-n", "--configfile", str(edited), "--config", *paths, *triggers)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return re.findall(r"^(?:local)?rule train:", proc.stdout, re.M)
+
+    assert scheduled() == []
+    assert scheduled("--rerun-triggers", "mtime", "input", "params", "code")  # what the profile prevents
+
+
 def test_every_run_reaches_the_reports_diverged_and_failed_included(tiny_run):
     out, _, plan = tiny_run
     results = load_results(out / "runs", resolve_stats({}), progress=False)
