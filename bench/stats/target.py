@@ -53,7 +53,7 @@ def run_targets(results: Results, curves: pd.DataFrame, settings: dict, comm: pd
     first.index = first.index.astype(str)
     out = runs.join(first).reset_index()
     out["reached"] = out["reach_round"].notna()
-    out["round"] = out["reach_round"].fillna(out["train.rounds"]).astype(int)
+    out["round"] = out["reach_round"].fillna(out["train.rounds"].astype(float)).astype(int)
     comm = communication(results) if comm is None else comm
     sent = comm.groupby("run_id", observed=True).agg(played=("round", "max"), total_mb=("cum_mb", "last"), last_mb=("mb", "last"), mb_per_round=("mb", "mean"))
     out = out.merge(sent, left_on="run_id", right_index=True, how="left").merge(comm[["run_id", "round", "cum_mb"]], on=["run_id", "round"], how="left")
