@@ -250,3 +250,18 @@ def test_communication_frequency_and_leave_one_centre_out_tables(tmp_path):
     fairness = next(text for path, text in captions.items() if path.startswith("figures/fairness/") and path.endswith(".png"))
     for phrase in ("validation split of 20%", "leave-one-centre-out: each of east, north and south held out", "best validation"):
         assert phrase in fairness, (phrase, fairness)
+
+
+def test_runs_made_before_the_clinical_metrics_existed_still_report(tmp_path):
+    """Runs recorded without specificity (older fedrank) keep their per-class sensitivity; the
+    missing half shows as absent instead of failing the report."""
+    from bench.stats.report import produce
+
+    for cfg in grid_configs({"method": ["fedavg", "fedprox"], "seed": [0, 1]}):
+        path = write_run(tmp_path / "runs", cfg)
+        metrics = pd.read_parquet(path.parent / "metrics.parquet")
+        write_parquet(path.parent / "metrics.parquet", metrics[~metrics["metric"].astype(str).str.startswith("specificity/")])
+    produce(tmp_path / "runs", tmp_path / "out", resolve_stats({}), None, ("tables",), progress=False)
+    table = pd.read_csv(tmp_path / "out" / "tables" / "per_class.csv")
+    shown = (tmp_path / "out" / "tables" / "per_class.md").read_text()
+    assert len(table) == 2 and " / –" in shown

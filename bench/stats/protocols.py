@@ -127,8 +127,9 @@ def per_class_table(analysis: Analysis) -> list[Table]:
     wide = means.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", observed=True).reset_index()
     data = wide.sort_values(["setting_order", "method_order", "method"], ignore_index=True)
     display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"]})
+    missing = pd.Series(np.nan, index=data.index)  # runs made before a metric existed lack its column
     for c in classes:
-        display[c] = [f"{fmt(sens, 1, True)} / {fmt(spec, 1, True)}" for sens, spec in zip(data.get(f"recall/{c}", np.nan), data.get(f"specificity/{c}", np.nan))]
+        display[c] = [f"{fmt(sens, 1, True)} / {fmt(spec, 1, True)}" for sens, spec in zip(data.get(f"recall/{c}", missing), data.get(f"specificity/{c}", missing))]
     notes = ["Per class: sensitivity (recall) / specificity in %, mean over completed seeds; '–': the class is absent from the evaluated set."]
     return [Table("per_class", "Per-class sensitivity / specificity", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes)]
 
