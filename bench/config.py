@@ -267,6 +267,17 @@ def semantic_view(cfg: dict) -> dict:
     return view
 
 
+def with_later_keys(cfg: dict) -> dict:
+    """A recorded run config with the HASHED_WHEN_SET keys it predates filled in at their
+    defaults, so runs made before and after those keys existed compare as the same setting."""
+    out = copy.deepcopy(cfg)
+    for section, keys in HASHED_WHEN_SET.items():
+        if isinstance(out.get(section), dict):
+            for key in keys:
+                out[section].setdefault(key, schema_default(section, key))
+    return out
+
+
 def schema_default(section: str, key: str):
     return run_schema()["properties"][section]["properties"][key]["default"]
 

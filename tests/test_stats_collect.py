@@ -132,6 +132,20 @@ def test_settings_are_what_varies_besides_method_and_seed(tmp_path):
     assert set(results.runs["block"]) == set(results.runs["setting"])
 
 
+def test_runs_made_before_later_keys_existed_share_the_setting_of_runs_made_after(tmp_path):
+    from bench.config import HASHED_WHEN_SET
+
+    paths = [write_run(tmp_path, cfg) for cfg in grid_configs({"method": ["fedavg", "fedprox"], "seed": [0, 1], "train.rounds": [3]})]
+    for path in paths[:2]:  # as an older fedrank recorded them: without the keys added since
+        record = json.loads(path.read_text())
+        for section, keys in HASHED_WHEN_SET.items():
+            for key in keys:
+                del record["config"][section][key]
+        path.write_text(json.dumps(record))
+    results = load_results(tmp_path, SETTINGS, progress=False)
+    assert results.runs["setting"].nunique() == 1 and not results.problems
+
+
 def test_stats_settings_from_a_workflow_config_and_overrides(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("base: {}\ngrid: {seed: [0]}\nstats:\n  metric: f1\n  targets: {msid: {value: 0.8}}\n")

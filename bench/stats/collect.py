@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from bench.config import NON_SEMANTIC, NON_SEMANTIC_DATA_KEYS
+from bench.config import NON_SEMANTIC, NON_SEMANTIC_DATA_KEYS, with_later_keys
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def run_row(path: Path, record: dict) -> dict:
     """One runs-table row: run fields, the flattened config, what figures need from the record."""
     flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment", "data")})
     row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
-    config = {k: v for k, v in flatten(record["config"]).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))}
+    config = {k: v for k, v in flatten(with_later_keys(record["config"])).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))}
     row.update(config)
     data = record.get("data", {})
     row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(record["config"]["method"], sort_keys=True),
