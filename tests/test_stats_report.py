@@ -205,3 +205,16 @@ def test_a_report_group_of_one_run_whatever_its_fate(tmp_path, status, stop):
     assert table["statuses"].tolist() == [f"1 {status}"] and table["method"].tolist() == ["FedAvg"]
     caption = json.loads((out / "report.json").read_text())["captions"]["convergence.png"]  # always drawn: the HTML report shows it
     assert ("no completed run has an evaluated round" in caption) == (status != "completed")
+
+
+def test_a_null_setting_value_is_a_column_of_its_own_in_ablations(tmp_path):
+    """samples_per_client: null (as many as fit) is swept like any value, not shown as 'not run'."""
+    from bench.stats.report import produce
+    from bench.stats.settings import resolve_stats
+
+    write_study(tmp_path / "runs", {"method": ["fedavg"], "seed": [0, 1], "partition.scheme": ["fixed"], "partition.samples_per_client": [25, None]})
+    settings = resolve_stats({"sweeps": [{"key": "partition.samples_per_client", "name": "samples_per_client", "title": "images per client"}]})
+    produce(tmp_path / "runs", tmp_path / "out", settings, None, ("tables",), progress=False)
+    table = (tmp_path / "out" / "tables" / "ablation_samples_per_client.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| FedAvg"))
+    assert "images per client=none" in table and "–" not in row

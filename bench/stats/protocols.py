@@ -139,7 +139,7 @@ def unseen_rows(analysis: Analysis, prefix: str) -> pd.DataFrame:
     """Summary rows of `<prefix>_<metric>` per held-out centre, with `context` and `value`."""
     from bench.stats.sweeps import setting_sweep
 
-    return setting_sweep(analysis.results, analysis.summary, "partition.holdout", f"{prefix}_{fairness_metric(analysis.settings)}")
+    return setting_sweep(analysis.results, analysis.summary, "partition.holdout", f"{prefix}_{fairness_metric(analysis.settings)}", null_is_value=False)
 
 
 def centre_mean(analysis: Analysis, rows: pd.DataFrame, name: str) -> pd.DataFrame:

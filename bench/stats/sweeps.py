@@ -21,15 +21,19 @@ def setting_table(results: Results) -> pd.DataFrame:
     return results.runs.drop_duplicates(["study", "setting"])[columns].reset_index(drop=True)
 
 
-def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str) -> pd.DataFrame:
+def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str, null_is_value: bool = True) -> pd.DataFrame:
     """Summary rows of `metric` for settings that differ only in `key` from at least one other
-    setting of their study; `context` names what they share. Empty when there is no sweep."""
+    setting of their study; `context` names what they share. Empty when there is no sweep. A
+    null setting (samples_per_client: as many as fit) is the value "none" unless `null_is_value`
+    is False (no held-out centre is not a held-out centre)."""
     if key not in results.setting_columns:
         return pd.DataFrame()
     settings = setting_table(results)
     others = [c for c in results.setting_columns if c != key]
     names = short_names(results.setting_columns)
     settings["context"] = [context_text(row, others, names) for _, row in settings.iterrows()]
+    if null_is_value and settings[key].isna().any():
+        settings[key] = settings[key].astype(object).where(settings[key].notna(), "none")
     settings = settings[settings.groupby("context")[key].transform("nunique") > 1]
     if settings.empty:
         return pd.DataFrame()
