@@ -186,3 +186,19 @@ def test_a_corrupt_metrics_file_is_reported_and_its_run_kept(tmp_path):
     results = load_results(tmp_path, SETTINGS, progress=False)
     assert len(results.runs) == 3 and set(results.metrics["run_id"]) == {paths[0].parent.name, paths[2].parent.name}
     assert any(paths[1].parent.name in p and "metrics.parquet: unreadable" in p for p in results.problems)
+
+
+def test_a_list_valued_hyper_parameter_is_swept_as_exact_text(tmp_path):
+    """MDH-FL's client architectures (a list of model settings) against the configured model
+    (an empty list): a sensitivity sweep whose two values read in full and group as text."""
+    from bench.stats.analysis import analyse
+    from bench.stats.tables import sensitivity_tables
+
+    zoo = [{"name": "resnet10", "stem_stride": 2}, {"name": "shufflenet_v2", "widths": [8, 16]}]
+    write_study(tmp_path, {"data.name": ["ham10000"], "seed": [0, 1], "train.rounds": [3],
+                           "method": ["fedavg", {"name": "mdhfl", "architectures": zoo}, {"name": "mdhfl", "architectures": []}]})
+    analysis = analyse(load_results(tmp_path, SETTINGS, progress=False), SETTINGS)
+    rows = analysis.hparam_sweep_rows[("mdhfl", "architectures")]
+    assert sorted(rows["value"].unique()) == ["[]", "[resnet10(stem_stride=2), shufflenet_v2(widths=[8, 16])]"]
+    (table,) = sensitivity_tables(analysis)
+    assert list(table.display.columns[1:]) == ["architectures=[]", "architectures=[resnet10(stem_stride=2), shufflenet_v2(widths=[8, 16])]"]

@@ -249,7 +249,16 @@ def method_defaults() -> dict[str, dict]:
 
 
 def format_value(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """How a setting or hyper-parameter value reads: 0.01, fedavg, [resnet10(stem_stride=2), ...]
+    (a list or mapping in full, so two different values never read the same)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(format_value, value)) + "]"
+    if isinstance(value, dict):
+        rest = ", ".join(f"{k}={format_value(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({rest})" if "name" in value else "{" + rest + "}"
+    return str(value)
 
 
 def treatment_labels(configs: list[dict], defaults: dict[str, dict]) -> list[str]:

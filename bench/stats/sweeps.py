@@ -79,6 +79,12 @@ def others_text(config: dict, hparam: str) -> str:
     return ", ".join(f"{k}={format_value(v)}" for k, v in sorted(config.items()) if k not in ("name", hparam))
 
 
+def sweep_value(value):
+    """A hyper-parameter's value as a table column: a list or mapping (MDH-FL's client
+    architectures) as its text, which pandas can group and sort."""
+    return format_value(value) if isinstance(value, (list, tuple, dict)) else value
+
+
 def hparam_sweeps(results: Results, summary: pd.DataFrame, metric: str) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (method name, hyper-parameter): summary rows of `metric` for treatments of one
     setting that differ only in that hyper-parameter, with `fixed` naming the others."""
@@ -87,7 +93,7 @@ def hparam_sweeps(results: Results, summary: pd.DataFrame, metric: str) -> dict[
     found: dict[tuple[str, str], pd.DataFrame] = {}
     for name, group in treatments.groupby(treatments["config"].map(lambda c: c["name"])):
         for hparam in sorted({k for c in group["config"] for k in c if k != "name"}):
-            frame = group.assign(value=[c.get(hparam) for c in group["config"]], fixed=[others_text(c, hparam) for c in group["config"]])
+            frame = group.assign(value=[sweep_value(c.get(hparam)) for c in group["config"]], fixed=[others_text(c, hparam) for c in group["config"]])
             swept = frame.assign(text=frame["value"].astype(str)).groupby(["study", "setting", "fixed"])["text"].transform("nunique") > 1
             scored = frame[swept].drop(columns="config").merge(rows.drop(columns=["setting_order", "method_order"]), on=["study", "setting", "method"])
             if len(scored):
