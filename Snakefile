@@ -8,12 +8,16 @@
 # Stages: train (one job per run id) -> statistics (paper tables, ranking and figures over all
 # studies) and report (tables and figures per study, dataset and setting). The config is checked and expanded here,
 # before any job starts; `fedrank plan CONFIG` prints the same expansion.
+import os
+import sys
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from bench.config import read_yaml
 from bench.errors import UserError
-from bench.workflow import WORKFLOW_SCHEMA, check_config, job_attempts, plan_workflow
+from bench.workflow import WORKFLOW_SCHEMA, check_config, concurrent_group_job, job_attempts, plan_workflow
 
 min_version("9.0")
 
@@ -33,6 +37,16 @@ except UserError as exc:
     raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
 RESULTS = config["results"]
 REPORTS = config["reports"]
+
+# Inside a packed SLURM job (a group job of training runs): run its runs at once, where the SLURM
+# plugin would run them one by one, and on a retry only those not finished before the kill
+# (bench.workflow.concurrent_group_job says why and how).
+# A run's run.json is written last, atomically: once it is there, so are its other outputs.
+if (packed := concurrent_group_job(sys.argv, lambda run: (Path(RESULTS) / run / "run.json").is_file())) is not None:
+    if not packed:
+        print("every run of this packed job finished before it was stopped: nothing to do", flush=True)
+        os._exit(0)
+    os.execv(sys.executable, [sys.executable, "-m", "snakemake", *packed[1:]])
 # Every rule's software, for `--software-deployment-method conda`: this checkout, pip-installed.
 ENV = "envs/fedrank.yaml"
 

@@ -415,3 +415,30 @@ def job_attempts(workflow) -> int:
     if not workflow.remote_exec and settings is not None:
         os.environ["FEDRANK_ATTEMPTS"] = str(settings.retries + 1)
     return int(os.environ.get("FEDRANK_ATTEMPTS", "1"))
+
+
+def concurrent_group_job(argv: list[str], finished: Callable[[str], bool]) -> list[str] | None:
+    """The arguments that run a SLURM group job's jobs at once, for the Snakemake inside that job;
+    None for any other Snakemake process. `finished(run)` says whether a run's outputs are all there.
+
+    The SLURM executor plugin starts a group job's own Snakemake with `--executor slurm-jobstep
+    --jobs 1`, which runs the jobs of the group one after another (snakemake-executor-plugin-slurm
+    issue #469), so packed training runs would not share the job's GPU. With Snakemake's local
+    executor the same process runs them side by side, within the --cores and --resources the group
+    job was sized with (only group jobs get --local-groupid). When a killed group job is retried,
+    its runs that finished before the kill are left out of its --target-jobs (Snakemake forces
+    every target job, deleting its outputs first): only the others run, resuming from their
+    checkpoints. An empty list: every run of the job had finished."""
+    pairs = list(zip(argv, argv[1:]))
+    if "--local-groupid" not in argv or ("--executor", "slurm-jobstep") not in pairs or ("--jobs", "1") not in pairs:
+        return None
+    out = list(argv)
+    out[pairs.index(("--executor", "slurm-jobstep")) + 1] = "local"
+    jobs = pairs.index(("--jobs", "1"))
+    out = out[:jobs] + out[jobs + 2:]
+    if dict(pairs).get("--attempt", "1") == "1":
+        return out
+    start = out.index("--target-jobs") + 1
+    end = next((i for i in range(start, len(out)) if out[i].startswith("--")), len(out))
+    left = [target for target in out[start:end] if not finished(target.split("=", 1)[1])]
+    return out[:start] + left + out[end:] if left else []

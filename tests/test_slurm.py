@@ -10,7 +10,8 @@ There is no accounting database, so Snakemake asks squeue for job states
 
 The test kills one training job once it has checkpointed, as a pre-emption would, and checks that
 the retried job resumed from the checkpoint; a run that fails when it starts must be recorded as
-failed and reach the report.
+failed and reach the report. The packing test trains 12 runs as 12 jobs and as 3 packed jobs of 4
+concurrent runs (killing one packed job mid-way): every run ends with the same metrics.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 CONFIG = REPO / "configs" / "test" / "slurm.yaml"
+PACKED = REPO / "configs" / "test" / "slurm_packed.yaml"
 ETC = Path("/etc/slurm")
 MARK = "# written by fedrank tests/test_slurm.py\n"
 TOOLS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "squeue", "sinfo", "scancel", "scontrol")
@@ -62,12 +64,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def profile_train_resources() -> dict:
-    """What the slurm profile requests for a training job here (the node must offer at least that)."""
+def profile_train_resources(**settings: str) -> dict:
+    """What the slurm profile requests for a training run here, with FEDRANK_SLURM_<settings>
+    (the node must offer at least what one job asks for)."""
     import yte
 
-    with mock.patch.dict(os.environ, slurm_env(), clear=True), open(REPO / "slurm" / "config.yaml") as profile:
+    env = {**slurm_env(), **{f"FEDRANK_SLURM_{k.upper()}": v for k, v in settings.items()}}
+    with mock.patch.dict(os.environ, env, clear=True), open(REPO / "slurm" / "config.yaml") as profile:
         return yte.process_yaml(profile, require_use_yte=True)["set-resources"]["train"]
+
+
+def gres(train: dict) -> str:
+    """The GPU request of a training job, e.g. gpu:1."""
+    return train["gres"].strip("'")
 
 
 def slurm_time(minutes: int) -> str:
@@ -105,7 +114,7 @@ def slurm_conf(host: str, state: Path) -> str:
         "MinJobAge=300",  # finished jobs stay visible to squeue for 5 minutes
         "GresTypes=gpu",
         f"NodeName={host} NodeAddr=127.0.0.1 CPUs={train['cpus_per_task']} "
-        f"RealMemory={train['mem_mb']} Gres=gpu:{train['gpu']} State=UNKNOWN",
+        f"RealMemory={train['mem_mb']} Gres={gres(train)} State=UNKNOWN",
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
     ]) + "\n"
 
@@ -162,6 +171,10 @@ def local_cluster():
         yield env
     finally:
         subprocess.run(["scancel", "--user=root"], env=env, capture_output=True)
+        try:  # jobs still running when the daemons stop would outlive them
+            wait_for(lambda: not running_jobs(env), 60, "the cancelled jobs to end")
+        except TimeoutError:
+            pass
         for daemon in reversed(daemons):
             daemon.terminate()
             try:
@@ -174,32 +187,69 @@ def local_cluster():
         shutil.rmtree(state, ignore_errors=True)
 
 
-def squeue(env: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(job id, state, comment) of every job the controller knows."""
-    proc = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T|%k"], env=env, capture_output=True, text=True)
-    return [tuple(line.split("|", 2)) for line in proc.stdout.splitlines() if line.count("|") == 2]
+def running_jobs(env: dict[str, str]) -> list[str]:
+    """Ids of the jobs running now."""
+    proc = subprocess.run(["squeue", "-h", "--states=RUNNING", "-o", "%i"], env=env, capture_output=True, text=True)
+    return proc.stdout.split()
+
+
+def batch_script(env: dict[str, str], job: str) -> str:
+    """What the job runs (the Snakemake call naming its runs' outputs), while it runs."""
+    return subprocess.run(["scontrol", "write", "batch_script", job, "-"], env=env, capture_output=True, text=True).stdout
 
 
 class Preempter(threading.Thread):
-    """Cancels the job training `run` once it has checkpointed a round, like a pre-emption."""
+    """Cancels the job training `run` (alone or packed with others) once it has checkpointed a
+    round, like a pre-emption; keeps the job's details and script, and what each run of the
+    results folder had written ("finished", "checkpoint" or nothing) just before and 2 s after
+    the job was cancelled (a run may write while the signal reaches it)."""
 
     def __init__(self, env: dict[str, str], run_dir: Path):
         super().__init__(daemon=True)
         self.env, self.run_dir = env, run_dir
         self.stop = threading.Event()
         self.job: str | None = None
-        self.details = ""
+        self.details = self.script = ""
+        self.at_kill: tuple[dict[str, str], dict[str, str]] = ({}, {})
+
+    def snapshot(self) -> dict[str, str]:
+        state = {}
+        for run in self.run_dir.parent.iterdir():
+            if (run / "run.json").is_file():
+                state[run.name] = "finished"
+            elif (run / "checkpoint.pt").is_file():
+                state[run.name] = "checkpoint"
+        return state
 
     def run(self) -> None:
         while not self.stop.is_set():
             if (self.run_dir / "checkpoint.pt").is_file():
-                running = [j for j, state, comment in squeue(self.env) if state == "RUNNING" and self.run_dir.name in comment]
-                if running:
-                    self.job = running[0]
-                    self.details = subprocess.run(["scontrol", "show", "job", self.job], env=self.env, capture_output=True, text=True).stdout
-                    subprocess.run(["scancel", self.job], env=self.env, check=True)
-                    return
+                for job in running_jobs(self.env):
+                    script = batch_script(self.env, job)
+                    if self.run_dir.name in script:
+                        self.job, self.script = job, script
+                        self.details = subprocess.run(["scontrol", "show", "job", job], env=self.env, capture_output=True, text=True).stdout
+                        before = self.snapshot()
+                        subprocess.run(["scancel", job], env=self.env, check=True)
+                        time.sleep(2)
+                        self.at_kill = (before, self.snapshot())
+                        return
             time.sleep(0.2)
+
+
+def snakemake_on_slurm(env: dict[str, str], config: Path, results: Path, reports: Path, *targets: str, cores: str = "all") -> tuple[str, float]:
+    """Run the workflow with the slurm profile; (its log, wall seconds). Fails the test if it fails."""
+    command = [
+        str(Path(sys.executable).parent / "snakemake"), "--cores", cores, "--profile", "slurm",
+        "--configfile", str(config), "--config", f"results={results}", f"reports={reports}",
+        "--slurm-status-command", "squeue",  # no accounting database on this cluster
+        "--slurm-init-seconds-before-status-checks", "2", *targets,
+    ]
+    tic = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log, time.perf_counter() - tic
 
 
 @pytest.fixture(scope="module")
@@ -220,21 +270,13 @@ def test_profile_runs_the_workflow_on_slurm_and_a_killed_job_resumes(cluster, tm
 
     preempter = Preempter(cluster, killed)
     preempter.start()
-    command = [
-        str(Path(sys.executable).parent / "snakemake"), "--cores", "all", "--profile", "slurm",
-        "--configfile", str(CONFIG), "--config", f"results={results}", f"reports={reports}",
-        "--slurm-status-command", "squeue",  # no accounting database on this cluster
-        "--slurm-init-seconds-before-status-checks", "2",
-    ]
-    proc = subprocess.run(command, cwd=REPO, env=cluster, capture_output=True, text=True, timeout=900)
+    log, _ = snakemake_on_slurm(cluster, CONFIG, results, reports)
     preempter.stop.set()
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
 
     # the profile's requests reached SLURM: one (stand-in) GPU, its CPUs and memory
     assert preempter.job, "the training job to pre-empt was never seen running"
     train = profile_train_resources()
-    wanted = [f"TresPerJob=gres:gpu:{train['gpu']}", f"NumCPUs={train['cpus_per_task']} ", f"mem={train['mem_mb']}M", f"TimeLimit={slurm_time(train['runtime'])}"]
+    wanted = [f"TresPerNode=gres:{gres(train)}", f"NumCPUs={train['cpus_per_task']} ", f"mem={train['mem_mb']}M", f"TimeLimit={slurm_time(train['runtime'])}"]
     assert all(w in preempter.details for w in wanted), (wanted, preempter.details)
 
     records = {rid: json.loads((results / rid / "run.json").read_text()) for rid in plan.runs}
@@ -255,3 +297,64 @@ def test_profile_runs_the_workflow_on_slurm_and_a_killed_job_resumes(cluster, tm
     assert runs.groupby("study")["failed"].sum().to_dict() == {"compare": 0, "preempt": 0, "tight": 1}
     manifest = pd.read_csv(reports / "studies.csv")
     assert sorted(manifest["study"]) == ["compare", "compare", "preempt", "tight"]
+
+
+def submitted_jobs(log: str) -> set[str]:
+    return set(re.findall(r"submitted with SLURM jobid (\d+)", log))
+
+
+def most_at_once(records: list[dict]) -> int:
+    """The most runs that were training at the same second (from their records' start and finish;
+    a run that failed when it starts has none)."""
+    spans = [(r["timing"]["started_at"], r["timing"]["finished_at"]) for r in records if "timing" in r]
+    return max(sum(start <= t <= end for start, end in spans) for t, _ in spans)
+
+
+@pytest.mark.timeout(2400)  # 15 cluster jobs: about 5 minutes on an idle 2-core machine
+def test_packed_jobs_train_runs_concurrently_to_the_metrics_of_one_job_per_run(cluster, tmp_path):
+    config = load_workflow_config(PACKED)
+    plan = plan_workflow({**config, "results": str(tmp_path)})
+    (long_run,) = plan.studies["long"]
+    (tight,) = plan.studies["tight"]
+    # the same 2 torch threads per run either way: one run per 2-CPU job, or 4 runs per 8-CPU job
+    layouts = {"separate": {"CPUS": "2", "MEM_MB": "8000"}, "packed": {"RUNS_PER_JOB": "4", "CPUS": "8", "MEM_MB": "32000"}}
+    logs, seconds, records = {}, {}, {}
+    for name, settings in layouts.items():
+        results = tmp_path / name
+        env = {**cluster, **{f"FEDRANK_SLURM_{k}": v for k, v in settings.items()}}
+        preempter = Preempter(env, results / long_run)
+        if name == "packed":
+            preempter.start()
+        targets = [f"{results}/{rid}/run.json" for rid in plan.runs]
+        # --cores at least a packed job's CPUs (this machine has fewer), or Snakemake stacks its runs
+        logs[name], seconds[name] = snakemake_on_slurm(env, PACKED, results, tmp_path / f"{name}-reports", *targets, cores="8")
+        preempter.stop.set()
+        records[name] = {rid: json.loads((results / rid / "run.json").read_text()) for rid in plan.runs}
+        for rid in plan.runs:
+            assert records[name][rid]["status"] == ("failed" if rid == tight else "completed"), (name, rid)
+            pd.testing.assert_frame_equal(pd.read_parquet(results / rid / "metrics.parquet"),
+                                          pd.read_parquet(tmp_path / "separate" / rid / "metrics.parquet"), check_exact=True)
+    jobs = {name: len(submitted_jobs(log)) for name, log in logs.items()}
+    print(f"\njobs submitted and wall seconds: {jobs}, { {k: round(v, 1) for k, v in seconds.items()} }")
+    assert jobs == {"separate": 12, "packed": 3 + 1}  # 3 packed jobs, one of them killed and retried
+
+    # the killed packed job asked for the sum of its runs' CPUs and memory, the GPU and the time of one
+    assert preempter.job, "the packed job to kill was never seen running"
+    train = profile_train_resources(**layouts["packed"])
+    wanted = [f"TresPerNode=gres:{gres(train)}", f"NumCPUs={4 * train['cpus_per_task']} ", f"mem={4 * train['mem_mb']}M",
+              f"TimeLimit={slurm_time(train['runtime'])}"]
+    assert all(w in preempter.details for w in wanted), (wanted, preempter.details)
+    # one job at a time fits the node: runs trained one by one, or packed several at once
+    assert most_at_once(list(records["separate"].values())) == 1 and most_at_once(list(records["packed"].values())) >= 3
+    # when the killed job was retried, each of its runs was skipped if it had finished (its outputs
+    # and first attempt's log kept), resumed if it had checkpointed, and started afresh otherwise
+    # (a run killed before its first round ended)
+    packed = [rid for rid in plan.runs if rid in preempter.script]
+    assert len(packed) == 4, preempter.script
+    assert records["packed"][long_run]["resumed_from_round"] >= 1
+    for rid in packed:
+        log = (tmp_path / "packed" / rid / "train.log").read_text()
+        resumed = records["packed"][rid]["resumed_from_round"]
+        retried_as = "checkpoint" if resumed else "finished" if "attempt 1 of" in log else None
+        assert retried_as in {state.get(rid) for state in preempter.at_kill}, (rid, preempter.at_kill, log)
+    assert "min_samples" in records["packed"][tight]["error"]

@@ -345,9 +345,39 @@ def test_slurm_profile_resolves_from_the_repo_root_with_account_and_partition_fr
     assert proc.returncode == 0, proc.stderr
     resources = re.findall(r"rule train:.*?resources: ([^\n]+)", proc.stdout, re.S)
     assert len(resources) == len(demo_plan().runs)
-    for wanted in ("mem_mb=32000", "runtime=720", "slurm_account=proj42", "slurm_partition=gpu", "gpu=1", "cpus_per_task=8", "attempt=1/3"):
+    for wanted in ("mem_mb=32000", "runtime=720", "slurm_account=proj42", "slurm_partition=gpu", "gres=gpu:1", "cpus_per_task=8", "attempt=1/3"):
         assert wanted in resources[0], resources[0]
-    assert "--attempt 1/3" in proc.stdout
+    assert "--attempt 1/3" in proc.stdout and "Group job" not in proc.stdout
+
+
+def test_the_slurm_profile_packs_runs_per_job_from_the_environment_each_with_its_share():
+    env = {"FEDRANK_SLURM_RUNS_PER_JOB": "4", "FEDRANK_SLURM_GPU_MODEL": "h100"}
+    proc = subprocess.run([*SNAKEMAKE, "-n", "--forceall", "--profile", "slurm", "--executor", "dryrun", "--cores", "8"],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    runs = len(demo_plan().runs)
+    assert proc.stdout.count("Group job train") == -(-runs // 4)
+    resources = re.findall(r"rule train:.*?resources: ([^\n]+)", proc.stdout, re.S)
+    assert len(resources) == runs
+    for wanted in ("mem_mb=8000", "cpus_per_task=2", "gres=gpu:h100:1", "runtime=720"):
+        assert wanted in resources[0], resources[0]
+
+
+def test_a_slurm_group_job_runs_its_jobs_with_the_local_executor_and_nothing_else_does():
+    from bench.workflow import concurrent_group_job
+
+    def group(attempt: str, executor: str = "slurm-jobstep") -> list[str]:
+        return ["snakemake", "--target-jobs", "train:run=a", "train:run=b", "--local-groupid", "7", "--cores", "8", "--force",
+                "--attempt", attempt, "--executor", executor, *(["--jobs", "1"] if executor != "local" else []), "--mode", "remote"]
+
+    finished = {"a"}.__contains__
+    assert concurrent_group_job(group("1"), finished) == group("1", "local")
+    # a retried group job leaves out its runs that finished before it was killed, or has nothing to do
+    assert concurrent_group_job(group("2"), finished) == [arg for arg in group("2", "local") if arg != "train:run=a"]
+    assert concurrent_group_job(group("3"), {"a", "b"}.__contains__) == []
+    single = [arg for arg in group("1") if arg not in ("--local-groupid", "7")]
+    assert concurrent_group_job(single, finished) is None  # one run per job: as the plugin runs it
+    assert concurrent_group_job(["snakemake", "--cores", "all", "--profile", "slurm"], finished) is None
 
 
 def load_bench_dag():
