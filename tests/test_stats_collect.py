@@ -120,6 +120,10 @@ def test_paper_names_match_exact_method_configurations():
     assert names[paper_entry(fedlsc, names, defaults)]["name"] == "FedLSC Per=1%"
     assert paper_entry({**fedlsc, "tau": 0.5}, names, defaults) is None  # a tau variant keeps its own label
     assert paper_entry({"name": "unregistered", "x": 1}, [{"method": {"name": "unregistered"}, "name": "U"}], defaults) == 0
+    # a list-valued hyper-parameter left at its default ([], a tuple in the class) matches a name that omits it
+    feddf = [{"method": {"name": "feddf"}, "name": "FedDF"}]
+    assert paper_entry({**defaults["feddf"], "architectures": []}, feddf, defaults) == 0
+    assert paper_entry({**defaults["feddf"], "architectures": ["resnet10"]}, feddf, defaults) is None
 
 
 def test_settings_are_what_varies_besides_method_and_seed(tmp_path):
