@@ -136,6 +136,15 @@ def test_settings_are_what_varies_besides_method_and_seed(tmp_path):
     assert set(results.runs["block"]) == set(results.runs["setting"])
 
 
+def test_a_setting_field_that_only_differs_between_datasets_is_left_out_of_setting_names(tmp_path):
+    common = {"partition.beta": [0.1, 0.5], "method": ["fedavg"], "seed": [0], "train.rounds": [3]}
+    write_study(tmp_path, {**common, "data.name": ["ham10000"]})
+    write_study(tmp_path, {**common, "data.name": ["isic2019"], "data.sites_file": ["sites.csv"]})
+    results = load_results(tmp_path, SETTINGS, progress=False)
+    assert "data.sites_file" in results.setting_columns  # still a setting: runs are paired within it
+    assert sorted(results.runs["setting"].unique()) == ["ham10000, beta=0.1", "ham10000, beta=0.5", "isic2019, beta=0.1", "isic2019, beta=0.5"]
+
+
 def test_runs_made_before_later_keys_existed_share_the_setting_of_runs_made_after(tmp_path):
     from bench.config import HASHED_WHEN_SET
 

@@ -349,6 +349,15 @@ def setting_part(column: str, value, names: dict[str, str]) -> str:
     return f"{names[column]}={'none' if value is None or pd.isna(value) else format_value(value)}"  # a null config value (no held-out centre)
 
 
+def set_by_dataset(combos: pd.DataFrame, columns: list[str]) -> set[str]:
+    """Setting columns that only differ between datasets (ISIC2019's sites file, where HAM10000
+    has none): the dataset's name already says them, so setting names leave them out."""
+    if "data.name" not in columns or combos["data.name"].nunique() < 2:
+        return set()
+    text = combos[columns].astype(str)
+    return {c for c in columns if c != "data.name" and (text.groupby("data.name")[c].nunique(dropna=False) == 1).all()}
+
+
 def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
     """Add `setting` (readable, without the study), `block` (the same: a run shared by two
     studies is one block) and `setting_order` (studies in manifest order, then settings by
@@ -357,7 +366,8 @@ def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]
     combos = runs[["study", *columns]].astype(object).drop_duplicates()
     combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
     combos = combos.sort_values("_key").drop(columns="_key")
-    combos["setting"] = [", ".join(setting_part(c, v, names) for c, v in zip(columns, row) if setting_part(c, v, names)) for row in combos[columns].itertuples(index=False)]
+    shown = [c for c in columns if c not in set_by_dataset(combos, columns)]
+    combos["setting"] = [", ".join(setting_part(c, v, names) for c, v in zip(shown, row) if setting_part(c, v, names)) for row in combos[shown].itertuples(index=False)]
     combos["setting_order"] = np.arange(len(combos))
     keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
     return keyed.assign(block=keyed["setting"])
