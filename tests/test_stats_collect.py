@@ -145,6 +145,23 @@ def test_a_setting_field_that_only_differs_between_datasets_is_left_out_of_setti
     assert sorted(results.runs["setting"].unique()) == ["ham10000, beta=0.1", "ham10000, beta=0.5", "isic2019, beta=0.1", "isic2019, beta=0.5"]
 
 
+def test_one_name_for_a_per_dataset_tuned_configuration_but_never_two_in_one_setting(tmp_path):
+    """FedLSC at tau 0.2 on HAM10000 and at its tuned 2.5 on ISIC2019 is one method; both tau in
+    one setting under one name would be averaged together, so that is an error."""
+    tuned = [{"method": {"name": "fedlsc", "per": 0.01, "tau": 2.5}, "name": "FedLSC Per=1%"}]
+    settings = {**SETTINGS, "paper_names": SETTINGS["paper_names"] + tuned}
+    common = {"method": ["fedavg"], "seed": [0, 1], "train.rounds": [3]}
+    write_study(tmp_path, {**common, "data.name": ["ham10000"], "method": ["fedavg", {"name": "fedlsc", "per": 0.01}]})
+    write_study(tmp_path, {**common, "data.name": ["isic2019"], "method": ["fedavg", {"name": "fedlsc", "per": 0.01, "tau": 2.5}]})
+    runs = load_results(tmp_path, settings, progress=False).runs
+    assert sorted(runs["method"].unique()) == ["FedAvg", "FedLSC Per=1%"]
+    assert runs.groupby("method")["method_order"].nunique().eq(1).all()
+    assert runs.groupby("method")["setting"].nunique().to_dict() == {"FedAvg": 2, "FedLSC Per=1%": 2}
+    write_study(tmp_path, {**common, "data.name": ["ham10000"], "method": [{"name": "fedlsc", "per": 0.01, "tau": 2.5}]})
+    with pytest.raises(UserError, match="names two method configurations 'FedLSC Per=1%'.*ham10000"):
+        load_results(tmp_path, settings, progress=False)
+
+
 def test_runs_made_before_later_keys_existed_share_the_setting_of_runs_made_after(tmp_path):
     from bench.config import HASHED_WHEN_SET
 

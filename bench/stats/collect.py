@@ -294,14 +294,19 @@ def paper_entry(cfg: dict, paper_names: list[dict], defaults: dict[str, dict]) -
 
 
 def name_treatments(runs: pd.DataFrame, paper_names: list[dict]) -> pd.DataFrame:
-    """Add `label` (from the config), `method` (paper name or label) and `method_order`."""
+    """Add `label` (from the config), `method` (paper name or label) and `method_order`. Two
+    paper-name entries may give one name to two configurations (FedLSC at each dataset's tuned
+    tau): one method, ordered by its first entry, as long as no setting runs both."""
     unique = sorted(runs["method_config"].unique())
     configs = [json.loads(text) for text in unique]
     defaults = method_defaults()
     labels = treatment_labels(configs, defaults)
     entries = [paper_entry(cfg, paper_names, defaults) for cfg in configs]
     display = [label if entry is None else paper_names[entry]["name"] for label, entry in zip(labels, entries)]
-    order = [len(paper_names) if entry is None else entry for entry in entries]
+    first = {}
+    for index, entry in enumerate(paper_names):
+        first.setdefault(entry["name"], index)
+    order = [len(paper_names) if entry is None else first[paper_names[entry]["name"]] for entry in entries]
     table = pd.DataFrame({"method_config": unique, "label": labels, "method": display, "method_order": order})
     return runs.merge(table, on="method_config", how="left")
 
@@ -398,7 +403,18 @@ def load_results(source: Path | list[Path], settings: dict, studies: Path | None
     columns = setting_columns(runs)
     study_order = list(dict.fromkeys((manifest if manifest is not None else runs)["study"]))
     runs = describe_settings(runs, columns, study_order).sort_values(["setting_order", "method_order", "method", "seed"], ignore_index=True)
+    check_one_configuration_per_name(runs)
     return Results(runs, label_metrics(metrics, folders, runs), columns, problems + notes, missing)
+
+
+def check_one_configuration_per_name(runs: pd.DataFrame) -> None:
+    """A method name stands for one configuration within a setting, or its runs would be
+    averaged together in every table and test."""
+    counts = runs.groupby(["study", "setting", "method"], observed=True)["method_config"].nunique()
+    if (counts > 1).any():
+        study, setting, method = counts[counts > 1].index[0]
+        raise UserError(f"stats.paper_names names two method configurations '{method}' in study {study}, setting {setting}: "
+                        "give each its own name (entries may share a name only across settings, e.g. a per-dataset tuned value)")
 
 
 def label_metrics(metrics: pd.DataFrame, folders: list[str], runs: pd.DataFrame) -> pd.DataFrame:
