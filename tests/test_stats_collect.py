@@ -143,6 +143,10 @@ def test_a_setting_field_that_only_differs_between_datasets_is_left_out_of_setti
     results = load_results(tmp_path, SETTINGS, progress=False)
     assert "data.sites_file" in results.setting_columns  # still a setting: runs are paired within it
     assert sorted(results.runs["setting"].unique()) == ["ham10000, beta=0.1", "ham10000, beta=0.5", "isic2019, beta=0.1", "isic2019, beta=0.5"]
+    from bench.stats.analysis import analyse
+
+    beta = analyse(results, SETTINGS).setting_sweep_rows["beta"]
+    assert sorted(beta["context"].unique()) == ["ham10000", "isic2019"]  # what a beta sweep keeps fixed, in the same words
 
 
 def test_one_name_for_a_per_dataset_tuned_configuration_but_never_two_in_one_setting(tmp_path):

@@ -12,7 +12,7 @@ import json
 
 import pandas as pd
 
-from bench.stats.collect import Results, format_value, setting_part, short_names
+from bench.stats.collect import Results, format_value, set_by_dataset, setting_part, short_names
 
 
 def setting_table(results: Results) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def setting_sweep(results: Results, summary: pd.DataFrame, key: str, metric: str
     if key not in results.setting_columns:
         return pd.DataFrame()
     settings = setting_table(results)
-    others = [c for c in results.setting_columns if c != key]
+    others = fixed_columns(results, settings, [key])
     names = short_names(results.setting_columns)
     settings["context"] = [context_text(row, others, names) for _, row in settings.iterrows()]
     if null_is_value and settings[key].isna().any():
@@ -50,7 +50,7 @@ def frequency_sweep(results: Results, summary: pd.DataFrame, metric: str) -> pd.
     if not set(FREQUENCY_KEYS) <= set(results.setting_columns):
         return pd.DataFrame()
     settings = setting_table(results)
-    others = [c for c in results.setting_columns if c not in FREQUENCY_KEYS]
+    others = fixed_columns(results, settings, list(FREQUENCY_KEYS))
     names = short_names(results.setting_columns)
     settings["budget"] = settings["train.local_epochs"] * settings["train.rounds"]
     settings["context"] = [f"{context_text(row, others, names)}, budget T x E = {row['budget']:g}" for _, row in settings.iterrows()]
@@ -59,6 +59,13 @@ def frequency_sweep(results: Results, summary: pd.DataFrame, metric: str) -> pd.
         return pd.DataFrame()
     rows = summary[summary["metric"] == metric].drop(columns=results.setting_columns, errors="ignore")
     return settings.merge(rows, on=["study", "setting", "setting_order"]).rename(columns={"train.local_epochs": "value"}).assign(key="train.local_epochs")
+
+
+def fixed_columns(results: Results, settings: pd.DataFrame, swept: list[str]) -> list[str]:
+    """The setting fields a sweep over `swept` keeps fixed, as its context names them: without
+    those the dataset's name already says (unless the dataset itself is swept)."""
+    hidden = set() if "data.name" in swept else set_by_dataset(settings, results.setting_columns)
+    return [c for c in results.setting_columns if c not in swept and c not in hidden]
 
 
 def context_text(row: pd.Series, columns: list[str], names: dict[str, str]) -> str:
