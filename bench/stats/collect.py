@@ -371,7 +371,8 @@ def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]
     combos = runs[["study", *columns]].astype(object).drop_duplicates()
     combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
     combos = combos.sort_values("_key").drop(columns="_key")
-    shown = [c for c in columns if c not in set_by_dataset(combos, columns)]
+    hidden = set_by_dataset(combos, columns)
+    shown = [c for c in columns if c not in hidden]
     combos["setting"] = [", ".join(setting_part(c, v, names) for c, v in zip(shown, row) if setting_part(c, v, names)) for row in combos[shown].itertuples(index=False)]
     combos["setting_order"] = np.arange(len(combos))
     keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
