@@ -32,21 +32,21 @@ try:
         read_yaml(path)  # Snakemake's YAML reader keeps the last of a repeated key silently; ours refuses it
     check_config(config)  # one line naming the key for a bad config...
     validate(config, WORKFLOW_SCHEMA)  # ...then Snakemake's schema check, which fills in the defaults
+    # Inside a packed SLURM job (a group job of training runs), before planning (the re-executed
+    # Snakemake plans): run its runs at once, where the SLURM plugin would run them one by one,
+    # and on a retry only those not finished before the kill (bench.workflow.concurrent_group_job
+    # says why and how). A run's run.json is written last, atomically: then its outputs are all there.
+    finished = lambda run: (Path(config["results"]) / run / "run.json").is_file()
+    if (packed := concurrent_group_job(sys.argv, finished)) is not None:
+        if not packed:
+            print("every run of this packed job finished before it was stopped: nothing to do", flush=True)
+            os._exit(0)
+        os.execv(sys.executable, [sys.executable, "-m", "snakemake", *packed[1:]])
     PLAN = plan_workflow(config)  # every run resolved: bad values fail here, before any job starts
 except UserError as exc:
     raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
 RESULTS = config["results"]
 REPORTS = config["reports"]
-
-# Inside a packed SLURM job (a group job of training runs): run its runs at once, where the SLURM
-# plugin would run them one by one, and on a retry only those not finished before the kill
-# (bench.workflow.concurrent_group_job says why and how).
-# A run's run.json is written last, atomically: once it is there, so are its other outputs.
-if (packed := concurrent_group_job(sys.argv, lambda run: (Path(RESULTS) / run / "run.json").is_file())) is not None:
-    if not packed:
-        print("every run of this packed job finished before it was stopped: nothing to do", flush=True)
-        os._exit(0)
-    os.execv(sys.executable, [sys.executable, "-m", "snakemake", *packed[1:]])
 # Every rule's software, for `--software-deployment-method conda`: this checkout, pip-installed.
 ENV = "envs/fedrank.yaml"
 
