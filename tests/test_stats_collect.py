@@ -149,6 +149,22 @@ def test_a_setting_field_that_only_differs_between_datasets_is_left_out_of_setti
     assert sorted(beta["context"].unique()) == ["ham10000", "isic2019"]  # what a beta sweep keeps fixed, in the same words
 
 
+def test_a_partition_field_the_scheme_ignores_is_left_out_of_its_setting_names(tmp_path):
+    """beta means nothing to a pathological partition: its runs' setting is not 'beta=0.5'; a
+    grid that runs it at two (ignored) betas runs one experiment twice, which is an error."""
+    common = {"data.name": ["ham10000"], "method": ["fedavg"], "seed": [0], "train.rounds": [3]}
+    write_study(tmp_path, {**common, "partition.scheme": ["dirichlet"], "partition.beta": [0.1, 0.5]})
+    write_study(tmp_path, {**common, "partition.scheme": ["pathological"], "partition.beta": [0.5], "partition.classes_per_client": [2, 3]})
+    results = load_results(tmp_path, SETTINGS, progress=False)
+    assert results.setting_columns == ["data.name", "partition.beta", "partition.classes_per_client", "partition.scheme"]
+    assert sorted(results.runs["setting"].unique()) == [
+        "ham10000, beta=0.1, scheme=dirichlet", "ham10000, beta=0.5, scheme=dirichlet",
+        "ham10000, classes_per_client=2, scheme=pathological", "ham10000, classes_per_client=3, scheme=pathological"]
+    write_study(tmp_path, {**common, "partition.scheme": ["pathological"], "partition.beta": [2.0], "partition.classes_per_client": [3]})
+    with pytest.raises(UserError, match="'ham10000, classes_per_client=3, scheme=pathological' was run with several values of partition.beta"):
+        load_results(tmp_path, SETTINGS, progress=False)
+
+
 def test_one_name_for_a_per_dataset_tuned_configuration_but_never_two_in_one_setting(tmp_path):
     """FedLSC at tau 0.2 on HAM10000 and at its tuned 2.5 on ISIC2019 is one method; both tau in
     one setting under one name would be averaged together, so that is an error."""

@@ -25,6 +25,22 @@ from bench.errors import UserError
 
 
 VALIDATION_STREAM = 0x7A1  # the validation splits' own generator: the train/test splits do not depend on them
+# The partition keys only some schemes read; the others ignore them (a pathological partition has
+# no beta), so the statistics leave them out of those runs' setting names.
+SCHEME_KEYS = {
+    "clients": {"dirichlet", "iid", "pathological", "quantity", "fixed"},
+    "beta": {"dirichlet", "quantity"},
+    "max_retries": {"dirichlet", "quantity"},
+    "classes_per_client": {"pathological"},
+    "samples_per_client": {"fixed"},
+    "sites": {"natural"},
+    "holdout": {"natural"},
+}
+
+
+def scheme_reads(scheme: str, key: str) -> bool:
+    """Whether a partition of this scheme depends on `partition.<key>`."""
+    return scheme in SCHEME_KEYS.get(key, {scheme})
 
 
 @dataclass(frozen=True)

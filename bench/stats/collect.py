@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from bench.config import NON_SEMANTIC, NON_SEMANTIC_DATA_KEYS, with_later_keys
+from bench.data.partition import scheme_reads
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ RUN_FIELDS = {
 REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
 # Config fields that never define a setting: the treatment, the replicate, and what does not
 # change results (the fields the run id ignores: how a run ran, where the data lives).
+SCHEME = "partition.scheme"
 NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), *(f"data.{key}" for key in NON_SEMANTIC_DATA_KEYS))
 SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
 ABSENT_KEYS = "absent_config_keys"
@@ -317,10 +319,19 @@ def setting_columns(runs: pd.DataFrame) -> list[str]:
     seed and runtime; the dataset always (every table says which dataset it is about); and
     ABSENT_KEYS when runs of an older (or newer) config schema lack some fields."""
     candidates = [c for c in runs.columns if "." in c and not c.startswith(NOT_SETTING)]
-    has = {c: runs["config_keys"].map(lambda keys, c=c: c in keys).to_numpy(bool) for c in candidates}
+    has = {c: runs["config_keys"].map(lambda keys, c=c: c in keys).to_numpy(bool) & read_by_scheme(runs, c) for c in candidates}
     varying = [c for c in candidates if c == "data.name" or runs.loc[has[c], c].astype(str).nunique(dropna=False) > 1]
     first = [c for c in SETTING_ORDER if c in varying]
     return first + sorted(set(varying) - set(first)) + ([ABSENT_KEYS] if runs[ABSENT_KEYS].nunique() > 1 else [])
+
+
+def read_by_scheme(table: pd.DataFrame, column: str) -> np.ndarray:
+    """Rows whose partition scheme depends on this config field: a field the scheme ignores
+    (beta of a pathological partition) is no part of those runs' setting."""
+    if not column.startswith("partition.") or SCHEME not in table:
+        return np.ones(len(table), bool)
+    key = column.removeprefix("partition.")
+    return table[SCHEME].map(lambda scheme: scheme_reads(scheme, key)).to_numpy(bool)
 
 
 def mark_absent_keys(runs: pd.DataFrame) -> pd.DataFrame:
@@ -363,18 +374,33 @@ def set_by_dataset(combos: pd.DataFrame, columns: list[str]) -> set[str]:
     return {c for c in columns if c != "data.name" and (text.groupby("data.name")[c].nunique(dropna=False) == 1).all()}
 
 
+def check_distinct_setting_names(combos: pd.DataFrame, columns: list[str]) -> None:
+    """Two settings with one name differ only in a field their partition scheme ignores: the same
+    experiment run twice, whose runs would be counted twice in every table and test."""
+    distinct = combos.drop_duplicates(columns)
+    twice = distinct[distinct.duplicated("setting", keep=False)]
+    if not twice.empty:
+        differ = [c for c in columns if twice.groupby("setting")[c].nunique(dropna=False).gt(1).any()]
+        raise UserError(f"setting '{twice['setting'].iloc[0]}' was run with several values of {', '.join(differ)}, which its partition scheme "
+                        "ignores: the same experiment twice; keep one value for that scheme in the study's grid")
+
+
 def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]) -> pd.DataFrame:
     """Add `setting` (readable, without the study), `block` (the same: a run shared by two
     studies is one block) and `setting_order` (studies in manifest order, then settings by
     value), by which every table is sorted."""
     names = short_names(columns)
-    combos = runs[["study", *columns]].astype(object).drop_duplicates()
+    scheme = [SCHEME] if SCHEME in runs and SCHEME not in columns else []  # one scheme: the same for every run
+    combos = runs[["study", *columns, *scheme]].astype(object).drop_duplicates(["study", *columns])
     combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
     combos = combos.sort_values("_key").drop(columns="_key")
     hidden = set_by_dataset(combos, columns)
     shown = [c for c in columns if c not in hidden]
-    combos["setting"] = [", ".join(setting_part(c, v, names) for c, v in zip(shown, row) if setting_part(c, v, names)) for row in combos[shown].itertuples(index=False)]
-    combos["setting_order"] = np.arange(len(combos))
+    reads = pd.DataFrame({c: read_by_scheme(combos, c) for c in shown}, index=combos.index)
+    combos["setting"] = [", ".join(part for c in shown if reads.at[i, c] and (part := setting_part(c, combos.at[i, c], names)))
+                         for i in combos.index]
+    check_distinct_setting_names(combos, columns)
+    combos = combos.drop(columns=scheme).assign(setting_order=np.arange(len(combos)))
     keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
     return keyed.assign(block=keyed["setting"])
 
