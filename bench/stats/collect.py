@@ -48,10 +48,10 @@ RUN_FIELDS = {
 REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
 # Config fields that never define a setting: the treatment, the replicate, and what does not
 # change results (the fields the run id ignores: how a run ran, where the data lives).
-SCHEME = "partition.scheme"
 NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), *(f"data.{key}" for key in NON_SEMANTIC_DATA_KEYS))
 SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
 ABSENT_KEYS = "absent_config_keys"
+SCHEME = "partition.scheme"  # which partition fields a run reads (bench.data.partition.SCHEME_KEYS)
 METRIC_COLUMNS = ["round", "scope", "metric", "value"]
 DEFAULT_STUDY = "all"
 
@@ -390,17 +390,16 @@ def describe_settings(runs: pd.DataFrame, columns: list[str], studies: list[str]
     studies is one block) and `setting_order` (studies in manifest order, then settings by
     value), by which every table is sorted."""
     names = short_names(columns)
-    scheme = [SCHEME] if SCHEME in runs and SCHEME not in columns else []  # one scheme: the same for every run
-    combos = runs[["study", *columns, *scheme]].astype(object).drop_duplicates(["study", *columns])
+    combos = runs[["study", *columns]].astype(object).drop_duplicates()
     combos["_key"] = [(studies.index(row[0]), *(sort_key(v) for v in row[1:])) for row in combos.itertuples(index=False)]
     combos = combos.sort_values("_key").drop(columns="_key")
     hidden = set_by_dataset(combos, columns)
     shown = [c for c in columns if c not in hidden]
-    reads = pd.DataFrame({c: read_by_scheme(combos, c) for c in shown}, index=combos.index)
+    reads = pd.DataFrame({c: read_by_scheme(runs, c) for c in shown}, index=runs.index).loc[combos.index]  # combos keep their runs' index
     combos["setting"] = [", ".join(part for c in shown if reads.at[i, c] and (part := setting_part(c, combos.at[i, c], names)))
                          for i in combos.index]
     check_distinct_setting_names(combos, columns)
-    combos = combos.drop(columns=scheme).assign(setting_order=np.arange(len(combos)))
+    combos["setting_order"] = np.arange(len(combos))
     keyed = runs.astype({c: object for c in columns}).merge(combos, on=["study", *columns], how="left")
     return keyed.assign(block=keyed["setting"])
 
