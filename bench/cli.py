@@ -16,7 +16,7 @@ import sys
 import bench
 from bench.errors import UserError
 
-SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.new_method", "bench.commands.data", "bench.commands.report", "bench.commands.workflow")
+SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.new_method", "bench.commands.data", "bench.commands.report", "bench.commands.workflow", "bench.commands.tune")
 
 EPILOG = """\
 examples:

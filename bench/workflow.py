@@ -38,6 +38,7 @@ import yaml
 
 from bench.config import fill_defaults, read_yaml, resolve, run_id, set_key, validate
 from bench.errors import UserError
+from bench.tuning import Pair, check_tune, draw_trials, tuned_dimensions, with_values
 
 WORKFLOW_SCHEMA = str(resources.files("bench.schemas").joinpath("workflow.schema.yaml"))
 # Grid keys that have a dedicated study key: sweeping them in `grid` would bypass its checks.
@@ -81,6 +82,7 @@ class Group:
     dataset: str
     setting: str
     runs: dict[str, str] = field(default_factory=dict)  # run id -> method variant, e.g. "fedlsc (per=0.01)"
+    pairs: list[str] = field(default_factory=list)  # keys of the tuned pairs whose test runs join the group once selected
 
     @property
     def path(self) -> str:
@@ -93,11 +95,52 @@ class Plan:
     runs: dict[str, Run] = field(default_factory=dict)
     studies: dict[str, dict[str, None]] = field(default_factory=dict)  # study -> its run ids (an ordered set)
     groups: dict[str, Group] = field(default_factory=dict)  # Group.path -> group
+    reports: str = "reports"
+    pairs: dict[str, Pair] = field(default_factory=dict)  # tuned (study, dataset, setting, method) -> its trials
+    trials: dict[str, None] = field(default_factory=dict)  # run ids of tuning trials (in no study: never ranked)
 
     def add(self, group: Group, run: Run, label: str) -> None:
         self.runs.setdefault(run.id, run)
         self.studies.setdefault(group.study, {})[run.id] = None
         self.groups.setdefault(group.path, group).runs.setdefault(run.id, label)
+
+    def add_trial(self, run: Run) -> None:
+        self.runs.setdefault(run.id, run)
+        self.trials[run.id] = None
+
+    def add_pair(self, group: Group, pair: Pair) -> None:
+        self.studies.setdefault(group.study, {})
+        self.groups.setdefault(group.path, group).pairs.append(pair.key)
+        self.pairs[pair.key] = pair
+
+    def selection_file(self, key: str) -> str:
+        return f"{self.reports}/tuning/{key}.json"
+
+    def add_tested(self, key: str, selection: dict) -> list[Run]:
+        """The test runs of a tuned pair on its selected configuration, added to its study and group."""
+        pair = self.pairs[key]
+        if selection.get("key") != key:
+            raise UserError(f"{self.selection_file(key)} is the selection of '{selection.get('key')}', not of {key}: delete it and rerun")
+        runs = [pair.variant.run(selection["selected"]["values"], seed) for seed in pair.test_seeds]
+        group = self.groups[f"{pair.study}/{pair.dataset}/{pair.setting}"]
+        for run in runs:
+            self.add(group, run, pair.label)
+        return runs
+
+    def add_selected(self) -> None:
+        """The test runs of every pair whose selection file exists (outside the workflow's DAG:
+        `fedrank plan`, `fedrank status`, a cluster job looking up its run's config)."""
+        from bench.tuning import read_selection
+
+        for key in self.pairs:
+            if Path(self.selection_file(key)).is_file():
+                self.add_tested(key, read_selection(self.selection_file(key)))
+
+    def config_of(self, run: str) -> dict:
+        """A run's config; a tuned test run's is found from the selections on disk."""
+        if run not in self.runs:
+            self.add_selected()
+        return self.runs[run].config
 
     def group(self, wildcards) -> Group:
         """The group of a report job, from its study, dataset and setting wildcards."""
@@ -111,8 +154,9 @@ class Plan:
         return [self.record(run) for run in self.group(wildcards).runs]
 
     def all_records(self) -> list[str]:
-        """The run.json files of every study: what the all-studies statistics read."""
-        return [self.record(run) for run in self.runs]
+        """The run.json files of every study's runs known so far: what the all-studies
+        statistics read (tuning trials are in no study; tuned test runs join once selected)."""
+        return [self.record(run) for run in dict.fromkeys(r for ids in self.studies.values() for r in ids)]
 
     def manifest(self) -> list[tuple[str, str]]:
         """(study, run id): one row per membership; a run shared by two studies appears twice."""
@@ -286,14 +330,20 @@ def dataset_fragment(config: dict, study: str, dataset: str) -> dict:
     return fragment
 
 
-def layer(parts: list[tuple[dict, dict[str, dict]]], method: str, fixed: dict, point: dict, seed: int) -> dict:
+def layer(parts: list[tuple[dict, dict[str, dict]]], method: str, fixed: dict, point: dict, seed: int, recipe: dict | None = None) -> dict:
     """One run config from its layers, each split into (run-config keys, method options scoped by
-    method); only the options scoped to `method` reach it."""
+    method); only the options scoped to `method` reach it. A method's `recipe` settings come over
+    the layers and under the grid point; the ones the point leaves are recorded in train.recipe."""
     cfg: dict = {}
     options: dict = {}
     for rest, scoped in parts:
         deep_merge(cfg, rest)
         options.update(scoped.get(method, {}))
+    recorded = {k: v for k, v in (recipe or {}).items() if k not in point}
+    for key, value in recorded.items():
+        set_key(cfg, key, value)
+    if recorded:
+        set_key(cfg, "train.recipe", recorded)
     cfg["method"] = {**options, **fixed, "name": method}
     for key, value in point.items():
         set_key(cfg, key, value)
@@ -368,14 +418,67 @@ def expand_study(plan: Plan, name: str, study: dict, config: dict, hparams: dict
                 fixed = {k: v for k, v in entry.items() if k != "name"}
                 label = variant_label(entry["name"], {**fixed, **method_point})
                 point = {**common, **{f"method.{hp}": v for hp, v in method_point.items()}}
+                recipe = recipe_settings(entry["name"], study)
+                variant = Variant(name, dataset, label, common, layer(parts, entry["name"], fixed, point, 0, recipe))
+                if study.get("tune"):
+                    fixed_keys = {*point, *(f"method.{k}" for k in fixed)}
+                    tune_variant(plan, group, variant, study, entry["name"], fixed_keys, recipe, grid.seeds)
+                    continue
                 for seed in grid.seeds:
-                    cfg = layer(parts, entry["name"], fixed, point, seed)
-                    try:
-                        resolved = resolve(cfg)
-                    except UserError as exc:
-                        where = ", ".join([dataset, label, *(f"{k}={format_value(v)}" for k, v in common.items())])
-                        raise UserError(f"studies.{name} ({where}): {exc}") from None
-                    plan.add(group, Run(run_id(resolved), cfg, resolved), label)
+                    plan.add(group, variant.run({}, seed), label)
+
+
+@dataclass
+class Variant:
+    """One method variant of a study at one setting: its run configs by seed (and trial values)."""
+
+    study: str
+    dataset: str
+    label: str
+    common: dict
+    config: dict  # the layered run config (its seed replaced per run)
+
+    def run(self, values: dict, seed: int) -> Run:
+        """The resolved run at `seed` with trial `values` set; a bad value is one line naming the run."""
+        cfg = {**with_values(self.config, values), "seed": seed}
+        try:
+            resolved = resolve(cfg)
+        except UserError as exc:
+            where = ", ".join([self.dataset, self.label, *(f"{k}={format_value(v)}" for k, v in {**self.common, **values}.items())])
+            raise UserError(f"studies.{self.study} ({where}): {exc}") from None
+        return Run(run_id(resolved), cfg, resolved)
+
+
+def recipe_settings(method: str, study: dict) -> dict:
+    """The settings of the method's recipe where the study runs recipes (`recipes: paper`)."""
+    from bench.methods import registry
+
+    recipe = registry()[method].recipe
+    return dict(recipe.settings) if study["recipes"] == "paper" and recipe is not None else {}
+
+
+def tune_variant(plan: Plan, group: Group, variant: Variant, study: dict, method: str, fixed: set[str], recipe: dict, test_seeds: list[int]) -> None:
+    """The variant's trials on the tuning seeds; its test runs wait for the selection. With
+    `tune.untuned` the untuned configuration runs on the test seeds as study <name>-untuned."""
+    from bench.methods import registry
+
+    tune = fill_defaults(workflow_schema()["$defs"]["tune"], study["tune"])
+    where = f"studies.{variant.study}.tune"
+    check_tune(tune, test_seeds, where)
+    dims = tuned_dimensions(tune, registry()[method], fixed, recipe, study["recipes"] == "paper", where)
+    tuning_seeds = seed_list(tune["seeds"])
+    pair = Pair(variant.study, variant.dataset, group.setting, variant.label, dims, draw_trials(dims, tune["trials"], tune["seed"], tune["defaults_first"]),
+                test_seeds=test_seeds, variant=variant)
+    for values in pair.trials:
+        runs = [variant.run(values, seed) for seed in tuning_seeds]
+        for run in runs:
+            plan.add_trial(run)
+        pair.trial_runs.append([run.id for run in runs])
+    plan.add_pair(group, pair)
+    if tune["untuned"]:
+        untuned = Group(f"{variant.study}-untuned", variant.dataset, group.setting)
+        for seed in test_seeds:
+            plan.add(untuned, variant.run({}, seed), variant.label)
 
 
 def selected_studies(config: dict) -> list[str]:
@@ -396,7 +499,7 @@ def plan_workflow(config: dict) -> Plan:
 
     resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
     hparams = method_hparams()
-    plan = Plan(results=config["results"])
+    plan = Plan(results=config["results"], reports=config["reports"])
     for name in selected_studies(config):
         study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
         expand_study(plan, name, study, config, hparams)

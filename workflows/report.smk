@@ -25,7 +25,9 @@ rule manifest:
     input:
         # An edited config file reruns the statistics also under `--rerun-triggers mtime input`
         # (the SLURM profile), which ignores the changed params.
-        workflow.configfiles,
+        configs=workflow.configfiles,
+        # Tuned studies: the manifest lists their test runs, read from the selections.
+        selections=[PLAN.selection_file(key) for key in PLAN.pairs],
     output:
         studies=report(f"{REPORTS}/studies.csv", caption="report/manifest.rst", category="Study manifest"),
         stats=f"{REPORTS}/stats.yaml",
@@ -42,7 +44,7 @@ rule manifest:
 
 rule statistics:
     input:
-        records=PLAN.all_records(),
+        records=study_records,
         studies=rules.manifest.output.studies,
         stats=rules.manifest.output.stats,
     output:
@@ -95,7 +97,7 @@ rule statistics:
 
 rule report:
     input:
-        records=lambda wildcards: PLAN.records(wildcards),
+        records=group_records,
         stats=rules.manifest.output.stats,
     output:
         report(

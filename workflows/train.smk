@@ -25,7 +25,7 @@ rule train:
     resources:
         attempt=lambda wildcards, attempt: f"{attempt}/{job_attempts(workflow)}",
     params:
-        config=lambda wildcards: json.dumps(PLAN.runs[wildcards.run].config, sort_keys=True),
+        config=lambda wildcards: json.dumps(PLAN.config_of(wildcards.run), sort_keys=True),
         out=lambda wildcards, output: Path(output.record).parent,
     shell:
         "fedrank run --config-json {params.config:q} --set runtime.threads={threads:q} "

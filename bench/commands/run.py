@@ -76,17 +76,32 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from bench.methods import registry
+    from bench.search import shared_space
 
     methods = registry()
     if args.json:
-        print(json.dumps({name: cls.hparam_schema() for name, cls in methods.items()}, indent=2))
+        print(json.dumps({name: {**cls.hparam_schema(), "search": {hp: s.to_json() for hp, s in cls.search_space().items()},
+                                 "recipe": recipe_json(cls.recipe)} for name, cls in methods.items()}, indent=2))
         return 0
     for name, cls in methods.items():
         print(f"{name:<12} {cls.summary()}")
+        spaces = cls.search_space()
         for hp, field in cls.hparams().items():
             bounds = ", ".join(f"{k} {v}" for k, v in field.metadata["bounds"].items())
             print(f"    {hp} = {field.default!r:<8} {field.metadata['help']}" + (f" [{bounds}]" if bounds else ""))
+            if hp in spaces:
+                print(f"        search: {spaces[hp].describe()}" + (f"  ({spaces[hp].source})" if spaces[hp].source else ""))
+        if cls.recipe is not None:
+            print(f"    recipe (recipes: paper): {cls.recipe.describe()}")
+    shared = ", ".join(f"{key} {space.describe()}" for key, space in shared_space().items())
+    print(f"\nshared settings tuning searches (tune.shared; spaces from the run schema): {shared}")
     return 0
+
+
+def recipe_json(recipe) -> dict | None:
+    if recipe is None:
+        return None
+    return {"settings": recipe.settings, "space": {k: s.to_json() for k, s in recipe.space.items()}, "source": recipe.source}
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ def load_plan(args: argparse.Namespace, reuse: bool = False):
     if plan is None:
         plan = plan_workflow(config)
         store_plan(config, plan)
+    plan.add_selected()  # tuned test runs whose selection exists (files that change without the config)
     return config, plan
 
 
@@ -46,7 +47,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import pandas as pd
     import yaml
 
-    from bench.compute import gpu_hours
+    from bench.compute import gpu_hours, run_flops
     from bench.io import write_csv, write_text
 
     config, plan = load_plan(args)
@@ -68,18 +69,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
         write_text(args.write_stats, yaml.safe_dump({"stats": config["stats"]}, sort_keys=False))  # a config with a `stats:` section
     estimate = not (args.write_manifest or args.write_stats)  # the workflow's manifest job needs no estimate
     hours, rate, source = gpu_hours(plan, args.gpu_tflops) if estimate else ({}, None, "")
+    pending = pending_tests(plan)
+    if estimate:
+        hours.update({f"{key}@{seed}": run_flops(run.resolved) / (rate * 1e12) / 3600 for waiting in pending.values() for (key, seed), run in waiting.items()})
     print(f"{'study':<16} {'runs':>6} {'groups':>7} {'GPU-hours' if estimate else '':>10}  datasets")
     for study, ids in plan.studies.items():
         groups = [g for g in plan.groups.values() if g.study == study]
         datasets = ", ".join(dict.fromkeys(g.dataset for g in groups))
-        print(f"{study:<16} {len(ids):>6} {len(groups):>7} {f'{sum(hours[i] for i in ids):.1f}' if estimate else '':>10}  {datasets}")
-    memberships = len(plan.manifest())
-    print(f"{len(plan.runs)} distinct runs ({memberships - len(plan.runs)} shared between studies) under {config['results']}; reports under {config['reports']}")
+        waiting = pending.get(study, {})
+        count = f"{len(ids)}+{len(waiting)}" if waiting else f"{len(ids)}"
+        study_hours = sum(hours[i] for i in ids) + sum(hours[f"{key}@{seed}"] for key, seed in waiting) if estimate else 0
+        print(f"{study:<16} {count:>6} {len(groups):>7} {f'{study_hours:.1f}' if estimate else '':>10}  {datasets}")
+    if plan.pairs:
+        trial_hours = f", {sum(hours[i] for i in plan.trials):.1f} GPU-hours" if estimate else ""
+        print(f"tuning: {len(plan.pairs)} (setting, method) pairs x {len(next(iter(plan.pairs.values())).trials)} trials = {len(plan.trials)} distinct trial runs{trial_hours}; "
+              f"+N: test runs that start once their pair's trials are selected (their estimate: the untuned configuration's)")
+    distinct = len(plan.runs) - len(plan.trials) + sum(map(len, pending.values()))
+    memberships = len(plan.manifest()) + sum(map(len, pending.values()))
+    print(f"{distinct} distinct runs ({memberships - distinct} shared between studies){f' and {len(plan.trials)} trial runs' if plan.trials else ''} "
+          f"under {config['results']}; reports under {config['reports']}")
     if estimate:
         print(f"GPU-hours: about {sum(hours.values()):.1f} for the distinct runs on one GPU at {rate:.1f} TFLOP/s sustained ({source}); "
               "the work is each model's FLOPs per image (torch's FLOP counter) x 3 for training x rounds x local epochs x images, "
               "plus evaluation (bench/compute.py)")
     return 0
+
+
+def pending_tests(plan) -> dict[str, dict[tuple[str, int], object]]:
+    """Per tuned study, its test runs still waiting for a selection: (pair, seed) -> the untuned
+    configuration's run at that seed, which stands in for its cost."""
+    pending: dict[str, dict[tuple[str, int], object]] = {}
+    for key, pair in plan.pairs.items():
+        if not Path(plan.selection_file(key)).is_file():
+            for seed in pair.test_seeds:
+                pending.setdefault(pair.study, {})[(key, seed)] = pair.variant.run({}, seed)
+    return pending
 
 
 def cmd_status(args: argparse.Namespace) -> int:

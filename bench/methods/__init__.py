@@ -10,8 +10,10 @@ import pkgutil
 
 from bench.errors import UserError
 from bench.methods.base import Method, hparam, proximal_term
+from bench.search import Recipe, choices, intuniform, loguniform, uniform
 
-__all__ = ["Method", "hparam", "proximal_term", "register", "registry", "make_method", "resolve_method_config"]
+__all__ = ["Method", "hparam", "proximal_term", "register", "registry", "make_method", "resolve_method_config",
+           "Recipe", "choices", "intuniform", "loguniform", "uniform"]
 
 _REGISTRY: dict[str, type[Method]] = {}
 _INFRASTRUCTURE = {"base"}
@@ -23,8 +25,21 @@ def register(cls: type[Method]) -> type[Method]:
         raise TypeError(f"{cls.__name__} needs a `name`")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise TypeError(f"method name '{cls.name}' is taken by {_REGISTRY[cls.name].__qualname__}")
+    check_declared_search(cls)
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def check_declared_search(cls: type[Method]) -> None:
+    """Every value a declared search space gives is one the hyper-parameter accepts, and the
+    recipe sets valid training settings: a bad declaration fails when the method is imported."""
+    from bench.search import check_recipe, check_space
+
+    schema = cls.hparam_schema()["properties"]
+    for hp, space in cls.search_space().items():
+        check_space(space, schema[hp], f"method {cls.name}, hyper-parameter {hp}")
+    if cls.recipe is not None:
+        check_recipe(cls.recipe, f"method {cls.name}")
 
 
 def registry() -> dict[str, type[Method]]:

@@ -35,19 +35,22 @@ from torch import nn
 from bench.engine.federation import MAIN, Client, Federation, Update, Updates
 from bench.engine.trainer import Batch, ExtraLoss, FitResult, LossFn
 from bench.models import ModelSpec
+from bench.search import Recipe, Space
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
-def hparam(default: Any, help: str, *, items: dict | None = None, schema: dict | None = None, **bounds: Any) -> Any:
-    """Declare a hyper-parameter: default, one-line help, JSON-schema bounds (minimum=0, ...).
+def hparam(default: Any, help: str, *, search: Space | None = None, items: dict | None = None, schema: dict | None = None, **bounds: Any) -> Any:
+    """Declare a hyper-parameter: default, one-line help, JSON-schema bounds (minimum=0, ...), and
+    the space tuning searches (`search=loguniform(1e-3, 1, source="paper, section")`; none: tuning
+    leaves it at its default).
 
     A list default is stored as a tuple (dataclass defaults must be immutable) and declared as a
     JSON array, with `items` the schema of its elements (inferred from the first one if omitted);
     `schema` gives the JSON type outright (e.g. {"type": ["integer", "null"]} for a None default)."""
     if isinstance(default, list):
         default = tuple(default)
-    return dataclasses.field(default=default, metadata={"help": help, "bounds": bounds, "items": items, "schema": schema})
+    return dataclasses.field(default=default, metadata={"help": help, "bounds": bounds, "items": items, "schema": schema, "search": search})
 
 
 def json_type(default: Any, items: dict | None) -> dict:
@@ -72,6 +75,7 @@ def plain(value: Any) -> Any:
 class Method:
     name: ClassVar[str] = ""
     has_global_model: ClassVar[bool] = True  # False: no server model to evaluate (local-only)
+    recipe: ClassVar[Recipe | None] = None  # the training settings the method's paper assumes (`recipes: paper`)
 
     # ---- declaration -------------------------------------------------------------------
     @classmethod
@@ -87,6 +91,11 @@ class Method:
             kind = f.metadata["schema"] or json_type(f.default, f.metadata["items"])
             props[name] = {**kind, "default": plain(f.default), "description": f.metadata["help"], **f.metadata["bounds"]}
         return {"type": "object", "properties": props, "additionalProperties": False}
+
+    @classmethod
+    def search_space(cls) -> dict[str, Space]:
+        """The hyper-parameters tuning searches, with their spaces."""
+        return {name: f.metadata["search"] for name, f in cls.hparams().items() if f.metadata.get("search") is not None}
 
     @classmethod
     def summary(cls) -> str:

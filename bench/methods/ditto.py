@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.methods import Method, hparam, proximal_term, register
+from bench.methods import Method, hparam, loguniform, proximal_term, register
 from bench.methods.model_copies import personal_model, remember_initial_model, store_personal_model
 
 
@@ -35,7 +35,8 @@ class Ditto(Method):
     """Ditto: FedAvg plus a personal model per client, regularised towards the global model."""
 
     name = "ditto"
-    lam: float = hparam(1.0, "weight lam of the personal model's proximal term (lam/2)||v_i - w^t||^2", minimum=0)
+    lam: float = hparam(1.0, "weight lam of the personal model's proximal term (lam/2)||v_i - w^t||^2", minimum=0,
+                        search=loguniform(0.01, 2.0, source="Li et al. ICML 2021, App.: lam from {0.01, 0.1, 1, 2}"))
     personal_epochs: int = hparam(0, "local epochs of the personal model per round (0 = train.local_epochs, as the reference)", minimum=0)
 
     def setup(self, fed):

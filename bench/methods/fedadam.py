@@ -19,16 +19,20 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods import Method, hparam, register
+from bench.methods import Method, Recipe, hparam, loguniform, register
 
 
 @dataclass(kw_only=True)
 class AdaptiveServer(Method):
     """The FedOpt server step shared by FedAdam, FedYogi and FedAdagrad (not registered)."""
 
-    server_lr: float = hparam(0.01, "server learning rate eta", exclusiveMinimum=0)
+    recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
+                    source="Reddi et al. ICLR 2021, Algorithm 2: ClientOpt is SGD (no momentum)")
+    server_lr: float = hparam(0.01, "server learning rate eta", exclusiveMinimum=0,
+                              search=loguniform(0.001, 1.0, source="Reddi et al. ICLR 2021, App. D: log10 grid of server learning rates"))
     beta1: float = hparam(0.9, "decay of the first moment m", minimum=0, exclusiveMaximum=1)
-    tau: float = hparam(0.001, "adaptivity tau: added to sqrt(v); v starts at tau^2", exclusiveMinimum=0)
+    tau: float = hparam(0.001, "adaptivity tau: added to sqrt(v); v starts at tau^2", exclusiveMinimum=0,
+                        search=loguniform(1e-5, 0.1, source="Reddi et al. ICLR 2021, App. D: log10 grid of tau"))
 
     def second_moment(self, v: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """v_t from v_{t-1} and the pseudo-gradient Delta_t."""

@@ -1,6 +1,6 @@
 """FedAvg (McMahan et al., AISTATS 2017): the base behaviour, registered under its name."""
 
-from bench.methods import Method, register
+from bench.methods import Method, Recipe, register
 
 
 @register
@@ -8,3 +8,4 @@ class FedAvg(Method):
     """FedAvg: sample-count-weighted mean of the clients' full states."""
 
     name = "fedavg"
+    recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0}, source="McMahan et al. AISTATS 2017, Algorithm 1: local SGD")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods import Method, hparam, register
+from bench.methods import Method, Recipe, hparam, loguniform, register, uniform
 
 
 @register
@@ -26,8 +26,11 @@ class FedAvgM(Method):
     """FedAvgM: FedAvg with server momentum on the mean client update."""
 
     name = "fedavgm"
-    momentum: float = hparam(0.9, "server momentum beta (0 with server_lr 1 is FedAvg)", minimum=0, exclusiveMaximum=1)
-    server_lr: float = hparam(0.1, "server learning rate eta", exclusiveMinimum=0)
+    recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0}, source="Hsu et al. 2019, Sec. 3: clients run plain SGD")
+    momentum: float = hparam(0.9, "server momentum beta (0 with server_lr 1 is FedAvg)", minimum=0, exclusiveMaximum=1,
+                             search=uniform(0.0, 0.99, source="Hsu et al. 2019, Fig. 4: beta from 0 to 0.997"))
+    server_lr: float = hparam(0.1, "server learning rate eta", exclusiveMinimum=0,
+                              search=loguniform(0.01, 3.0, source="Hsu et al. 2019: effective rate eta / (1 - beta) near 1 at the betas swept; fedrank's range"))
 
     def aggregate(self, fed, updates):
         mean = self.weighted_mean(updates)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods import Method, hparam, proximal_term, register
+from bench.methods import Method, Recipe, hparam, loguniform, proximal_term, register
 from bench.methods.drift import client_vector, trainable_pairs, trainable_zeros
 
 GRADIENT = "gradient"  # client.state: g_i (trainable vector)
@@ -57,7 +57,11 @@ class FedDyn(Method):
     """FedDyn: dynamic regularizer -<g_i, theta> + (alpha/2)||theta - theta_server||^2; server corrects by h."""
 
     name = "feddyn"
-    alpha: float = hparam(0.01, "regularization weight alpha (the paper's 0.01)", exclusiveMinimum=0)
+    recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
+                    space={"train.lr": loguniform(0.01, 1.0, source="Acar et al. ICLR 2021, Sec. 5: SGD at learning rate 0.1; one decade either side")},
+                    source="Acar et al. ICLR 2021, Sec. 5: clients run SGD")
+    alpha: float = hparam(0.01, "regularization weight alpha (the paper's 0.01)", exclusiveMinimum=0,
+                          search=loguniform(0.001, 0.1, source="Acar et al. ICLR 2021, Sec. 5: alpha from {0.1, 0.01, 0.001}"))
 
     def setup(self, fed):
         fed.server[H] = trainable_zeros(fed)

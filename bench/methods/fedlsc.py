@@ -25,7 +25,7 @@ import torch
 
 from bench.engine.layerwise import layerwise_weighted_sum, update_grams
 from bench.engine.layout import StateLayout
-from bench.methods import Method, hparam, proximal_term, register
+from bench.methods import Method, Recipe, hparam, loguniform, proximal_term, register
 
 
 def layer_cosine_similarity(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
@@ -75,7 +75,9 @@ class FedLSC(Method):
     """FedLSC: per-layer cosine-similarity weights; least-similar layers stay personal."""
 
     name = "fedlsc"
-    tau: float = hparam(0.2, "softmax temperature tau of the similarity weights (Eq.4)", exclusiveMinimum=0)
+    recipe = Recipe(settings={"train.optimizer": "adam"}, source="Liu, Chen & Lv, ESWA 306 (2026), Sec. 4: Adam with StepLR")
+    tau: float = hparam(0.2, "softmax temperature tau of the similarity weights (Eq.4)", exclusiveMinimum=0,
+                        search=loguniform(0.1, 2.5, source="Liu, Chen & Lv 2026, the tau sweep: 0.1 to 2.5"))
     mu: float = hparam(0.001, "weight mu of the proximal term on shared layers from round 2 (Eq.7)", minimum=0)
     per: float = hparam(0.01, "quantile of layers kept personal after round 1 (Eq.6); 0 = none", minimum=0, exclusiveMaximum=1)
 

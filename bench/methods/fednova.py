@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods import Method, register
+from bench.methods import Method, Recipe, register
 from bench.methods.drift import STEP_WEIGHT, fit_with_step_weight
 
 
@@ -44,6 +44,7 @@ class FedNova(Method):
     """FedNova: normalized averaging of the local updates by each client's local steps a_i."""
 
     name = "fednova"
+    recipe = Recipe(settings={"train.optimizer": "sgd"}, source="Wang et al. NeurIPS 2020, Sec. 6: local SGD, with or without momentum")
 
     def train(self, fed, client):
         return fit_with_step_weight(fed, client, loss=self.client_loss(fed, client), extra_loss=self.local_loss(fed, client))

@@ -13,4 +13,5 @@ class FedProxFC(FedProx):
     """FedProx-FC: FedProx with the final classifier layer (head) kept personal."""
 
     name = "fedprox_fc"
+    recipe = FedAvgFC.recipe
     personal_layers = FedAvgFC.personal_layers

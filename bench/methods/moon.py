@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.methods import Method, hparam, register
+from bench.methods import Method, Recipe, hparam, loguniform, register
 from bench.methods.model_copies import holding
 
 PREVIOUS_MODEL = "previous_model"  # client.state key: the client's last uploaded state w_i^{t-1}
@@ -71,7 +71,10 @@ class MOON(Method):
     """MOON: FedAvg plus a model-contrastive term (global vs. previous local representation)."""
 
     name = "moon"
-    mu: float = hparam(1.0, "weight mu of the model-contrastive term", minimum=0)
+    recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.9, "train.weight_decay": 1e-5},
+                    source="Li, He & Song CVPR 2021, Sec. 4.1: SGD, momentum 0.9, weight decay 1e-5")
+    mu: float = hparam(1.0, "weight mu of the model-contrastive term", minimum=0,
+                       search=loguniform(0.1, 10.0, source="Li, He & Song CVPR 2021, Sec. 4.1: the best mu of {0.1, 1, 5, 10}"))
     tau: float = hparam(0.5, "temperature tau of the model-contrastive term", exclusiveMinimum=0)
     projection: bool = hparam(True, "a 2-layer MLP projection head before the classifier (the paper's R_w)")
     projection_dim: int = hparam(256, "output width of the projection head", minimum=1)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.methods import Method, hparam, register
+from bench.methods import Method, Recipe, hparam, register
 from bench.methods.drift import STEP_WEIGHT, client_vector, fit_with_step_weight, trainable_pairs, trainable_zeros
 
 CONTROL = "control"  # fed.server: c; client.state: c_i (trainable vectors)
@@ -63,6 +63,8 @@ class Scaffold(Method):
     """SCAFFOLD: control variates c, c_i correct local gradients by c - c_i (option II update)."""
 
     name = "scaffold"
+    recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
+                    source="Karimireddy et al. ICML 2020, Algorithm 1: local SGD steps; option II's c_i estimates an SGD gradient")
     server_lr: float = hparam(1.0, "server learning rate eta_g: x <- x + eta_g * mean(Delta y)", exclusiveMinimum=0)
 
     def setup(self, fed):

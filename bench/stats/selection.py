@@ -119,3 +119,25 @@ def selected_scores(results: Results, curves: pd.DataFrame, selection: pd.DataFr
     clients = read_client_metrics(results, "personal", metrics, list(own))
     mean = at_selection(clients, selection, per_client=True).groupby(["run_id", "metric"], as_index=False)["value"].mean()
     return pd.concat([whole, mean], ignore_index=True)
+
+
+def validation_scores(records: list, settings: dict) -> dict[str, float]:
+    """run_id -> its validation score under best_val (what tuning compares): the global
+    validation score at the run's selected round, or for runs judged by their clients' own models
+    the mean over clients of each one's validation score at its own round. Reads no test score."""
+    from bench.stats.collect import load_results
+    from bench.stats.scores import headline_curves
+
+    results = load_results(records, settings, progress=False)
+    selection = validation_rounds(results, headline_curves(results), settings)
+    metric = selection_metric(settings)
+    rows = results.metrics[results.metrics["metric"] == metric].assign(run_id=lambda f: f["run_id"].astype(str))
+    has_global = set(rows.loc[rows["scope"] == "val", "run_id"])
+    whole = rows[((rows["scope"] == "val") & rows["run_id"].isin(has_global)) | ((rows["scope"] == "local_val") & ~rows["run_id"].isin(has_global))]
+    scores = at_selection(whole[["run_id", "round", "metric", "value"]], selection, per_client=False).set_index("run_id")["value"].to_dict()
+    runs = per_run(results)
+    personal = list(runs.loc[runs["headline_scope"] == "personal", "run_id"].astype(str))
+    own = read_client_metrics(results, "local_val", [metric], personal)
+    if len(own):
+        scores.update(at_selection(own, selection, per_client=True).groupby("run_id")["value"].mean().to_dict())
+    return {str(k): float(v) for k, v in scores.items()}

@@ -1,0 +1,50 @@
+# Tuning (studies with `tune:`): each (setting, method variant) pair's trials train like any run
+# (rule train, on the tuning seeds); `select` scores them on validation data only and writes the
+# selected configuration. It is a checkpoint: the pair's test runs, whose run ids depend on the
+# selection, enter the DAG once it exists, so tune -> select -> test -> statistics is one
+# `snakemake` invocation (locally, with --profile slurm and with packed jobs alike).
+import json
+
+from bench.tuning import read_selection
+
+
+wildcard_constraints:
+    pair=r"[^/]+/[^/]+/[^/]+/[^/]+",
+
+
+localrules:
+    select,
+
+
+checkpoint select:
+    input:
+        lambda wildcards: [PLAN.record(run) for trial in PLAN.pairs[wildcards.pair].trial_runs for run in trial],
+    output:
+        f"{REPORTS}/tuning/{{pair}}.json",
+    log:
+        f"{REPORTS}/logs/tuning/{{pair}}.log",
+    conda:
+        ENV
+    params:
+        spec=lambda wildcards: json.dumps(PLAN.pairs[wildcards.pair].spec(RESULTS), sort_keys=True),
+        stats=json.dumps(config["stats"], sort_keys=True),
+    shell:
+        "fedrank select --spec-json {params.spec:q} --stats-json {params.stats:q} --out {output:q} > {log:q} 2>&1"
+
+
+def add_tested_runs(keys):
+    """Add the test runs of tuned pairs `keys` to the plan (once their selection exists)."""
+    for key in keys:
+        PLAN.add_tested(key, read_selection(checkpoints.select.get(pair=key).output[0]))
+
+
+def study_records(wildcards):
+    """Every study's run.json files, tuned test runs included: what the statistics read."""
+    add_tested_runs(PLAN.pairs)
+    return PLAN.all_records()
+
+
+def group_records(wildcards):
+    """A report group's run.json files, its tuned test runs included."""
+    add_tested_runs(PLAN.group(wildcards).pairs)
+    return PLAN.records(wildcards)
