@@ -72,3 +72,22 @@ def test_bad_files_are_named(tmp_path):
     path, _ = make_npz(tmp_path / "breastmnist.npz", classes=3)  # BreastMNIST has 2 classes
     with pytest.raises(UserError, match="label 2 outside the 2 classes of breastmnist"):
         load_dataset(data_config(path, tmp_path))
+
+
+def test_one_dimensional_labels_are_read_like_a_column(tmp_path):
+    path, arrays = make_npz(tmp_path / "breastmnist.npz", classes=2, colour=False)
+    column = load_dataset(data_config(path, tmp_path)).labels
+    flat = {k: v.reshape(-1) if k.endswith("_labels") else v for k, v in arrays.items()}
+    (tmp_path / "flat").mkdir()
+    np.savez_compressed(tmp_path / "flat" / "breastmnist.npz", **flat)
+    assert np.array_equal(load_dataset(data_config(tmp_path / "flat" / "breastmnist.npz", tmp_path / "flat")).labels, column)
+
+
+@pytest.mark.shared_data
+def test_the_shared_breastmnist_loads_with_its_official_split(shared_data, tmp_path):
+    path = shared_data / "medmnist" / "breastmnist.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (see ../shared/README.md)")
+    ds = load_dataset(data_config(path, tmp_path))
+    assert ds.images.shape == (780, 1, 28, 28) and ds.classes == ["malignant", "normal, benign"]
+    assert int(ds.test_mask.sum()) == 156 and np.bincount(ds.labels).tolist() == [210, 570]

@@ -2,9 +2,11 @@
 
 data.root is the file itself, e.g. `dermamnist.npz` (28 px) or `dermamnist_224.npz` (MedMNIST+),
 holding `train_images`, `train_labels`, `val_*` and `test_*` (images (N, H, W) greyscale or
-(N, H, W, 3) colour, labels (N, 1)). The official split is kept: the test split is the global
-test set, train and validation are pooled for the clients (fedrank selects no models on a
-validation set). Multi-label ChestMNIST is not a single-label task and is refused. Images keep
+(N, H, W, 3) colour, labels (N, 1) as the official files, or (N,) as re-saved copies such as the
+shared BreastMNIST). The official split is kept: the test split is the global test set, train
+and validation are pooled for the clients, and fedrank's own validation splits
+(partition.val_fraction: the data that selects rounds and tuned hyper-parameters) are drawn from
+that pool per client. Multi-label ChestMNIST is not a single-label task and is refused. Images keep
 their native size unless data.image_size asks for another (antialiased bilinear resize).
 """
 
