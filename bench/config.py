@@ -32,7 +32,7 @@ NON_SEMANTIC_DATA_KEYS = ("root", "cache_dir", "on_device")
 SEMANTIC_RUNTIME_KEYS = ("precision",)
 # Keys added after runs had been made without them, with a default that changes nothing: hashed only
 # when set to something else, so the runs made before they existed keep their ids (and are reused).
-HASHED_WHEN_SET = {"partition": ("val_fraction", "holdout"), "eval": ("new_client_steps",), "train": ("recipe",)}
+HASHED_WHEN_SET = {"partition": ("val_fraction", "holdout"), "eval": ("new_client_steps",), "train": ("recipe", "tuned")}
 
 
 @cache
@@ -250,7 +250,8 @@ def resolve(cfg: dict) -> dict:
     cfg["data"] = resolve_data_config(cfg["data"])
     cfg["model"] = resolve_model_config(cfg["model"])
     cfg["method"] = resolve_method_config(cfg["method"])
-    check_recipe_record(cfg)
+    for record in ("recipe", "tuned"):
+        check_record(cfg, record)
     return cfg
 
 
@@ -261,16 +262,16 @@ def get_key(cfg: dict, path: str) -> Any:
     return node
 
 
-def check_recipe_record(cfg: dict) -> None:
-    """`train.recipe` records settings a method's recipe set: each must be the run's value, or
-    run.json would claim a recipe the run did not train with."""
-    for key, value in cfg["train"]["recipe"].items():
+def check_record(cfg: dict, record: str) -> None:
+    """`train.recipe` and `train.tuned` record settings a method's recipe or tuning set: each must
+    be the run's value, or run.json would claim a setting the run did not train with."""
+    for key, value in cfg["train"][record].items():
         try:
             actual = get_key(cfg, key)
         except KeyError:
-            raise UserError(f"config key 'train.recipe': '{key}' is not a run-config key") from None
+            raise UserError(f"config key 'train.{record}': '{key}' is not a run-config key") from None
         if actual != value:
-            raise UserError(f"config key 'train.recipe': records {key}={value!r} but the run sets {key}={actual!r}; "
+            raise UserError(f"config key 'train.{record}': records {key}={value!r} but the run sets {key}={actual!r}; "
                             "remove the record or set the value it names")
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import yaml
 
-from bench.config import fill_defaults, read_yaml, resolve, run_id, set_key, validate
+from bench.config import fill_defaults, get_key, read_yaml, resolve, run_id, set_key, validate
 from bench.errors import UserError
 from bench.tuning import Pair, check_tune, draw_trials, tuned_dimensions, with_values
 
@@ -121,7 +121,7 @@ class Plan:
         pair = self.pairs[key]
         if selection.get("key") != key:
             raise UserError(f"{self.selection_file(key)} is the selection of '{selection.get('key')}', not of {key}: delete it and rerun")
-        runs = [pair.variant.run(selection["selected"]["values"], seed) for seed in pair.test_seeds]
+        runs = [pair.variant.run(selection["selected"]["values"], seed, tuned=list(pair.dims)) for seed in pair.test_seeds]
         group = self.groups[f"{pair.study}/{pair.dataset}/{pair.setting}"]
         for run in runs:
             self.add(group, run, pair.label)
@@ -438,9 +438,14 @@ class Variant:
     common: dict
     config: dict  # the layered run config (its seed replaced per run)
 
-    def run(self, values: dict, seed: int) -> Run:
-        """The resolved run at `seed` with trial `values` set; a bad value is one line naming the run."""
+    def run(self, values: dict, seed: int, tuned: list[str] = ()) -> Run:
+        """The resolved run at `seed` with trial `values` set; a bad value is one line naming the run.
+        `tuned`: the keys tuning chose, recorded with their values in train.tuned (the defaults'
+        where the selection left them), so they count as the treatment's, not the setting's."""
         cfg = {**with_values(self.config, values), "seed": seed}
+        if tuned:
+            defaults = resolve(cfg)
+            set_key(cfg, "train.tuned", {key: get_key(defaults, key) for key in tuned})
         try:
             resolved = resolve(cfg)
         except UserError as exc:

@@ -199,3 +199,19 @@ def test_the_test_set_never_chooses(tmp_path):
 def test_slugs_are_file_names():
     assert slug("fedlsc (per=0.01)") == "fedlsc_per=0.01"
     assert slug("mdhfl (architectures=[\"a\",\"b\"])") == "mdhfl_architectures=_a_,_b"
+
+
+def test_recipe_and_tuned_values_belong_to_the_treatment_not_the_setting(tmp_path):
+    """Tuned test runs differ in lr (and mu) by method: still one setting, ranked as 'fedavg', 'fedprox'."""
+    from bench.stats.collect import load_results
+
+    for cfg in grid_configs({"method.name": ["fedavg", "fedprox"], "seed": [0, 1], "partition.val_fraction": [0.2]}):
+        tuned = {"train.lr": 0.01 if cfg["method"]["name"] == "fedavg" else 0.2}
+        if cfg["method"]["name"] == "fedprox":
+            cfg["method"]["mu"] = tuned["method.mu"] = 0.05 + cfg["seed"]  # even a value per seed stays one treatment
+        else:
+            cfg["train"]["optimizer"], cfg["train"]["recipe"] = "sgd", {"train.optimizer": "sgd"}
+        cfg["train"]["lr"], cfg["train"]["tuned"] = tuned["train.lr"], tuned
+        write_run(tmp_path, resolve(cfg))
+    runs = load_results(tmp_path, resolve_stats({}), progress=False).runs
+    assert runs["setting"].nunique() == 1 and sorted(runs["label"].unique()) == ["fedavg", "fedprox"]

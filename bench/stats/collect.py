@@ -49,6 +49,8 @@ REQUIRED_KEYS = ("run_id", "status", "seed", "headline_scope", "config")
 # Config fields that never define a setting: the treatment, the replicate, and what does not
 # change results (the fields the run id ignores: how a run ran, where the data lives).
 NOT_SETTING = ("seed", "method.", *(f"{section}." for section in NON_SEMANTIC), *(f"data.{key}" for key in NON_SEMANTIC_DATA_KEYS))
+BY_METHOD = "by method"
+NOT_CONFIG = (*(f"{section}." for section in NON_SEMANTIC), "train.recipe.", "train.tuned.")  # how it ran; the records of treatment keys
 SETTING_ORDER = ("data.name", "partition.beta", "partition.clients", "train.local_epochs")
 ABSENT_KEYS = "absent_config_keys"
 SCHEME = "partition.scheme"  # which partition fields a run reads (bench.data.partition.SCHEME_KEYS)
@@ -135,12 +137,41 @@ def run_row(path: Path, record: dict) -> dict:
     """One runs-table row: run fields, the flattened config, what figures need from the record."""
     flat = flatten({k: v for k, v in record.items() if k in ("model", "communication", "timing", "environment", "data")})
     row = {new: record.get(old, flat.get(old)) for old, new in RUN_FIELDS.items()}
-    config = {k: v for k, v in flatten(with_later_keys(record["config"])).items() if not k.startswith(tuple(f"{s}." for s in NON_SEMANTIC))}
-    row.update(config)
+    config = {k: v for k, v in flatten(with_later_keys(record["config"])).items() if not k.startswith(NOT_CONFIG)}
+    row.update(config, treatment_keys=treatment_keys(record["config"]))
     data = record.get("data", {})
-    row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(record["config"]["method"], sort_keys=True),
+    row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(untuned_method(record["config"]), sort_keys=True),
                classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])])
     return row
+
+
+def treatment_keys(config: dict) -> frozenset[str]:
+    """Dotted keys a method's recipe or tuning chose for this run (train.recipe, train.tuned)."""
+    train = config.get("train", {})
+    return frozenset(train.get("recipe", {})) | frozenset(train.get("tuned", {}))
+
+
+def by_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """In a study where recipes or tuning chose a setting for some runs, that setting differs
+    between methods by design: it reads BY_METHOD in all the study's runs, part of the treatment
+    and never of the setting (one setting, not one per learning rate or optimizer)."""
+    runs = runs.copy()
+    for _, rows in runs.groupby("study", sort=False):
+        for key in frozenset().union(*rows["treatment_keys"]) & set(runs.columns):
+            runs[key] = runs[key].map(lambda v: v if v is None or isinstance(v, str) else format_value(v))  # one type: text
+            runs.loc[rows.index, key] = BY_METHOD
+    return runs
+
+
+def untuned_method(config: dict) -> dict:
+    """The method section with tuned hyper-parameters at their defaults: a tuned method is one
+    treatment across settings ('fedprox'), whatever mu each setting selected."""
+    from bench.methods import registry
+
+    method = dict(config["method"])
+    tuned = [key.removeprefix("method.") for key in config.get("train", {}).get("tuned", {}) if key.startswith("method.")]
+    fields = registry()[method["name"]].hparams() if tuned else {}
+    return {**method, **{hp: json.loads(json.dumps(fields[hp].default)) for hp in tuned}}
 
 
 def read_runs(paths: list[Path], progress: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -421,6 +452,7 @@ def load_results(source: Path | list[Path], settings: dict, studies: Path | None
         raise UserError(f"no run records in {source}; run `fedrank run` or `snakemake --cores all` first")
     manifest = read_studies(studies) if studies else None
     runs, missing, notes = assign_studies(runs, manifest)
+    runs = by_method(runs)
     for note in notes:
         log.warning(note)
     if runs.empty:
