@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.stats.ranking import block_ranks, cliques, complete_design, critical_difference, friedman, nemenyi_q, rank_methods
+from bench.stats.captions import friedman_phrase
+from bench.stats.ranking import block_ranks, cliques, complete_design, critical_difference, friedman, nemenyi_q, pairwise_wilcoxon, rank_methods
 from bench.stats.settings import resolve_stats
+from bench.stats.significance import CONSTANT_NOTE
 
 DEMSAR_Q05 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}
 
@@ -45,8 +47,44 @@ def test_friedman_equals_scipy_with_and_without_ties(seed):
     assert result["iman_davenport_f"] == pytest.approx((n - 1) * ref.statistic / (n * (k - 1) - ref.statistic), rel=1e-10)
 
 
-def test_friedman_all_tied_blocks_give_no_evidence():
-    assert friedman(block_ranks(np.ones((4, 3))))["p"] == 1.0
+def test_friedman_all_tied_blocks_are_no_test():
+    result = friedman(block_ranks(np.ones((4, 3))))
+    assert np.isnan([result["chi2"], result["p"], result["iman_davenport_f"], result["p_f"]]).all()
+    assert result["undefined"] == "undefined: every block a complete tie"
+    assert friedman_phrase({**result, "alpha": 0.05}) == "Friedman test (k = 3, N = 4) undefined: every block a complete tie"
+
+
+@pytest.mark.parametrize("ranks", [[[1, 2, 3], [1, 2, 3]], [[1, 2.5, 2.5], [1, 2.5, 2.5], [1, 2.5, 2.5]], [[2, 1, 3]]])
+def test_iman_davenport_is_undefined_when_every_block_ranks_alike(ranks):
+    # k = 3, N = 2, the same ranks twice: chi2 = 12 N / (k (k + 1)) sum R^2 - 3 N (k + 1) = 2 (1 + 4 + 9) - 24
+    # = 4 = N (k - 1), p = exp(-4 / 2) = 0.135; F = (N - 1) chi2 / (N (k - 1) - chi2) divides by
+    # zero (it was inf, p < 0.001). With ties or a single block chi2 also reaches N (k - 1).
+    ranks = np.array(ranks, dtype=float)
+    n, k = ranks.shape
+    result = {**friedman(ranks), "alpha": 0.05}
+    assert result["chi2"] == pytest.approx(n * (k - 1)) and result["p"] == pytest.approx(math.exp(-n * (k - 1) / 2))
+    assert np.isnan(result["iman_davenport_f"]) and np.isnan(result["p_f"])
+    text = friedman_phrase(result)
+    assert text.endswith("Iman-Davenport F undefined: identical ranks in every block") and "inf" not in text and "< 0.001" not in text
+
+
+def test_iman_davenport_below_alpha_where_friedman_is_not_is_not_claimed():
+    # k = 3, N = 3, ranks (1,2,3), (1,2,3), (1,3,2): mean ranks 1, 7/3, 8/3, chi2 = 3 (1 + 49/9 + 64/9) - 36
+    # = 14/3, p = exp(-7/3) = 0.097; F = 2 (14/3) / (6 - 14/3) = 7 on (2, 4) df, p = (1 + 2 x 7 / 4)^-2 = 0.049.
+    result = {**friedman(np.array([[1.0, 2, 3], [1, 2, 3], [1, 3, 2]])), "alpha": 0.05}
+    assert result["chi2"] == pytest.approx(14 / 3) and result["p"] == pytest.approx(math.exp(-7 / 3))
+    assert result["iman_davenport_f"] == pytest.approx(7.0) and result["p_f"] == pytest.approx(4.5**-2)
+    assert "no difference is claimed" in friedman_phrase(result)
+    assert "claimed" not in friedman_phrase({**result, "alpha": 0.01})
+
+
+def test_pairwise_wilcoxon_of_a_constant_difference_is_no_test_but_counts_in_holm():
+    a = np.array([0.70, 0.72, 0.71, 0.69, 0.70, 0.73])
+    scores = pd.DataFrame({"A": a, "B": (a * 3 - 0.3) / 3, "C": [0.75, 0.74, 0.77, 0.70, 0.76, 0.74]})  # A - B = 0.1 up to rounding
+    table = pairwise_wilcoxon(scores, 0.05).set_index(["method_a", "method_b"])
+    assert np.isnan(table.loc[("A", "B"), "p"]) and table.loc[("A", "B"), "wilcoxon_method"] == CONSTANT_NOTE and table.loc[("A", "B"), "better"] == ""
+    p = table["p"].dropna().sort_values()
+    assert table["p_holm"].dropna().sort_values().tolist() == pytest.approx([3 * p.iloc[0], max(3 * p.iloc[0], 2 * p.iloc[1])])
 
 
 def test_cliques_join_methods_closer_than_cd():

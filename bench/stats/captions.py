@@ -8,12 +8,13 @@ claims a band that was not drawn or an interval that was not computed.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pandas as pd
 
 from bench.stats.collect import Results, format_value
-from bench.stats.render import is_percent
+from bench.stats.render import is_percent, p_text
 
 
 def metric_name(metric: str) -> str:
@@ -46,6 +47,22 @@ def interval_phrase(ci_methods, confidence: float, over: str = "seeds") -> str:
         text += f" (the percentile interval for {counts['percentile']} where BCa is degenerate, e.g. all values equal)"
     if counts["n<2"]:
         text += f"; none for {counts['n<2']} with a single value"
+    return text
+
+
+def friedman_phrase(friedman: dict) -> str:
+    """'Friedman chi2 = 4.00 (k = 3, N = 2), p = 0.135; Iman-Davenport F undefined: ...': the
+    Friedman and Iman-Davenport tests in words; F's p below alpha where chi2's is not is
+    flagged, not claimed (the F approximation is optimistic with few blocks)."""
+    size = f"k = {friedman['methods']}, N = {friedman['blocks']}"
+    if math.isnan(friedman["chi2"]):
+        return f"Friedman test ({size}) {friedman['undefined']}"
+    text = f"Friedman chi2 = {friedman['chi2']:.2f} ({size}), {p_text(friedman['p'])}; "
+    if math.isnan(friedman["iman_davenport_f"]):
+        return text + friedman["undefined"]
+    text += f"Iman-Davenport F = {friedman['iman_davenport_f']:.2f}, {p_text(friedman['p_f'])}"
+    if friedman["p_f"] <= friedman["alpha"] < friedman["p"]:
+        text += " (below alpha where the Friedman chi2 is not: no difference is claimed, the F approximation is optimistic with few blocks)"
     return text
 
 

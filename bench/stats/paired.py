@@ -4,7 +4,8 @@ For a given seed every method sees the same partition, initial model and batch o
 difference of two methods' final scores on that seed is the unit of evidence. Per comparison:
 mean difference with a paired bootstrap CI, paired t-test, exact Wilcoxon signed-rank, Cohen's
 d_z, and Holm's correction over the family of all comparisons of the setting (per test). Where
-too few seeds make significance unreachable, the row says so instead of printing a bare p.
+too few seeds make significance unreachable, the row says so instead of printing a bare p; a
+constant difference (every seed differs by the same amount, up to rounding) is no test at all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from bench.stats.bootstrap import grouped_mean_ci
 from bench.stats.collect import Results, method_defaults
-from bench.stats.significance import holm, min_wilcoxon_p, paired_t, pairs_needed, wilcoxon
+from bench.stats.significance import CONSTANT_NOTE, cohen_dz, constant, holm, min_wilcoxon_p, paired_t, pairs_needed, wilcoxon
 from bench.stats.summaries import bootstrap_args
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,13 @@ def comparisons(scored: pd.DataFrame, references: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def too_few_seeds(n: int, family: int, alpha: float) -> str:
-    """The explicit statement a reader needs when a test cannot reach alpha by construction."""
+def too_few_seeds(n: int, family: int, alpha: float, fixed: bool = False) -> str:
+    """The explicit statement a reader needs when a test cannot reach alpha by construction
+    (`fixed`: the differences are constant, so there is nothing to test)."""
     if n < 2:
         return f"{n} paired seed(s): no test"
+    if fixed:
+        return f"{CONSTANT_NOTE} (all {n} seeds differ by the same amount up to rounding: no spread to test against)"
     floor = min_wilcoxon_p(n)
     if floor > alpha:
         return f"with {n} paired seeds the exact Wilcoxon p cannot go below {floor:.3g} > alpha={alpha:g}; needs >= {pairs_needed(alpha, 1)} seeds"
@@ -77,17 +81,16 @@ def comparison_tests(diffs: pd.DataFrame, settings: dict) -> pd.DataFrame:
     table = grouped_mean_ci(diffs, KEYS, "diff", **bootstrap_args(settings), keep_values=True).rename(columns={"mean": "diff"})
     for column in ("t", "p_t", "w_plus", "p_wilcoxon", "effect_dz"):
         table[column] = np.nan
-    table["wilcoxon_method"] = ""
+    table["wilcoxon_method"], table["constant"] = "", False
     for n, index in table.groupby("n").groups.items():
         if n < 2:  # one pair is no test: it stays out of the Holm family
             continue
         matrix = np.array(table.loc[index, "values"].tolist(), dtype=float).reshape(len(index), n)
         t, p = paired_t(matrix)
         w, pw, how = wilcoxon(matrix)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dz = matrix.mean(1) / matrix.std(1, ddof=1)
-        table.loc[index, ["t", "p_t", "w_plus", "p_wilcoxon", "effect_dz"]] = np.column_stack([t, p, w, pw, dz])
+        table.loc[index, ["t", "p_t", "w_plus", "p_wilcoxon", "effect_dz"]] = np.column_stack([t, p, w, pw, cohen_dz(matrix)])
         table.loc[index, "wilcoxon_method"] = how
+        table.loc[index, "constant"] = constant(matrix)
     return table.drop(columns="values")
 
 
@@ -98,14 +101,14 @@ def paired_comparisons(scored: pd.DataFrame, references: list[str], settings: di
         return pd.DataFrame(columns=[*KEYS, "metric", "n", "diff", "ci_low", "ci_high", "p_t", "p_wilcoxon", "note"])
     table = comparison_tests(diffs, settings)
     alpha = settings["alpha"]
-    family = table["study"] + "\x00" + table["setting"]
-    table["family"] = family.map(family[table["n"] >= 2].value_counts()).fillna(0).astype(int)
-    table["p_t_holm"] = holm(table["p_t"], family)
-    table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"], family)
+    family, tested = table["study"] + "\x00" + table["setting"], table["n"] >= 2
+    table["family"] = family.map(family[tested].value_counts()).fillna(0).astype(int)
+    table["p_t_holm"] = holm(table["p_t"], family, tested)
+    table["p_wilcoxon_holm"] = holm(table["p_wilcoxon"], family, tested)
     means = scored.groupby(["study", "setting", "method"], observed=True)["value"].mean()
     table["mean_method"] = means.reindex(pd.MultiIndex.from_frame(table[["study", "setting", "method"]])).to_numpy()
     table["mean_reference"] = means.reindex(pd.MultiIndex.from_frame(table[["study", "setting", "reference"]])).to_numpy()
-    table["note"] = [too_few_seeds(n, f, alpha) for n, f in zip(table["n"], table["family"])]
+    table["note"] = [too_few_seeds(n, f, alpha, c) for n, f, c in zip(table["n"], table["family"], table["constant"])]
     order = scored.drop_duplicates(["study", "setting", "method"])[["study", "setting", "method", "setting_order", "method_order"]]
     table = table.merge(order, on=["study", "setting", "method"]).assign(metric=settings["metric"])
     return table.sort_values(["setting_order", "reference", "method_order", "method"], ignore_index=True)

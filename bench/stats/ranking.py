@@ -22,7 +22,7 @@ from scipy import stats
 
 from bench.stats.bootstrap import grouped_mean_ci
 from bench.stats.scores import orient
-from bench.stats.significance import holm, wilcoxon
+from bench.stats.significance import ROUNDING, holm, wilcoxon
 from bench.stats.summaries import bootstrap_args
 
 
@@ -49,18 +49,26 @@ def block_ranks(scores: np.ndarray) -> np.ndarray:
 
 def friedman(ranks: np.ndarray) -> dict:
     """Friedman chi-square (tie-corrected, as scipy.stats.friedmanchisquare) and the
-    Iman-Davenport F of an (n blocks, k methods) rank matrix."""
+    Iman-Davenport F of an (n blocks, k methods) rank matrix, with `undefined` saying why a
+    statistic is NaN.
+
+    Every block a complete tie: chi2 is 0 / 0, no test. Ranks identical in every block (one
+    block always is): chi2 reaches its maximum n (k - 1) and F = (n - 1) chi2 / (n (k - 1) - chi2)
+    divides by zero; that is the most extreme outcome, not infinite evidence (k = 3, n = 2: chi2 =
+    4, p = 0.135), so F and its p are NaN and only the chi2 test speaks."""
     n, k = ranks.shape
+    out = {"blocks": n, "methods": k, "chi2": math.nan, "p": math.nan, "iman_davenport_f": math.nan, "p_f": math.nan, "undefined": ""}
     ties = sum(np.sum(t**3 - t) for t in (np.unique(row, return_counts=True)[1] for row in ranks))
     correction = 1 - ties / (n * k * (k * k - 1))
-    if correction <= 0:  # every block a complete tie: no evidence of any difference
-        return {"blocks": n, "methods": k, "chi2": 0.0, "p": 1.0, "iman_davenport_f": 0.0, "p_f": 1.0}
+    if correction <= 0:
+        return {**out, "undefined": "undefined: every block a complete tie"}
     chi2 = (12 * n / (k * (k + 1)) * np.sum(ranks.mean(0) ** 2) - 3 * n * (k + 1)) / correction
-    out = {"blocks": n, "methods": k, "chi2": float(chi2), "p": float(stats.chi2.sf(chi2, k - 1))}
+    out.update(chi2=float(chi2), p=float(stats.chi2.sf(chi2, k - 1)))
     denominator = n * (k - 1) - chi2
-    f = (n - 1) * chi2 / denominator if denominator > 0 else math.inf
-    out.update(iman_davenport_f=float(f), p_f=float(stats.f.sf(f, k - 1, (k - 1) * (n - 1))) if n > 1 else float("nan"))
-    return out
+    if denominator <= ROUNDING * n * (k - 1):
+        return {**out, "undefined": "Iman-Davenport F undefined: identical ranks in every block"}
+    f = (n - 1) * chi2 / denominator
+    return {**out, "iman_davenport_f": float(f), "p_f": float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))}
 
 
 def nemenyi_q(k: int, alpha: float) -> float:
@@ -141,7 +149,7 @@ def pairwise_wilcoxon(scores: pd.DataFrame, alpha: float) -> pd.DataFrame:
         w, p, how = wilcoxon(np.stack(table.loc[index, "diffs"].to_list()))
         table.loc[index, ["w_plus", "p"]] = np.column_stack([w, p])
         table.loc[index, "wilcoxon_method"] = how
-    table["p_holm"] = holm(table["p"])
+    table["p_holm"] = holm(table["p"], members=table["blocks"] > 0)
     significant = table["p_holm"] <= alpha
     table["better"] = np.where(significant, np.where(table["mean_diff"] > 0, table["method_a"], table["method_b"]), "")
     return table.drop(columns="diffs")

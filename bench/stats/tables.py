@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from bench.stats.analysis import Analysis
-from bench.stats.captions import family_name, final_phrase, interval_phrase, listing, metric_name, scope_phrase
+from bench.stats.captions import family_name, final_phrase, friedman_phrase, interval_phrase, listing, metric_name, scope_phrase
 from bench.stats.collect import format_value, sort_key
-from bench.stats.render import Table, fmt, fmt_ci, fmt_p, heading, is_percent, p_text
+from bench.stats.render import Table, fmt, fmt_ci, fmt_p, heading, is_percent
 from bench.stats.scores import lower_is_better
 
 log = logging.getLogger(__name__)
@@ -227,8 +227,7 @@ def ranking_notes(analysis: Analysis) -> list[str]:
     notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, marked '='); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
-        notes.append(f"Friedman chi2 = {f['chi2']:.2f} (k = {f['methods']}, N = {f['blocks']}), {p_text(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}, "
-                     f"{p_text(f['p_f'])}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
+        notes.append(f"{friedman_phrase(f)}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
     return notes + ranking.notes
 
 

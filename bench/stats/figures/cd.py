@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from bench.stats.analysis import Analysis
-from bench.stats.captions import metric_name
+from bench.stats.captions import friedman_phrase, metric_name
 from bench.stats.figures.style import MethodStyle, save
 from bench.stats.ranking import cliques
 from bench.stats.render import p_text
@@ -27,13 +27,15 @@ def limits_note(friedman: dict, average) -> str:
     """What the test cannot say with these blocks, in words (empty when it can tell some apart)."""
     n, cd, k = friedman["blocks"], friedman["cd"], len(average)
     gap = float(average.max() - average.min())
+    if math.isnan(friedman["p"]):
+        return f"Friedman test {friedman['undefined']}: no evidence that the methods' ranks differ at all."
     if cd >= k - 1:
         return (f"With N = {n} blocks the critical difference ({cd:.2f}) is longer than the whole rank range ({k - 1}): no two of the "
                 f"{k} methods can be told apart, whatever their ranks; at least {blocks_needed(k, friedman['q_alpha'], k - 1)} blocks are needed.")
     if gap < cd:
-        return (f"With N = {n} blocks no two methods are further apart than the critical difference ({cd:.2f}): the test tells none of them "
-                f"apart; the gap between the best and the worst average rank here ({gap:.2f}) would need at least "
-                f"{blocks_needed(k, friedman['q_alpha'], gap)} blocks.")
+        needs = (f"the gap between the best and the worst average rank here ({gap:.2f}) would need at least {blocks_needed(k, friedman['q_alpha'], gap)} blocks"
+                 if gap > 0 else "every method has the same average rank")
+        return f"With N = {n} blocks no two methods are further apart than the critical difference ({cd:.2f}): the test tells none of them apart; {needs}."
     if friedman["p"] > friedman["alpha"]:
         return f"Friedman {p_text(friedman['p'])} > alpha = {friedman['alpha']:g}: no evidence that the methods' ranks differ at all."
     return ""
@@ -83,5 +85,5 @@ def cd_diagram(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Pat
     caption = (f"Critical-difference diagram (Demšar 2006) of {metric_name(analysis.settings['metric'])}: each method's average rank over "
                f"N = {f['blocks']} {kind} (1 = best; tied scores share their average rank); thick bars join methods whose average ranks "
                f"differ by less than the Nemenyi critical difference CD = {cd:.2f} (alpha = {f['alpha']:g}, q = {f['q_alpha']:.3f}). "
-               f"Friedman chi2 = {f['chi2']:.2f}, {p_text(f['p'])}; Iman-Davenport F = {f['iman_davenport_f']:.2f}. {note}").strip()
+               f"{friedman_phrase(f)}. {note}").strip()
     return save(fig, folder / "cd_diagram", analysis.settings, caption)
