@@ -65,3 +65,4 @@ rule all:
         rules.manifest.output,
         rules.statistics.output,
         [f"{REPORTS}/{path}" for path in PLAN.groups],
+        [rules.tuning.output] if PLAN.pairs else [],

@@ -114,7 +114,7 @@ class Plan:
         self.pairs[pair.key] = pair
 
     def selection_file(self, key: str) -> str:
-        return f"{self.reports}/tuning/{key}.json"
+        return f"{self.reports}/tuning/selections/{key}.json"
 
     def add_tested(self, key: str, selection: dict) -> list[Run]:
         """The test runs of a tuned pair on its selected configuration, added to its study and group."""

@@ -57,6 +57,7 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     assert (out / "convergence.png").stat().st_size > 20_000
     front = (out / "results.md").read_text()
     assert "## Leaderboard" in front and "killed: no run.json" in front and "| FedLSC Per=1% |" in front
+    assert "Student's t interval below" in front
     table = pd.read_csv(out / "results.csv")
     assert {"study", "setting", "method", "label", "seeds", "completed", "failed", "accuracy", "accuracy_ci_low"} <= set(table.columns)
     tidy = pd.read_parquet(out / "results.parquet", columns=["study", "run_id", "status"])
@@ -66,6 +67,7 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     paired = pd.read_parquet(out / "stats" / "paired.parquet")
     assert {"p_t_holm", "p_wilcoxon_holm", "effect_dz", "note"} <= set(paired.columns)
     assert paired["note"].str.contains("cannot go below 0.25").any()  # 3 seeds: said explicitly
+    assert set(paired["ci_method"]) <= {"t", "n<2"}  # at most 3 seeds: too few for the bootstrap
 
     # every table and figure has a caption saying what was computed; names safe for LaTeX and URLs
     captions = json.loads((out / "report.json").read_text())["captions"]
@@ -74,7 +76,8 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     for path in shown:
         assert "Protocol: a global test set held out" in captions[path] and "3 seeds (0-2)" in captions[path], path
     curves = [text for path, text in captions.items() if path.startswith("figures/convergence/")]
-    assert curves and all("balanced accuracy per communication round" in c and "Shaded: the 95% BCa bootstrap interval" in c for c in curves)
+    assert curves and all("balanced accuracy per communication round" in c and "Shaded: the 95% Student t interval over seeds (too few seeds for a bootstrap interval)" in c
+                          for c in curves)
     assert "FedLSC Per=1%" in captions["tables/main_comparison.csv"] and "fedlsc (per=0.01)" not in captions["tables/main_comparison.csv"]
     assert captions["figures/sensitivity_fedlsc_tau.png"].startswith("Sensitivity of FedLSC to tau")
     for path in (out / "figures").rglob("*.*"):

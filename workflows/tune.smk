@@ -20,7 +20,7 @@ checkpoint select:
     input:
         lambda wildcards: [PLAN.record(run) for trial in PLAN.pairs[wildcards.pair].trial_runs for run in trial],
     output:
-        f"{REPORTS}/tuning/{{pair}}.json",
+        f"{REPORTS}/tuning/selections/{{pair}}.json",
     log:
         f"{REPORTS}/logs/tuning/{{pair}}.log",
     conda:
@@ -30,6 +30,28 @@ checkpoint select:
         stats=json.dumps(config["stats"], sort_keys=True),
     shell:
         "fedrank select --spec-json {params.spec:q} --stats-json {params.stats:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule tuning:
+    input:
+        selections=[PLAN.selection_file(key) for key in PLAN.pairs],
+        records=lambda wildcards: study_records(wildcards),
+    output:
+        report(
+            directory(f"{REPORTS}/tuning/summary"),
+            patterns=["{file,.+[.](png|csv)}"],
+            caption="report/tuning.rst",
+            category="Tuning",
+            labels={"file": "{file}"},
+        ),
+    log:
+        f"{REPORTS}/logs/tuning.log",
+    conda:
+        ENV
+    params:
+        config=json.dumps(config, sort_keys=True),
+    shell:
+        "fedrank tuning --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 def add_tested_runs(keys):

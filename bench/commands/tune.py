@@ -27,7 +27,25 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tuning(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.commands.workflow import load_plan
+    from bench.io import output_folder
+    from bench.stats.settings import resolve_stats
+    from bench.stats.tuning import build, write_report
+
+    config, plan = load_plan(args)
+    settings = resolve_stats(config["stats"])
+    with output_folder(args.out) as out:
+        written = write_report(build(plan, settings), Path(out), settings)
+    print(f"{len(written)} files written under {args.out} (start with {Path(args.out) / 'summary.md'})")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from bench.commands.workflow import add_config_arguments
+
     select = sub.add_parser(
         "select",
         help="score a tuned pair's trials on validation data and write the selected configuration (the workflow's select job)",
@@ -39,3 +57,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     select.add_argument("--stats-json", default="{}", metavar="JSON", help="the statistics settings (selection_metric, selection_after, ...)")
     select.add_argument("--out", required=True, metavar="JSON", help="where the selection is written (atomically)")
     select.set_defaults(func=cmd_select)
+
+    tuning = sub.add_parser(
+        "tuning",
+        help="what tuning did: selected values, tuning curves, sensitivity, tuned against untuned leaderboards",
+        description="Read a workflow config's tuned studies (their selections and test runs) and write summary.md, tables/ "
+                    "(selected, tuned_vs_untuned with Kendall's tau and each method's tuning gain) and figures/ (tuning curves, "
+                    "sensitivity) under --out. The workflow runs it into <reports>/tuning/summary.",
+    )
+    add_config_arguments(tuning)
+    tuning.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    tuning.set_defaults(func=cmd_tuning)

@@ -7,12 +7,19 @@ mean each resample is a weighted sum, so the whole bootstrap distribution of man
 matrix product. With the same seed the intervals equal scipy's (tests/test_stats_bootstrap.py);
 each sample's interval depends only on its own values, the seed and its size (up to the last
 bit of rounding), never on which other samples were computed with it.
+
+From few values the bootstrap under-covers: its resamples only ever hold the values seen, so a
+"95%" BCa interval of 3 values is about their range. On normal data it covers the true mean 73%
+of the time at n = 3, 83% at 5, 90% at 10 and 93% at 20 (tests/test_stats_bootstrap.py measures
+it). Below `bootstrap.min_values` values a group gets Student's t interval instead, whose
+coverage on normal data is the nominal one at every n (method 't').
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.special import ndtr, ndtri
 
 ROWS_PER_CHUNK = 2048  # bounds memory: rows x resamples float64 per chunk
@@ -97,11 +104,28 @@ def mean_ci(samples: np.ndarray, confidence: float = 0.95, resamples: int = 9999
     return low, high, method
 
 
-def grouped_mean_ci(frame: pd.DataFrame, keys: list[str], value: str, confidence: float, resamples: int, seed: int,
+def t_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of Student's t interval of the mean of each row (rows, n), n >= 2:
+    mean -/+ t(n - 1) SD / sqrt(n); zero width for equal values."""
+    n = samples.shape[1]
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * samples.std(1, ddof=1) / np.sqrt(n)
+    mean = samples.mean(1)
+    return mean - half, mean + half
+
+
+def group_ci(samples: np.ndarray, confidence: float, resamples: int, seed: int, min_values: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, method) of equally sized groups: the bootstrap from `min_values` values on,
+    Student's t below (see module doc)."""
+    if samples.shape[1] >= min_values:
+        return mean_ci(samples, confidence, resamples, seed)
+    return *t_interval(samples, confidence), np.full(len(samples), "t", dtype=object)
+
+
+def grouped_mean_ci(frame: pd.DataFrame, keys: list[str], value: str, confidence: float, resamples: int, seed: int, min_values: int,
                     keep_values: bool = False) -> pd.DataFrame:
     """Per group of `keys`: n, mean, sd, ci_low, ci_high, ci_method of the finite values of
     `value` (and the values themselves, in a list, if asked). Groups are batched by size; a
-    group of one value gets no interval."""
+    group of one value gets no interval, one of fewer than `min_values` Student's t interval."""
     finite = frame[np.isfinite(frame[value])]
     groups = finite.groupby(keys, sort=False, observed=True)[value]
     out = groups.agg(n="size", mean="mean", sd="std", values=list).reset_index()
@@ -110,7 +134,7 @@ def grouped_mean_ci(frame: pd.DataFrame, keys: list[str], value: str, confidence
         if n < 2:
             continue
         matrix = np.array(out.loc[index, "values"].tolist(), dtype=float)
-        low, high, method = mean_ci(matrix, confidence, resamples, seed)
+        low, high, method = group_ci(matrix, confidence, resamples, seed, min_values)
         out.loc[index, ["ci_low", "ci_high"]] = np.column_stack([low, high])
         out.loc[index, "ci_method"] = method
     return out if keep_values else out.drop(columns="values")

@@ -38,16 +38,27 @@ def final_phrase(settings: dict) -> str:
 
 
 def interval_phrase(ci_methods, confidence: float, over: str = "seeds") -> str:
-    """What the intervals are, from the ci_method of each interval shown ('BCa', 'percentile', 'n<2')."""
+    """What the intervals are, from the ci_method of each interval shown ('BCa', 'percentile',
+    't' below `bootstrap.min_values` values, 'n<2')."""
     counts = Counter(ci_methods)
     if not counts or set(counts) == {"n<2"}:
         return f"no interval (one value per {over[:-1]})"
-    text = f"{confidence:.0%} BCa bootstrap interval over {over}"
-    if counts["percentile"]:
-        text += f" (the percentile interval for {counts['percentile']} where BCa is degenerate, e.g. all values equal)"
+    if not counts["BCa"] + counts["percentile"]:
+        text = f"{confidence:.0%} Student t interval over {over} (too few {over} for a bootstrap interval)"
+    else:
+        asides = [f"the Student t interval for {counts['t']} with too few {over} for the bootstrap"] * bool(counts["t"])
+        asides += [f"the percentile interval for {counts['percentile']} where BCa is degenerate, e.g. all values equal"] * bool(counts["percentile"])
+        text = f"{confidence:.0%} BCa bootstrap interval over {over}" + (f" ({'; '.join(asides)})" if asides else "")
     if counts["n<2"]:
         text += f"; none for {counts['n<2']} with a single value"
     return text
+
+
+def intervals_rule(settings: dict) -> str:
+    """The interval rule of a report, for its front page: which interval from how many values."""
+    boot = settings["bootstrap"]
+    return (f"{settings['confidence']:.0%} BCa bootstrap from {boot['min_values']} values on ({boot['resamples']} resamples, seed {boot['seed']}), "
+            f"Student's t interval below (bootstrap.min_values: from few values the bootstrap under-covers)")
 
 
 def friedman_phrase(friedman: dict) -> str:

@@ -17,6 +17,7 @@ from bench.errors import UserError
 from bench.stats.aggregate import aggregate_scores
 from bench.stats.analysis import Analysis
 from bench.stats.bootstrap import grouped_mean_ci
+from bench.stats.captions import interval_phrase
 from bench.stats.collect import format_value, sort_key
 from bench.stats.fairness import SPREAD, fairness_metric
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p
@@ -83,7 +84,7 @@ def model_selection_table(analysis: Analysis) -> list[Table]:
         display[title] = [fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(data[f"{score}_mean"], data[f"{score}_ci_low"], data[f"{score}_ci_high"])]
     display["round chosen (mean)"] = [fmt(v, 1) for v in data["round_mean"]]
     notes = [f"{metric} on the test sets at the last evaluated round and at {rule_text(analysis.settings, 'best_val')}; "
-             f"mean over completed seeds [{analysis.settings['confidence']:.0%} BCa bootstrap CI]; the difference is paired by run."]
+             f"mean over completed seeds [{interval_phrase(table['ci_method'], analysis.settings['confidence'])}]; the difference is paired by run."]
     return [Table("model_selection", f"Model selection: last round against best validation ({metric})", data.drop(columns=["setting_order", "method_order"]),
                   display, "setting", None, notes)]
 

@@ -174,7 +174,7 @@ def leaderboard(ranking: Ranking, references: list[str], metric: str, settings: 
     scores, average = ranking.scores, ranking.ranks.mean() if not ranking.ranks.empty else pd.Series(dtype=float)
     raw = orient(scores, metric, settings).melt(var_name="method", value_name="value", ignore_index=False)  # the metric's own direction
     table = grouped_mean_ci(raw, ["method"], "value", **bootstrap_args(settings)).rename(columns={"n": "blocks"}).set_index("method").reindex(scores.columns)
-    table = table.reset_index()[["method", "blocks", "mean", "ci_low", "ci_high"]]
+    table = table.reset_index()[["method", "blocks", "mean", "ci_low", "ci_high", "ci_method"]]
     table.insert(1, "average_rank", table["method"].map(average))
     for ref in references:
         if ref in scores.columns:

@@ -23,6 +23,7 @@ from pathlib import Path
 import bench
 from bench.io import write_csv, write_json, write_parquet, write_text
 from bench.stats.analysis import Analysis, analyse
+from bench.stats.captions import intervals_rule
 from bench.stats.collect import load_results
 from bench.stats.render import Table, markdown, write_table
 from bench.stats.selection import rule_text
@@ -97,8 +98,8 @@ def front_page(analysis: Analysis, summary: Table, written: dict[str, dict[Path,
         f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())}) in "
         f"{results.runs[['study', 'setting']].drop_duplicates().shape[0]} settings of {results.runs['study'].nunique()} studies; {len(results.methods)} methods. "
         f"fedrank {bench.__version__}.", "",
-        f"Headline metric: **{settings['metric']}** at {rule_text(settings)} (stats.selection={settings['selection']}); intervals: {settings['confidence']:.0%} BCa bootstrap over seeds "
-        f"({settings['bootstrap']['resamples']} resamples, seed {settings['bootstrap']['seed']}); alpha = {settings['alpha']:g}.", "",
+        f"Headline metric: **{settings['metric']}** at {rule_text(settings)} (stats.selection={settings['selection']}); intervals: {intervals_rule(settings)}; "
+        f"alpha = {settings['alpha']:g}.", "",
     ]
     notes = results.problems + analysis.notes + analysis.ranking.notes
     if notes:

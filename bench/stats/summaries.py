@@ -16,7 +16,9 @@ GROUP = ["study", "setting", "method"]
 
 
 def bootstrap_args(settings: dict) -> dict:
-    return {"confidence": settings["confidence"], "resamples": settings["bootstrap"]["resamples"], "seed": settings["bootstrap"]["seed"]}
+    """The interval settings every `grouped_mean_ci` call takes."""
+    boot = settings["bootstrap"]
+    return {"confidence": settings["confidence"], "resamples": boot["resamples"], "seed": boot["seed"], "min_values": boot["min_values"]}
 
 
 CLINICAL = ["auroc", "ece", "melanoma_sensitivity"]

@@ -224,7 +224,9 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
 def ranking_notes(analysis: Analysis) -> list[str]:
     ranking, alpha = analysis.ranking, analysis.settings["alpha"]
     blocks = "settings (mean over seeds)" if ranking.kind == "setting" else "setting x seed pairs"
-    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, marked '='); mean and CI over blocks; W/T/L = blocks won/tied/lost against each reference."]
+    interval = interval_phrase(ranking.leaderboard["ci_method"].dropna(), analysis.settings["confidence"], "blocks")
+    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, "
+             f"marked '='); mean over blocks [{interval}]; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
         notes.append(f"{friedman_phrase(f)}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
