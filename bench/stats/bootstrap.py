@@ -10,7 +10,7 @@ bit of rounding), never on which other samples were computed with it.
 
 From few values the bootstrap under-covers: its resamples only ever hold the values seen, so a
 "95%" BCa interval of 3 values is about their range. On normal data it covers the true mean 73%
-of the time at n = 3, 83% at 5, 90% at 10 and 93% at 20 (tests/test_stats_bootstrap.py measures
+of the time at n = 3, 84% at 5, 89% at 10 and 93% at 20 (tests/test_stats_bootstrap.py measures
 it). Below `bootstrap.min_values` values a group gets Student's t interval instead, whose
 coverage on normal data is the nominal one at every n (method 't').
 """
