@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,7 +45,7 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     assert report("report", "--runs", str(study / "runs"), "--studies", str(study / "studies.csv"), "--out", str(out), "--set", "metric=balanced_accuracy",
                   "--set", "targets.ham10000.value=0.7", "--set", "targets.isic2019.value=0.7") == 0
     for name in ("main_comparison", "communication", "significance", "ablation_beta", "ablation_dataset", "sensitivity_fedlsc_tau",
-                 "sensitivity_fedlsc_per", "leaderboard", "pairwise", "runs"):
+                 "sensitivity_fedlsc_per", "leaderboard", "pairwise", "control", "power", "runs"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 100, f"{name}.{ext}"
     tex = (out / "tables" / "main_comparison.tex").read_text()
@@ -57,6 +58,7 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     assert (out / "convergence.png").stat().st_size > 20_000
     front = (out / "results.md").read_text()
     assert "## Leaderboard" in front and "killed: no run.json" in front and "| FedLSC Per=1% |" in front
+    assert "| verdict vs FedAvg | p Holm vs FedAvg |" in front and "| control |" in front  # every method marked against the control
     assert "Student's t interval below" in front
     table = pd.read_csv(out / "results.csv")
     assert {"study", "setting", "method", "label", "seeds", "completed", "failed", "accuracy", "accuracy_ci_low"} <= set(table.columns)
@@ -68,6 +70,13 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
     assert {"p_t_holm", "p_wilcoxon_holm", "effect_dz", "note"} <= set(paired.columns)
     assert paired["note"].str.contains("cannot go below 0.25").any()  # 3 seeds: said explicitly
     assert set(paired["ci_method"]) <= {"t", "n<2"}  # at most 3 seeds: too few for the bootstrap
+    control = pd.read_parquet(out / "stats" / "control.parquet").set_index("method")
+    board = pd.read_parquet(out / "stats" / "leaderboard.parquet")
+    assert control.loc["FedAvg", "decision"] == "control" and set(control.index) == set(board["method"])
+    assert set(control["decision"]) <= {"control", "better", "equivalent", "worse", "undecided"}
+    np.testing.assert_allclose(control[["p_worse", "p_equivalent", "p_better"]].dropna().sum(axis=1), 1.0)
+    power = pd.read_parquet(out / "stats" / "power.parquet")
+    assert set(power["method"]) == set(board["method"]) - {"FedAvg"} and (power["alpha_holm"] == 0.05 / len(power)).all()
 
     # every table and figure has a caption saying what was computed; names safe for LaTeX and URLs
     captions = json.loads((out / "report.json").read_text())["captions"]

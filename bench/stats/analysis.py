@@ -13,6 +13,7 @@ from bench.errors import UserError
 from bench.stats.collect import Results
 from bench.stats.fairness import client_scores, fairness_curves, fairness_metric, fairness_scores, unseen_centre_scores
 from bench.stats.paired import paired_comparisons, resolve_references
+from bench.stats.power import power_table
 from bench.stats.ranking import Ranking, rank_methods
 from bench.stats.scores import base_metric, headline_curves, scored_runs
 from bench.stats.selection import select_rounds, selected_scores
@@ -28,6 +29,7 @@ class Analysis:
     results: Results
     settings: dict
     references: list[str]
+    control: str | None  # the method the leaderboard compares with (stats.control), if in the results
     curves: pd.DataFrame  # run_id, round, metric, value in the headline scope
     finals: pd.DataFrame  # run_id, metric, final value
     scored: pd.DataFrame  # completed run memberships with their final headline metric
@@ -37,6 +39,7 @@ class Analysis:
     rounds_to_target: pd.DataFrame  # per setting and method
     mb_per_round: pd.DataFrame  # per setting and method: mean MB sent per round
     ranking: Ranking
+    power: pd.DataFrame  # per method: the difference to the control the design detects, the seeds the ROPE needs
     selection: pd.DataFrame  # run_id, client, round, weight: the rounds that score each run (stats.selection)
     clients: pd.DataFrame  # run_id, client, value: each client's local test score (fairness metric) at its selected round
     notes: list[str] = field(default_factory=list)  # what a reader must know (missing metrics, ...)
@@ -112,6 +115,7 @@ def analyse(results: Results, settings: dict) -> Analysis:
         return out
 
     references = resolve_references(results, settings["references"])
+    control = next(iter(resolve_references(results, [settings["control"]])), None)
     curves = step("headline curves", headline_curves, results)
     notes = check_metrics(curves, settings)
     for note in notes:
@@ -130,5 +134,7 @@ def analyse(results: Results, settings: dict) -> Analysis:
     targets = step("rounds to target", run_targets, results, curves, settings, comm)
     rtt = rounds_to_target(results, targets, references)
     mb = step("communication", mb_per_round, results, comm)
-    ranking = step("ranking", rank_methods, scored, references, settings)
-    return Analysis(results, settings, references, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, selection, clients, notes, timings)
+    ranking = step("ranking", rank_methods, scored, references, settings, control)
+    power = step("power", power_table, scored, control, settings) if control else pd.DataFrame()
+    return Analysis(results, settings, references, control, curves, finals, scored, summary, paired, targets, rtt, mb, ranking, power, selection, clients,
+                    notes, timings)

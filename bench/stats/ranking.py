@@ -7,7 +7,8 @@ apart two average ranks must be; Holm-corrected pairwise Wilcoxon signed-rank te
 blocks two methods share are the primary pairwise evidence (they do not depend on which other
 methods are in the comparison). Friedman needs every method in every block: it runs on the
 largest complete design, and a method that lacks too many blocks is ranked on its pairwise
-evidence only, which the leaderboard says.
+evidence only, which the leaderboard says. Every method is also compared with one control
+method (control.py): Demšar's rank z-test and the Bayesian signed-rank test with a ROPE.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.stats.bootstrap import grouped_mean_ci
+from bench.stats.control import against_control
 from bench.stats.scores import orient
 from bench.stats.significance import ROUNDING, holm, wilcoxon
 from bench.stats.summaries import bootstrap_args
@@ -37,6 +39,7 @@ class Ranking:
     ranks: pd.DataFrame  # design's ranks per block
     friedman: dict = field(default_factory=dict)
     pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)
+    control: pd.DataFrame = field(default_factory=pd.DataFrame)  # every method against the control (control.py)
     leaderboard: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
 
@@ -170,7 +173,8 @@ def competition_ranks(average_rank: pd.Series, score: pd.Series) -> list[int]:
 
 
 def leaderboard(ranking: Ranking, references: list[str], metric: str, settings: dict) -> pd.DataFrame:
-    """Rank, average rank, mean over blocks with a bootstrap CI, wins/ties/losses vs references."""
+    """Rank, average rank, mean over blocks with its CI, wins/ties/losses vs references, and
+    the verdict against the control with its probabilities and Holm-adjusted rank p."""
     scores, average = ranking.scores, ranking.ranks.mean() if not ranking.ranks.empty else pd.Series(dtype=float)
     raw = orient(scores, metric, settings).melt(var_name="method", value_name="value", ignore_index=False)  # the metric's own direction
     table = grouped_mean_ci(raw, ["method"], "value", **bootstrap_args(settings)).rename(columns={"n": "blocks"}).set_index("method").reindex(scores.columns)
@@ -181,14 +185,17 @@ def leaderboard(ranking: Ranking, references: list[str], metric: str, settings: 
             margin = settings["ranking"]["tie_margin"]
             table[f"vs {ref}"] = [None if m == ref else "{}/{}/{}".format(*wins_ties_losses(scores, m, ref, margin)) for m in table["method"]]
     table["ranked_on"] = np.where(table["average_rank"].notna(), "Friedman design", "pairwise evidence only")
+    if not ranking.control.empty:
+        verdicts = ranking.control[["method", "blocks", "decision", "p_worse", "p_equivalent", "p_better", "p_control_holm"]]
+        table = table.merge(verdicts.rename(columns={"blocks": "blocks_with_control"}), on="method", how="left")
     table["_score"] = scores.mean().reindex(table["method"]).to_numpy()  # oriented: larger is better
     table = table.sort_values(["average_rank", "_score"], ascending=[True, False], na_position="last", ignore_index=True)
     table.insert(0, "rank", competition_ranks(table["average_rank"], table.pop("_score")))
     return table
 
 
-def rank_methods(scored: pd.DataFrame, references: list[str], settings: dict) -> Ranking:
-    """The whole ranking of the headline metric (see module doc)."""
+def rank_methods(scored: pd.DataFrame, references: list[str], settings: dict, control: str | None = None) -> Ranking:
+    """The whole ranking of the headline metric (see module doc), against `control` if given."""
     metric, alpha = settings["metric"], settings["alpha"]
     kind = choose_kind(scored, metric, settings)
     scores = block_scores(scored, kind, metric, settings)
@@ -207,5 +214,7 @@ def rank_methods(scored: pd.DataFrame, references: list[str], settings: dict) ->
     else:
         ranking.notes.append("fewer than two methods share a block: no Friedman test or critical difference")
     ranking.pairwise = pairwise_wilcoxon(scores, alpha)
+    if control in scores.columns:
+        ranking.control = against_control(scores, ranking.ranks, control, settings)
     ranking.leaderboard = leaderboard(ranking, references, metric, settings)
     return ranking

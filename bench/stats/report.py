@@ -55,6 +55,7 @@ def write_stats(analysis: Analysis, out: Path) -> dict[Path, str]:
         "summary": analysis.summary, "paired": analysis.paired, "rounds_to_target": analysis.rounds_to_target,
         "run_targets": analysis.targets, "communication": analysis.mb_per_round, "leaderboard": analysis.ranking.leaderboard,
         "pairwise": analysis.ranking.pairwise, "block_scores": analysis.ranking.scores.reset_index(), "block_ranks": analysis.ranking.ranks.reset_index(),
+        "control": analysis.ranking.control, "power": analysis.power,
     }
     for name, frame in frames.items():
         paths.append(folder / f"{name}.parquet")

@@ -14,10 +14,14 @@ import numpy as np
 import pandas as pd
 
 from bench.stats.analysis import Analysis
+from bench.stats.bayes import PRIOR, SAMPLES
 from bench.stats.captions import family_name, final_phrase, friedman_phrase, interval_phrase, listing, metric_name, scope_phrase
 from bench.stats.collect import format_value, sort_key
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p, heading, is_percent
+from bench.stats.control import REGIONS
+from bench.stats.power import POWER
 from bench.stats.scores import lower_is_better
+from bench.stats.significance import pairs_needed
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +205,8 @@ def sort_values_key(column: pd.Series) -> pd.Series:
 
 # ---- ranking --------------------------------------------------------------------------------
 def leaderboard_table(analysis: Analysis) -> list[Table]:
-    """The leaderboard, with the Friedman test and Nemenyi CD in its notes."""
+    """The leaderboard, with the Friedman test, the Nemenyi CD and the control comparisons in its
+    notes."""
     ranking, metric = analysis.ranking, analysis.settings["metric"]
     data = ranking.leaderboard
     if data.empty:
@@ -215,21 +220,56 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
     display[f"mean {metric}"] = [fmt_ci(m, lo, hi, percent) for m, lo, hi in zip(data["mean"], data["ci_low"], data["ci_high"])]
     for column in [c for c in data.columns if c.startswith("vs ")]:
         display[f"{column} (W/T/L)"] = data[column].fillna("–")
+    if "decision" in data:
+        min_blocks = pairs_needed(analysis.settings["alpha"], 1)
+        display[f"verdict vs {analysis.control}"] = [verdict_text(row, min_blocks) for _, row in data.iterrows()]
+        display[f"p Holm vs {analysis.control}"] = [fmt_p(p) for p in data["p_control_holm"]]
     display["ranked on"] = data["ranked_on"]
     about = (f"One row per method, best first, ranked on {metric_name(metric)} ({scope_phrase(analysis.results, data['method'])}, "
              f"each run scored {final_phrase(analysis.settings)}).")
     return [Table("leaderboard", f"Leaderboard ({metric_name(metric)})", data, display, None, None, ranking_notes(analysis), about)]
 
 
+def verdict_text(row: pd.Series, min_blocks: int) -> str:
+    """'better (0.970)', 'undecided (better 0.810)', 'undecided (3 blocks)', 'control', or '–'
+    without a block shared with the control."""
+    if row["decision"] == "control" or pd.isna(row["p_better"]):
+        return "control" if row["decision"] == "control" else "–"
+    probs = {region: row[f"p_{region}"] for region in REGIONS}
+    likely = max(probs, key=probs.get)
+    if row["decision"] != "undecided":
+        return f"{row['decision']} ({probs[likely]:.3f})"
+    if row["blocks_with_control"] < min_blocks:
+        return f"undecided ({int(row['blocks_with_control'])} blocks)"
+    return f"undecided ({likely} {probs[likely]:.3f})"
+
+
+def blocks_phrase(kind: str) -> str:
+    return "settings (mean over seeds)" if kind == "setting" else "setting x seed pairs"
+
+
+def control_phrase(analysis: Analysis) -> str:
+    """How the leaderboard compares with the control, in words."""
+    settings, control = analysis.settings, analysis.control
+    unit = " pp" if is_percent(settings["metric"]) else ""
+    return (f"Against the control {control}: Demšar's z = (R_i - R_{control}) / sqrt(k (k + 1) / (6 N)) of the average ranks, two-sided normal p, "
+            f"Holm over the k - 1 comparisons (p Holm; undefined where the blocks are too few for any rank difference to reach alpha); and the "
+            f"Bayesian signed-rank test (Benavoli et al. 2017) over the blocks each method shares with {control}, ROPE ±{settings['rope']:g}{unit}, "
+            f"prior strength {PRIOR:g} at 0, {SAMPLES:,} posterior samples: better, equivalent or worse where that posterior probability is at least "
+            f"{settings['bayes_threshold']:g} on at least {pairs_needed(settings['alpha'], 1)} blocks, else undecided (the most probable "
+            "region and its probability in brackets).")
+
+
 def ranking_notes(analysis: Analysis) -> list[str]:
     ranking, alpha = analysis.ranking, analysis.settings["alpha"]
-    blocks = "settings (mean over seeds)" if ranking.kind == "setting" else "setting x seed pairs"
     interval = interval_phrase(ranking.leaderboard["ci_method"].dropna(), analysis.settings["confidence"], "blocks")
-    notes = [f"Blocks: {blocks}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, "
+    notes = [f"Blocks: {blocks_phrase(ranking.kind)}. Average rank over the complete design (1 = best; methods with equal average ranks share a rank, "
              f"marked '='); mean over blocks [{interval}]; W/T/L = blocks won/tied/lost against each reference."]
     f = ranking.friedman
     if f:
         notes.append(f"{friedman_phrase(f)}; Nemenyi CD = {f['cd']:.3f} (q = {f['q_alpha']:.3f}, alpha = {alpha:g}).")
+    if not ranking.control.empty:
+        notes.append(control_phrase(analysis))
     return notes + ranking.notes
 
 
@@ -249,6 +289,54 @@ def pairwise_table(analysis: Analysis) -> list[Table]:
     return [Table("pairwise", "Pairwise comparisons over blocks", data, display, None, None, notes, about)]
 
 
+def in_leaderboard_order(frame: pd.DataFrame, analysis: Analysis) -> pd.DataFrame:
+    """The rows of a per-method frame, best-ranked method first."""
+    order = {method: rank for rank, method in enumerate(analysis.ranking.leaderboard["method"])}
+    return frame.sort_values("method", key=lambda methods: methods.map(order), ignore_index=True)
+
+
+def control_table(analysis: Analysis) -> list[Table]:
+    """Every method against the control: the rank z-test and the Bayesian signed-rank test."""
+    if analysis.ranking.control.empty:
+        log.info("control method '%s' not in the ranking: skipping tables/control", analysis.settings["control"])
+        return []
+    data = in_leaderboard_order(analysis.ranking.control, analysis)
+    percent, min_blocks = is_percent(analysis.settings["metric"]), pairs_needed(analysis.settings["alpha"], 1)
+    display = pd.DataFrame({"method": data["method"], "blocks": [fmt(b, 0) for b in data["blocks"]],
+                            f"mean difference{' (pp)' if percent else ''}": [fmt(v, 2, percent) for v in data["mean_diff"]],
+                            "z": [fmt(v, 2) for v in data["z"]], "p": [fmt_p(p) for p in data["p_control"]], "p Holm": [fmt_p(p) for p in data["p_control_holm"]]})
+    for region in REGIONS:
+        display[f"P({region})"] = [fmt(v, 3) for v in data[f"p_{region}"]]
+    display["verdict"] = [verdict_text(row, min_blocks) for _, row in data.rename(columns={"blocks": "blocks_with_control"}).iterrows()]
+    display["note"] = data["z_note"].fillna("")
+    notes = [f"Mean difference: method minus {analysis.control} over the blocks both have ({blocks_phrase(analysis.ranking.kind)}), oriented so that "
+             f"positive is better. {control_phrase(analysis)}"]
+    about = f"One row per method; z < 0: a better average rank than {analysis.control}."
+    return [Table("control", f"Against the control {analysis.control} ({metric_name(analysis.settings['metric'])})", data, display, None, None, notes, about)]
+
+
+def power_table(analysis: Analysis) -> list[Table]:
+    """Per method: the difference to the control this design detects, and the seeds the ROPE needs."""
+    if analysis.power.empty:
+        log.info("control method '%s' not in the results: skipping tables/power", analysis.settings["control"])
+        return []
+    data = in_leaderboard_order(analysis.power, analysis)
+    settings = analysis.settings
+    percent = is_percent(settings["metric"])
+    unit = " pp" if percent else ""
+    display = pd.DataFrame({"method": data["method"], "settings": data["settings"], "seeds": data["seeds"],
+                            f"SD of differences{' (pp)' * percent}": [fmt(v, 2, percent) for v in data["sd"]],
+                            f"detectable difference{' (pp)' * percent}": [fmt(v, 2, percent) for v in data["detectable"]],
+                            f"seeds for {settings['rope']:g}{unit}": [fmt(v, 0) for v in data["seeds_needed"]], "note": data["note"]})
+    notes = [f"SD: of the paired differences to {analysis.control} (same setting and seed), pooled over the settings (each around its own mean); "
+             f"seeds: the median number of paired seeds per setting. Detectable difference: the smallest that one setting's paired t-test over that "
+             f"many seeds finds with power {POWER:g} at alpha / (k - 1) = {data['alpha_holm'].iloc[0]:.3g} (Holm's first step over the "
+             f"{len(data)} comparisons with the control; noncentral t); seeds for {settings['rope']:g}{unit}: the seeds per setting that detect "
+             f"a difference of the ROPE ({settings['rope']:g}{unit}) with that power."]
+    about = f"One row per method compared with {analysis.control}."
+    return [Table("power", f"Power against the control {analysis.control} ({metric_name(settings['metric'])})", data, display, None, None, notes, about)]
+
+
 def run_status_table(analysis: Analysis) -> list[Table]:
     """Every setting and method with its runs by status and missing seeds: nothing hidden."""
     summary = analysis.summary.drop_duplicates(["study", "setting", "method"])
@@ -261,7 +349,8 @@ def run_status_table(analysis: Analysis) -> list[Table]:
     return [Table("runs", "Runs by status", data, display, "setting", about=about)]
 
 
-BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, run_status_table)
+BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, control_table,
+            power_table, run_status_table)
 
 
 def noted(tables: list[Table], settings: dict) -> list[Table]:
