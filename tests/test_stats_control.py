@@ -139,3 +139,9 @@ def test_without_the_control_in_the_results_nothing_is_compared():
     assert ranking.control.empty and "decision" not in ranking.leaderboard
     alone = against_control(pd.DataFrame({"C": [0.7, 0.8]}), pd.DataFrame(), "C", resolve_stats({}))
     assert alone["decision"].tolist() == ["control"]
+
+
+def test_no_block_shared_by_all_is_no_rank_test_and_no_verdict():
+    ranking = rank_methods(scored_frame({"A": [0.7, 0.8, np.nan, np.nan], "B": [np.nan, np.nan, 0.6, 0.7]}), [], resolve_stats({}), "A")
+    row = ranking.control.set_index("method").loc["B"]
+    assert row["blocks"] == 0 and row["decision"] == "undecided" and np.isnan(row["p_better"]) and row["z_note"].startswith("no rank test")

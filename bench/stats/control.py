@@ -88,7 +88,7 @@ def against_control(scores: pd.DataFrame, ranks: pd.DataFrame, control: str, set
     """One row per method of `scores` (the control's own row says 'control'): the rank z-test
     (methods of the Friedman design) and the Bayesian signed-rank test (see module doc)."""
     columns = ["method", "z", "p_control", "p_control_holm", "z_note"]
-    ranked = control in ranks.columns and ranks.shape[1] >= 2
+    ranked = control in ranks.columns and ranks.shape[1] >= 2 and len(ranks) > 0  # no block all methods share: no ranks
     z = rank_z_tests(ranks, control, settings["alpha"]) if ranked else pd.DataFrame(columns=columns)
     table = bayes_tests(scores, control, settings).merge(z, on="method", how="left")
     table["z_note"] = table["z_note"].fillna("no rank test: not in the Friedman design with the control")
