@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
 import os
 import signal
 import subprocess
@@ -156,3 +158,13 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path):
     metrics = metrics_of(tmp_path / "run")
     assert set(metrics.loc[metrics["scope"] == "global", "round"]) == {1}
     assert metrics.loc[(metrics["scope"] == "train") & (metrics["round"] == 2), "value"].isna().all()
+
+
+def test_tie_averaged_ranks_are_scipy_rankdatas():
+    from scipy.stats import rankdata
+
+    from bench.engine.evaluate import tie_averaged_ranks
+
+    values = np.random.default_rng(0).integers(0, 5, 200).astype(float) / 4  # many ties
+    assert np.array_equal(tie_averaged_ranks(values), rankdata(values))
+    assert tie_averaged_ranks(np.array([0.3, 0.1, 0.3, 0.2])).tolist() == [3.5, 1.0, 3.5, 2.0]

@@ -57,8 +57,18 @@ def configure_torch(runtime: dict, device: torch.device) -> None:
     if runtime["deterministic"]:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_kernels(compiled=bool(runtime["compile"]))
         torch.backends.cudnn.benchmark = False
+
+
+def deterministic_kernels(compiled: bool) -> None:
+    """Deterministic kernels (warn where there are none). torch.use_deterministic_algorithms also
+    imports the inductor to set its flag, about 3 s of every run's start-up; only torch.compile
+    reads that flag, so without it the kernels' flag is set alone."""
+    if compiled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def autocast(runtime: dict, device: torch.device) -> Callable[[], ContextManager]:
