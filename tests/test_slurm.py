@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = REPO / "configs" / "test" / "slurm.yaml"
 PACKED = REPO / "configs" / "test" / "slurm_packed.yaml"
+TUNE = REPO / "configs" / "test" / "tune.yaml"
 ETC = Path("/etc/slurm")
 MARK = "# written by fedrank tests/test_slurm.py\n"
 TOOLS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "squeue", "sinfo", "scancel", "scontrol")
@@ -358,3 +359,21 @@ def test_packed_jobs_train_runs_concurrently_to_the_metrics_of_one_job_per_run(c
         retried_as = "checkpoint" if resumed else "finished" if "attempt 1 of" in log else None
         assert retried_as in {state.get(rid) for state in preempter.at_kill}, (rid, preempter.at_kill, log)
     assert "min_samples" in records["packed"][tight]["error"]
+
+
+@pytest.mark.timeout(2400)
+def test_a_tuned_study_runs_tune_select_test_in_one_invocation_with_packed_jobs(cluster, tmp_path):
+    """configs/test/tune.yaml on SLURM, 4 runs per packed job: the trials, the select checkpoint,
+    the test runs on the selections (whose ids exist only after it) and the reports."""
+    config = load_workflow_config(TUNE)
+    config.update(results=str(tmp_path / "runs"), reports=str(tmp_path / "reports"))
+    env = {**cluster, "FEDRANK_SLURM_RUNS_PER_JOB": "4", "FEDRANK_SLURM_CPUS": "8", "FEDRANK_SLURM_MEM_MB": "32000"}
+    snakemake_on_slurm(env, TUNE, tmp_path / "runs", tmp_path / "reports", cores="8")
+    plan = plan_workflow(config)
+    plan.add_selected()
+    assert all(Path(plan.selection_file(key)).is_file() for key in plan.pairs)
+    tested = [rid for rid in plan.studies["tuned"]]
+    assert len(tested) == sum(len(p.test_seeds) for p in plan.pairs.values())
+    assert all(json.loads((tmp_path / "runs" / rid / "run.json").read_text())["status"] == "completed" for rid in [*tested, *plan.trials])
+    assert (tmp_path / "reports" / "tuning" / "summary" / "tables" / "tuned_vs_untuned.csv").is_file()
+    assert set(pd.read_csv(tmp_path / "reports" / "studies.csv")["study"]) == {"tuned", "tuned-untuned"}
