@@ -23,7 +23,7 @@ from bench.stats.collect import Results
 
 KIND = "results.parquet"  # its entry in the data dictionary
 RUN_COLUMNS = ["study", "run_id", "status", "error", "seed", "method", "label", "setting", "headline_scope", "rounds_completed", "diverged_round"]
-HIDDEN = {"folder", "config_keys", "method_config", "classes", "class_counts", "setting_order", "method_order", "block"}
+HIDDEN = {"folder", "config_keys", "treatment_keys", "method_config", "classes", "class_counts", "setting_order", "method_order", "block"}
 ROWS_PER_GROUP = 2_000_000
 # Min/max statistics (for filters pushed down by readers) only where queries filter: they
 # double the writing time when kept for every column.
