@@ -115,9 +115,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             if state == "failed":
                 print(Path(plan.record(rid)))
         return 0
+    waiting = {study: len(runs) for study, runs in pending_tests(plan).items()}  # test runs of tuned pairs not yet selected
     print(f"{'study':<16} " + " ".join(f"{s:>11}" for s in STATUSES))
-    for study, ids in [*plan.studies.items(), ("(distinct)", list(plan.runs))]:
+    rows = [*plan.studies.items(), *([("(trials)", list(plan.trials))] if plan.trials else []), ("(distinct)", list(plan.runs))]
+    for study, ids in rows:
         counts = Counter(status[rid] for rid in ids)
+        counts["pending"] += waiting.get(study, 0) + (sum(waiting.values()) if study == "(distinct)" else 0)
         print(f"{study:<16} " + " ".join(f"{counts[s]:>11}" for s in STATUSES))
     return 0
 
