@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from bench.tuning import read_selection
-from bench.workflow import load_workflow_config, plan_workflow
+from bench.workflow import plan_workflow
 from conftest import REPO
-from test_workflow_report import snakemake
+from test_workflow_report import run_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 TUNE = REPO / "configs" / "test" / "tune.yaml"
@@ -23,11 +23,7 @@ TUNE = REPO / "configs" / "test" / "tune.yaml"
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune")
-    paths = [f"results={out / 'runs'}", f"reports={out / 'reports'}"]
-    proc = snakemake("--cores", "2", "--configfile", str(TUNE), "--config", *paths)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    config = load_workflow_config(TUNE)
-    config.update(results=str(out / "runs"), reports=str(out / "reports"))
+    paths, config = run_workflow(out, TUNE)
     plan = plan_workflow(config)
     plan.add_selected()
     return out, paths, config, plan

@@ -35,15 +35,22 @@ def snakemake(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def run_workflow(out: Path, config_file: Path) -> tuple[list[str], dict]:
+    """`snakemake --cores 2` on a config, into `out` (runs/, reports/): the --config overrides and
+    the checked config with those folders."""
+    paths = [f"results={out / 'runs'}", f"reports={out / 'reports'}"]
+    proc = snakemake("--cores", "2", "--configfile", str(config_file), "--config", *paths)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    config = load_workflow_config(config_file)
+    config.update(results=str(out / "runs"), reports=str(out / "reports"))
+    return paths, config
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """configs/test/tiny.yaml run once by `snakemake --cores 2` into a temporary folder."""
     out = tmp_path_factory.mktemp("tiny")
-    paths = [f"results={out / 'runs'}", f"reports={out / 'reports'}"]
-    proc = snakemake("--cores", "2", "--configfile", str(TINY), "--config", *paths)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    config = load_workflow_config(TINY)
-    config.update(results=str(out / "runs"), reports=str(out / "reports"))
+    paths, config = run_workflow(out, TINY)
     return out, paths, plan_workflow(config)
 
 
