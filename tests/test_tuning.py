@@ -215,3 +215,23 @@ def test_recipe_and_tuned_values_belong_to_the_treatment_not_the_setting(tmp_pat
         write_run(tmp_path, resolve(cfg))
     runs = load_results(tmp_path, resolve_stats({}), progress=False).runs
     assert runs["setting"].nunique() == 1 and sorted(runs["label"].unique()) == ["fedavg", "fedprox"]
+
+
+def test_fedrank_methods_shows_every_space_and_recipe_in_aligned_columns(capsys):
+    from bench.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for cls in registry().values():
+        for space in cls.search_space().values():
+            assert f"search: {space.describe()}" in out
+        if cls.recipe is not None:
+            assert f"recipe (recipes: paper): {cls.recipe.describe()}" in out
+    lines = out.splitlines()
+    for cls in registry().values():
+        for hp, field in cls.hparams().items():
+            left = f"    {hp} = {field.default!r}"
+            line = next(line for line in lines if line.startswith(left))
+            text = line if len(left) < 32 else lines[lines.index(line) + 1]  # a long default: its help on the next line
+            assert text[:32].strip() in ("", left.strip()) and text[32] != " ", (hp, text)
+    assert "shared settings tuning searches" in out and "train.lr loguniform" in out

@@ -88,14 +88,25 @@ def cmd_methods(args: argparse.Namespace) -> int:
         spaces = cls.search_space()
         for hp, field in cls.hparams().items():
             bounds = ", ".join(f"{k} {v}" for k, v in field.metadata["bounds"].items())
-            print(f"    {hp} = {field.default!r:<8} {field.metadata['help']}" + (f" [{bounds}]" if bounds else ""))
+            print(aligned(f"    {hp} = {field.default!r}", field.metadata["help"] + (f" [{bounds}]" if bounds else "")))
             if hp in spaces:
-                print(f"        search: {spaces[hp].describe()}" + (f"  ({spaces[hp].source})" if spaces[hp].source else ""))
+                print(aligned("", f"search: {spaces[hp].describe()}" + (f"  ({spaces[hp].source})" if spaces[hp].source else "")))
         if cls.recipe is not None:
             print(f"    recipe (recipes: paper): {cls.recipe.describe()}")
     shared = ", ".join(f"{key} {space.describe()}" for key, space in shared_space().items())
     print(f"\nshared settings tuning searches (tune.shared; spaces from the run schema): {shared}")
     return 0
+
+
+HELP_COLUMN = 32
+
+
+def aligned(left: str, text: str) -> str:
+    """`left` and `text` in two columns; a `left` too long for its column (a list default) puts
+    `text` on the next line, in the same column."""
+    if len(left) < HELP_COLUMN:
+        return f"{left:<{HELP_COLUMN}}{text}"
+    return f"{left}\n{'':<{HELP_COLUMN}}{text}"
 
 
 def recipe_json(recipe) -> dict | None:
