@@ -62,6 +62,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for group in plan.groups.values():
             for rid, label in group.runs.items():
                 print(f"{rid}  {group.path}  {label}")
+        for key, pair in plan.pairs.items():
+            for trial, runs in enumerate(pair.trial_runs):
+                for rid in runs:
+                    print(f"{rid}  tuning/{key}  {pair.label} (trial {trial})")
         return 0
     if args.write_manifest:
         write_csv(args.write_manifest, pd.DataFrame(plan.manifest(), columns=["study", "run_id"]))
@@ -140,7 +144,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "local epochs, at a sustained FLOP rate: see --gpu-tflops).",
     )
     add_config_arguments(plan)
-    plan.add_argument("--runs", action="store_true", help="list every run: run id, report group, method variant")
+    plan.add_argument("--runs", action="store_true", help="list every run: run id, report group (tuning/<pair> for a tuning trial), method variant")
     plan.add_argument("--config-of", metavar="RUN_ID",
                       help='print the config a run\'s job gets; run it by hand with fedrank run --config-json "$(fedrank plan CONFIG --config-of RUN_ID)"')
     plan.add_argument("--write-manifest", metavar="CSV", help="write the study manifest (columns study,run_id; one row per membership)")
