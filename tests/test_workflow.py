@@ -200,7 +200,7 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
          r"studies.s \(ham, .*config key 'data.root': folder /nonexistent/ham does not exist"),
         ({**study(), "seeds": 0}, r"config key 'seeds'"),
         ({**study(), "stats": {"targets": {"synthetic": 0.5}}}, r"config key 'stats.targets.synthetic': 0.5 is not of type 'object'"),
-        ({"studies": {"tables": study()["studies"]["s"]}}, r"config key 'studies'.*tables, figures, stats and logs"),
+        ({"studies": {"tuning": study()["studies"]["s"]}}, r"config key 'studies'.*tables, figures, stats, logs and tuning"),
     ],
 )
 def test_bad_workflow_config_is_one_line_naming_the_key(config, message):

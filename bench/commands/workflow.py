@@ -76,14 +76,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     pending = pending_tests(plan)
     if estimate:
         hours.update({f"{key}@{seed}": run_flops(run.resolved) / (rate * 1e12) / 3600 for waiting in pending.values() for (key, seed), run in waiting.items()})
-    print(f"{'study':<16} {'runs':>6} {'groups':>7} {'GPU-hours' if estimate else '':>10}  datasets")
+    width = max(16, *(len(study) + 1 for study in plan.studies))
+    print(f"{'study':<{width}} {'runs':>7} {'groups':>7} {'GPU-hours' if estimate else '':>10}  datasets")
     for study, ids in plan.studies.items():
         groups = [g for g in plan.groups.values() if g.study == study]
         datasets = ", ".join(dict.fromkeys(g.dataset for g in groups))
         waiting = pending.get(study, {})
         count = f"{len(ids)}+{len(waiting)}" if waiting else f"{len(ids)}"
         study_hours = sum(hours[i] for i in ids) + sum(hours[f"{key}@{seed}"] for key, seed in waiting) if estimate else 0
-        print(f"{study:<16} {count:>6} {len(groups):>7} {f'{study_hours:.1f}' if estimate else '':>10}  {datasets}")
+        print(f"{study:<{width}} {count:>7} {len(groups):>7} {f'{study_hours:.1f}' if estimate else '':>10}  {datasets}")
     if plan.pairs:
         trial_hours = f", {sum(hours[i] for i in plan.trials):.1f} GPU-hours" if estimate else ""
         print(f"tuning: {len(plan.pairs)} (setting, method) pairs x {len(next(iter(plan.pairs.values())).trials)} trials = {len(plan.trials)} distinct trial runs{trial_hours}; "
@@ -120,12 +121,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(Path(plan.record(rid)))
         return 0
     waiting = {study: len(runs) for study, runs in pending_tests(plan).items()}  # test runs of tuned pairs not yet selected
-    print(f"{'study':<16} " + " ".join(f"{s:>11}" for s in STATUSES))
+    width = max(16, *(len(study) + 1 for study in plan.studies))
+    print(f"{'study':<{width}} " + " ".join(f"{s:>11}" for s in STATUSES))
     rows = [*plan.studies.items(), *([("(trials)", list(plan.trials))] if plan.trials else []), ("(distinct)", list(plan.runs))]
     for study, ids in rows:
         counts = Counter(status[rid] for rid in ids)
         counts["pending"] += waiting.get(study, 0) + (sum(waiting.values()) if study == "(distinct)" else 0)
-        print(f"{study:<16} " + " ".join(f"{counts[s]:>11}" for s in STATUSES))
+        print(f"{study:<{width}} " + " ".join(f"{counts[s]:>11}" for s in STATUSES))
     return 0
 
 
