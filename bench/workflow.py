@@ -43,7 +43,8 @@ from bench.tuning import Pair, check_tune, draw_trials, tuned_dimensions, with_v
 WORKFLOW_SCHEMA = str(resources.files("bench.schemas").joinpath("workflow.schema.yaml"))
 # Grid keys that have a dedicated study key: sweeping them in `grid` would bypass its checks.
 DEDICATED_KEYS = {"seed": "seeds", "method": "methods", "method.name": "methods", "data": "datasets", "data.name": "datasets"}
-NO_SWEEP = "all"  # the setting name of a study that sweeps no non-method key
+NO_SWEEP = "all"
+UNTUNED = "-untuned"  # the suffix of the study a tuned study runs its untuned configurations in  # the setting name of a study that sweeps no non-method key
 
 
 @cache
@@ -481,7 +482,7 @@ def tune_variant(plan: Plan, group: Group, variant: Variant, study: dict, method
         pair.trial_runs.append([run.id for run in runs])
     plan.add_pair(group, pair)
     if tune["untuned"]:
-        untuned = Group(f"{variant.study}-untuned", variant.dataset, group.setting)
+        untuned = Group(f"{variant.study}{UNTUNED}", variant.dataset, group.setting)
         for seed in test_seeds:
             plan.add(untuned, variant.run({}, seed), variant.label)
 
@@ -507,6 +508,8 @@ def plan_workflow(config: dict) -> Plan:
     plan = Plan(results=config["results"], reports=config["reports"])
     for name in selected_studies(config):
         study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
+        if study.get("tune") and study["tune"].get("untuned", True) and f"{name}{UNTUNED}" in config["studies"]:
+            raise UserError(f"config key 'studies.{name}{UNTUNED}': the tuned study {name} runs its untuned configurations under that name; rename one")
         expand_study(plan, name, study, config, hparams)
     return plan
 

@@ -235,3 +235,11 @@ def test_fedrank_methods_shows_every_space_and_recipe_in_aligned_columns(capsys)
             text = line if len(left) < 32 else lines[lines.index(line) + 1]  # a long default: its help on the next line
             assert text[:32].strip() in ("", left.strip()) and text[32] != " ", (hp, text)
     assert "shared settings tuning searches" in out and "train.lr loguniform" in out
+
+
+def test_a_study_named_like_a_tuned_studys_untuned_runs_is_refused():
+    config = tuned_config()
+    config["studies"]["tiny-untuned"] = {**config["studies"]["tiny"], "tune": None}
+    del config["studies"]["tiny-untuned"]["tune"]
+    with pytest.raises(UserError, match="studies.tiny-untuned': the tuned study tiny runs its untuned configurations under that name"):
+        plan_workflow(prepare_workflow_config(config))

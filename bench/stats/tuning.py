@@ -19,8 +19,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from bench.tuning import read_selection
-
-UNTUNED = "-untuned"
+from bench.workflow import UNTUNED
 
 
 @dataclass
