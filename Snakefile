@@ -55,6 +55,7 @@ report: "workflows/report/workflow.rst"
 
 
 include: "workflows/train.smk"
+include: "workflows/tested.smk"
 include: "workflows/tune.smk"
 include: "workflows/report.smk"
 

@@ -5,8 +5,6 @@
 # `snakemake` invocation (locally, with --profile slurm and with packed jobs alike).
 import json
 
-from bench.tuning import read_selection
-
 
 wildcard_constraints:
     pair=r"[^/]+/[^/]+/[^/]+/[^/]+",
@@ -52,21 +50,3 @@ rule tuning:
         config=json.dumps(config, sort_keys=True),
     shell:
         "fedrank tuning --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
-
-
-def add_tested_runs(keys):
-    """Add the test runs of tuned pairs `keys` to the plan (once their selection exists)."""
-    for key in keys:
-        PLAN.add_tested(key, read_selection(checkpoints.select.get(pair=key).output[0]))
-
-
-def study_records(wildcards):
-    """Every study's run.json files, tuned test runs included: what the statistics read."""
-    add_tested_runs(PLAN.pairs)
-    return PLAN.all_records()
-
-
-def group_records(wildcards):
-    """A report group's run.json files, its tuned test runs included."""
-    add_tested_runs(PLAN.group(wildcards).pairs)
-    return PLAN.records(wildcards)
