@@ -146,6 +146,10 @@ def build(plan, settings: dict, confidence: float = 0.95) -> TuningReport:
 
 
 # ---- tables and the summary page ----------------------------------------------------------------
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def comparison_table(report: TuningReport, percent: bool):
     from bench.stats.render import Table, fmt, fmt_ci
 
@@ -159,7 +163,7 @@ def comparison_table(report: TuningReport, percent: bool):
         "pairs": data["pairs"].astype(str),
     }).sort_values(["study", "tuned rank"], kind="stable")
     notes = [f"Kendall's tau-b between the tuned and untuned rankings of study {t.study}: {fmt(t.kendall_tau)} "
-             f"({t.methods} methods over {t.blocks} blocks; p = {fmt(t.p, 3)})" for t in report.tau.itertuples()]
+             f"({plural(t.methods, 'method')} over {plural(t.blocks, 'block')}; p = {fmt(t.p, 3)})" for t in report.tau.itertuples()]
     about = ("A row per method: its average rank over the study's blocks (1 = best) and mean test score tuned and untuned (the "
              "untuned configuration on the same blocks and seeds), and the tuning gain, tuned - untuned paired by block and seed, "
              "with a 95% Student t interval (none when the difference is constant or fewer than 2 pairs).")
