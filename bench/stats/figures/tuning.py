@@ -45,8 +45,8 @@ def tuning_curves(report: TuningReport, lower: bool, out: Path, settings: dict) 
                     ax.plot(line["spent"], line["best"], marker="o", ms=3, color=PALETTE[i % len(PALETTE)], label=method)
                 ax.set(title=block_name(block), xlabel="trials spent", ylabel=f"best validation {report.metric}")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            axes[0].legend(fontsize=7, ncol=2)
             fig.tight_layout()
+            fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)  # outside the panels
             caption = (f"Tuning curves of study {study}: per block, the best validation {report.metric} among each method's first n trials "
                        "(failed trials skipped). A curve still rising at the last trial says the budget did not suffice for that method.")
             written.update(save(fig, out / f"tuning_curves_{slug(study)}", settings, caption))
