@@ -94,3 +94,16 @@ def test_lower_is_better_targets(tmp_path):
     settings = resolve_stats({"targets": {"ham10000": {"metric": "loss", "value": 0.5}}})
     results = load_results(tmp_path, settings, progress=False)
     assert run_targets(results, headline_curves(results), settings)["round"].item() == 4
+
+
+def test_communication_table_shows_the_signed_change_in_rounds(tmp_path):
+    """More rounds than the baseline read as "+": FedAvg needs 8 median rounds, FedProx 4 (-50%)."""
+    from bench.stats.analysis import analyse
+    from bench.stats.tables import communication_table
+
+    ramp = lambda reach: [0.5] * (reach - 1) + [0.95] * (11 - reach)  # noqa: E731
+    curve_runs(tmp_path, {("fedavg", s): ramp(8) for s in range(3)} | {("fedprox", s): ramp(4) for s in range(3)})
+    settings = resolve_stats({"references": ["fedprox"]})
+    table = communication_table(analyse(load_results(tmp_path, settings, progress=False), settings))[0]
+    shown = table.display.set_index("method")["rounds vs FedProx"]
+    assert shown["FedAvg"] == "+100.0%" and shown["FedProx"] == "+0.0%"

@@ -53,6 +53,11 @@ class Table:
         return " ".join([f"{self.title}.", self.about, *self.notes]).replace("  ", " ").strip()
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """'1 setting', '2 settings' (`many` for an irregular plural: plural(2, "study", "studies"))."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
 def fmt(value, digits: int = 2, percent: bool = False) -> str:
     """A number for reading: '81.23' (percent scale) or '0.8123'; '–' when missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -25,7 +25,7 @@ from bench.io import write_csv, write_json, write_parquet, write_text
 from bench.stats.analysis import Analysis, analyse
 from bench.stats.captions import intervals_rule
 from bench.stats.collect import load_results
-from bench.stats.render import Table, markdown, write_table
+from bench.stats.render import Table, markdown, plural, write_table
 from bench.stats.selection import rule_text
 from bench.stats.summaries import summary_metrics
 from bench.stats.tables import all_tables, leaderboard_table, main_comparison, noted, pairwise_table
@@ -96,8 +96,9 @@ def front_page(analysis: Analysis, summary: Table, written: dict[str, dict[Path,
     runs = results.runs.drop_duplicates("run_id")
     lines = [
         "# fedrank report", "",
-        f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())}) in "
-        f"{results.runs[['study', 'setting']].drop_duplicates().shape[0]} settings of {results.runs['study'].nunique()} studies; {len(results.methods)} methods. "
+        f"{plural(len(runs), 'run')} ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())}) in "
+        f"{plural(len(results.runs[['study', 'setting']].drop_duplicates()), 'setting')} of "
+        f"{plural(results.runs['study'].nunique(), 'study', 'studies')}; {plural(len(results.methods), 'method')}. "
         f"fedrank {bench.__version__}.", "",
         f"Headline metric: **{settings['metric']}** at {rule_text(settings)} (stats.selection={settings['selection']}); intervals: {intervals_rule(settings)}; "
         f"alpha = {settings['alpha']:g}.", "",

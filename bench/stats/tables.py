@@ -99,12 +99,13 @@ def communication_table(analysis: Analysis) -> list[Table]:
     display["rounds to target (median)"] = [median_text(m, r, n) for m, r, n in zip(data["median_rounds"], data["reached"], data["runs"])]
     display["reached"] = [f"{int(r)}/{int(n)}" if pd.notna(n) else "–" for r, n in zip(data["reached"], data["runs"])]
     baseline = data["reduction_vs"].dropna().iloc[0] if data["reduction_vs"].notna().any() else "reference"
-    display[f"reduction vs {baseline}"] = [f"{v:.1f}%" if pd.notna(v) else "–" for v in data["reduction_pct"]]
+    # reduction_pct > 0 is fewer rounds; shown as the signed change in rounds, so more rounds read "+".
+    display[f"rounds vs {baseline}"] = [f"{-v + 0.0:+.1f}%" if pd.notna(v) else "–" for v in data["reduction_pct"]]
     display["MB to target (median)"] = [fmt(v, 1) for v in data["median_mb_to_target"]]
     notes = ["MB = 2^20 bytes actually sent per round (upload + download; personal layers are not sent), mean over the runs whatever their status. "
              f"Rounds to target: the first evaluated round at the dataset's target ({scope_phrase(analysis.results, data['method'])}), "
              "over completed and diverged runs; runs that never reach it are censored at the round budget, and the median over seeds counts them as "
-             f"later than any round ('not reached' when the middle seed never reaches it); reduction: of the median rounds, relative to {baseline}; "
+             f"later than any round ('not reached' when the middle seed never reaches it); rounds vs {baseline}: the change in median rounds relative to {baseline} (+100% = twice as many rounds); "
              "MB to target: the median over seeds of the MB sent until the round at target."]
     about = "One row per setting (section) and method."
     return [Table("communication", "Communication efficiency", data.drop(columns=["setting_order", "method_order"]), display, "setting", None, notes, about)]
@@ -225,9 +226,19 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
         display[f"verdict vs {analysis.control}"] = [verdict_text(row, min_blocks) for _, row in data.iterrows()]
         display[f"p Holm vs {analysis.control}"] = [fmt_p(p) for p in data["p_control_holm"]]
     display["ranked on"] = data["ranked_on"]
+    display["scored model"] = data["method"].map(scored_model(analysis.results))
     about = (f"One row per method, best first, ranked on {metric_name(metric)} ({scope_phrase(analysis.results, data['method'])}, "
              f"each run scored {final_phrase(analysis.settings)}).")
     return [Table("leaderboard", f"Leaderboard ({metric_name(metric)})", data, display, None, None, ranking_notes(analysis), about)]
+
+
+def scored_model(results) -> dict[str, str]:
+    """Per method, the model its headline score is of: rows of both kinds share a leaderboard."""
+    scopes = results.runs.drop_duplicates("method").set_index("method")["headline_scope"]
+    return {method: SCORED_MODEL.get(scope, scope) for method, scope in scopes.items()}
+
+
+SCORED_MODEL = {"global": "global", "personal": "personal (mean over clients)"}
 
 
 def verdict_text(row: pd.Series, min_blocks: int) -> str:

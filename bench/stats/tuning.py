@@ -146,12 +146,8 @@ def build(plan, settings: dict, confidence: float = 0.95) -> TuningReport:
 
 
 # ---- tables and the summary page ----------------------------------------------------------------
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def comparison_table(report: TuningReport, percent: bool):
-    from bench.stats.render import Table, fmt, fmt_ci
+    from bench.stats.render import Table, fmt, fmt_ci, plural
 
     data = report.comparison
     display = pd.DataFrame({
