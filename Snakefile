@@ -8,6 +8,7 @@
 # Stages: train (one job per run id) -> statistics (paper tables, ranking and figures over all
 # studies) and report (tables and figures per study, dataset and setting). The config is checked and expanded here,
 # before any job starts; `fedrank plan CONFIG` prints the same expansion.
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -17,14 +18,22 @@ from snakemake.utils import min_version, validate
 
 from bench.config import read_yaml
 from bench.errors import UserError
-from bench.workflow import WORKFLOW_SCHEMA, check_config, concurrent_group_job, job_attempts, plan_workflow
+from bench.workflow import (
+    WORKFLOW_SCHEMA,
+    check_config,
+    closing_lines,
+    concurrent_group_job,
+    job_attempts,
+    plan_workflow,
+)
 
 min_version("9.0")
+DEFAULT_CONFIG = "configs/default.yaml"
 
 # A --configfile replaces the demo config instead of being merged into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: "configs/default.yaml"
+    configfile: DEFAULT_CONFIG
 
 
 try:
@@ -58,6 +67,11 @@ include: "workflows/train.smk"
 include: "workflows/tested.smk"
 include: "workflows/tune.smk"
 include: "workflows/report.smk"
+
+
+onsuccess:
+    # At exit, after Snakemake's own last lines (the log file, the elapsed time): where to look next.
+    atexit.register(print, *closing_lines(PLAN, workflow.configfiles, DEFAULT_CONFIG), sep="\n", file=sys.stderr)
 
 
 rule all:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import shlex
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -553,3 +554,16 @@ def concurrent_group_job(argv: list[str], finished: Callable[[str], bool]) -> li
     end = next((i for i in range(start, len(out)) if out[i].startswith("--")), len(out))
     left = [target for target in out[start:end] if not finished(target.split("=", 1)[1])]
     return out[:start] + left + out[end:] if left else []
+
+
+def closing_lines(plan: Plan, configfiles: list[str], default_config: str) -> list[str]:
+    """What a finished workflow prints last: where the results are and the report command (with
+    the same --configfile, which the report needs to find them)."""
+    chosen = [str(f) for f in configfiles if str(f) != default_config]
+    again = "".join(f" --configfile {shlex.quote(f)}" for f in chosen)
+    lines = [f"Results: {plan.reports}/results.md (leaderboard and a table per setting); tables in {plan.reports}/tables/ "
+             f"(CSV, Markdown, LaTeX), figures in {plan.reports}/figures/, per-run logs in {plan.results}/<run id>/train.log."]
+    if plan.pairs:
+        lines.append(f"Tuning: {plan.reports}/tuning/summary/ (the selected hyper-parameters, tuned against untuned).")
+    lines.append(f"HTML report: snakemake --report {plan.reports}/report.html{again}")
+    return lines

@@ -90,3 +90,13 @@ def test_crc32_reads_block_by_block_and_equals_zlib(monkeypatch):
 
 def test_workers_respect_the_cpus_this_job_may_use():
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_a_cache_build_logs_its_progress_and_its_end_when_not_on_a_terminal(tmp_path, images, monkeypatch, caplog):
+    """tqdm draws nothing into a file: a heartbeat line per chunk (interval 0 here) and the end."""
+    monkeypatch.setattr(cache, "CHUNK", 2)
+    monkeypatch.setattr("bench.heartbeat.EVERY_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger=cache.log.name):
+        load(tmp_path, images)
+    assert [m for m in caplog.messages if m.startswith("demo 8px: ")] == ["demo 8px: 2 of 6 images", "demo 8px: 4 of 6 images", "demo 8px: 6 of 6 images"]
+    assert caplog.messages[-1].startswith("built the demo cache: 6 images in ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from pathlib import Path
@@ -168,6 +169,24 @@ def test_paper_methods_keep_their_colour_whatever_else_is_present(tmp_path):
     assert len(set(colours)) == len(colours) and set(colours) <= set(PALETTE)
 
 
+def cielab(colour: str) -> np.ndarray:
+    """sRGB hex -> CIELAB (D65), the textbook formulas."""
+    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear / [0.95047, 1.0, 1.08883]
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_the_paper_methods_colours_are_far_apart():
+    """Their convergence bands overlap: FedProx, FedProx-FC, FedLSC Per=1% and FedAvg-FC were four oranges and pinks."""
+    from bench.stats.figures.style import PALETTE
+    from bench.stats.settings import resolve_stats
+
+    first = PALETTE[:len(resolve_stats({})["paper_names"])]
+    assert min(np.linalg.norm(cielab(a) - cielab(b)) for a, b in itertools.combinations(first, 2)) >= 40
+
+
 def test_latex_and_markdown_escape_what_they_must():
     from bench.stats.render import Table, latex, markdown
 
@@ -233,3 +252,16 @@ def test_a_null_setting_value_is_a_column_of_its_own_in_ablations(tmp_path):
     table = (tmp_path / "out" / "tables" / "ablation_samples_per_client.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| FedAvg"))
     assert "images per client=none" in table and "–" not in row
+
+
+def test_a_change_of_scored_model_breaks_the_sensitivity_line():
+    """FedLSC Per = 0 is scored on the global model, Per = 1% on the clients' own: not one curve."""
+    import matplotlib.pyplot as plt
+
+    from bench.stats.figures.curves import join_same_scope
+
+    fig, ax = plt.subplots()
+    join_same_scope(ax, np.arange(4), np.array([0.5, 0.6, 0.7, 0.8]), np.array(["global", "personal", "personal", "personal"]))
+    drawn = [(list(line.get_xdata()), line.get_linestyle()) for line in ax.get_lines()]
+    plt.close(fig)
+    assert drawn == [([0], "-"), ([1, 2, 3], "--")]

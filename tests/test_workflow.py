@@ -487,3 +487,13 @@ def test_a_job_error_fails_the_attempt_until_the_last_which_records_it(tmp_path,
     assert run_job(tmp_path, "2/2") == 0
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["status"] == "failed" and "simulated CUDA error" in record["error"] and "environment" in record  # the engine's own record
+
+
+def test_a_finished_workflow_ends_with_where_the_results_are_and_the_report_command():
+    from bench.workflow import closing_lines
+
+    demo = closing_lines(plan_workflow(load_workflow_config(REPO / "configs/default.yaml")), ["configs/default.yaml"], "configs/default.yaml")
+    assert demo[0].startswith("Results: reports/results.md") and demo[-1] == "HTML report: snakemake --report reports/report.html"
+    tuned = closing_lines(plan_workflow(load_workflow_config(REPO / "configs/test/tune.yaml")), ["configs/test/my tune.yaml"], "configs/default.yaml")
+    assert any(line.startswith("Tuning: ") for line in tuned)
+    assert tuned[-1].endswith("report.html --configfile 'configs/test/my tune.yaml'")  # quoted for the shell

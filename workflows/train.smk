@@ -1,6 +1,6 @@
 # Training: one job per run id, `fedrank run` on the run's config, with torch on the job's threads.
 # Its log (train.log next to run.json) holds the attempt and one line per round (no progress bar:
-# stderr is a file).
+# stderr is a file); the job prints the log's last line, the run's outcome, to the workflow's output.
 # A job killed or pre-empted resumes from its last round checkpoint when retried. Bad input found
 # at run time, or any error on the job's last attempt, is recorded as a failed run (exit 0), so
 # the failure reaches the reports instead of being dropped.
@@ -29,4 +29,4 @@ rule train:
         out=lambda wildcards, output: Path(output.record).parent,
     shell:
         "fedrank run --config-json {params.config:q} --set runtime.threads={threads:q} "
-        "--out {params.out:q} --attempt {resources.attempt:q} 2> {log:q}"
+        "--out {params.out:q} --attempt {resources.attempt:q} 2> {log:q} && tail -n 1 {log:q}"

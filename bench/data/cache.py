@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.data.preprocess import decode_image, fingerprint_file
+from bench.heartbeat import Heartbeat
 from bench.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,11 @@ def parallel_chunks(work: Callable[[list], list[T]], items: Sequence, desc: str)
     pool = ProcessPoolExecutor(max_workers=min(usable_cores(), max(len(chunks), 1)))
     try:
         with tqdm(total=len(items), desc=desc, unit="img", disable=None) as bar:
+            beat, done = Heartbeat(log), 0
             for block in pool.map(work, chunks):
                 bar.update(len(block))
+                done += len(block)
+                beat("%s: %d of %d images", desc, done, len(items))
                 yield from block
     finally:  # on a bad file, stop at once instead of finishing every other chunk first
         pool.shutdown(wait=True, cancel_futures=True)
@@ -140,11 +145,13 @@ def cached_array(cache_dir: str | os.PathLike, dataset: str, size: int | None, k
     if cached is not None:
         return cached
     log.info("building the %s cache at %s px (once): %s", dataset, size or "native", array_path)
+    tic = time.perf_counter()
     images = build()
     with atomic_path(array_path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, images)
     write_json(manifest_path, {"key": json.loads(blob), "shape": list(images.shape), "dtype": str(images.dtype), "checksum": crc32(images)})
+    log.info("built the %s cache: %d images in %.0f s", dataset, len(images), time.perf_counter() - tic)
     return images
 
 

@@ -32,6 +32,7 @@ from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
 from bench.engine.trainer import FitResult, Learner, batches_per_epoch
 from bench.errors import UserError
+from bench.heartbeat import Heartbeat
 from bench.io import MB, remove_stale_temporaries, torch_save, write_json
 from bench.models import count_parameters, describe_init
 
@@ -162,7 +163,7 @@ def record_participation(fed, participants: list, fits: dict[int, FitResult]) ->
     fed.record("participation/steps", steps, ("client",))
 
 
-def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
+def play_round(exp: Experiment, progress: Progress, beat: Heartbeat | None = None) -> list[dict] | None:
     """Run round `fed.round`; return its evaluation rows, or None if it diverged.
 
     Only the round's participants receive; only those that report train, upload and keep; the
@@ -185,6 +186,8 @@ def play_round(exp: Experiment, progress: Progress) -> list[dict] | None:
             update = method.upload(fed, client, fit)
             sent["bytes_up"] += method.upload_bytes(fed, client, update)
             items.append(update)
+            if beat:
+                beat("round %d: %d of %d reporting clients trained", r, len(items), len(reporting))
     fits = {u.client: u.fit for u in items}
     progress.metrics += [row for c, fit in fits.items() for row in metric_rows(r, "train", c, {"loss": fit.loss})]
     diverged = [c for c, fit in fits.items() if not math.isfinite(fit.loss)]
@@ -412,11 +415,12 @@ def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
 def loop(cfg: dict, exp: Experiment, progress: Progress, paths: RunPaths, digest: str, show_progress: bool) -> str:
     rounds, every = cfg["train"]["rounds"], cfg["runtime"]["checkpoint_every"]
     bar = tqdm(total=rounds, initial=progress.next_round - 1, desc=run_id(cfg), unit="round", disable=not show_progress or None, dynamic_ncols=True)
+    beat = Heartbeat(log)
     with bar:
         while progress.next_round <= rounds:
             exp.fed.round = progress.next_round
             tic = time.perf_counter()
-            evaluation = play_round(exp, progress)
+            evaluation = play_round(exp, progress, beat)
             if evaluation is None:
                 progress.diverged_round = exp.fed.round
                 return "diverged"
@@ -424,11 +428,17 @@ def loop(cfg: dict, exp: Experiment, progress: Progress, paths: RunPaths, digest
             progress.next_round += 1
             if exp.fed.round % every == 0 or exp.fed.round == rounds:
                 save_checkpoint(paths, exp, progress, digest)
-            summary = round_summary(evaluation, headline_scope(exp))
+            scope = headline_scope(exp)
+            summary = round_summary(evaluation, scope)
             bar.set_postfix(summary, refresh=False)
             bar.update()
-            log.info("round %d/%d %s (%.1f s)", exp.fed.round, rounds, " ".join(f"{k}={v}" for k, v in summary.items()), progress.round_seconds[-1])
+            scored = f" {SCOPE_WORDS.get(scope, scope)}: " + " ".join(f"{k}={v}" for k, v in summary.items()) if summary else ""
+            log.info("round %d/%d%s (%.1f s)", exp.fed.round, rounds, scored, progress.round_seconds[-1])
+            beat.reset()
     return "completed"
+
+
+SCOPE_WORDS = {"global": "global model", "personal": "clients' own models (mean)"}
 
 
 def round_summary(rows: list[dict], scope: str) -> dict[str, str]:

@@ -95,6 +95,11 @@ def choices(values, unit: str = "") -> str:
     return joined(shown, "or") + " (by setting)"
 
 
+def headline_scopes(results: Results) -> dict[str, str]:
+    """Per method, the model its headline score is of: 'global' or 'personal'."""
+    return results.runs.drop_duplicates("method").set_index("method")["headline_scope"].to_dict()
+
+
 def scope_phrase(results: Results, methods=None) -> str:
     """Which model each method is scored by (its runs' headline scope)."""
     runs = results.runs.drop_duplicates("method")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.stats.analysis import Analysis
 from bench.stats.bayes import PRIOR, SAMPLES
-from bench.stats.captions import family_name, final_phrase, friedman_phrase, interval_phrase, listing, metric_name, scope_phrase
+from bench.stats.captions import family_name, final_phrase, friedman_phrase, headline_scopes, interval_phrase, listing, metric_name, scope_phrase
 from bench.stats.collect import format_value, sort_key
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p, heading, is_percent
 from bench.stats.control import REGIONS
@@ -234,8 +234,7 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
 
 def scored_model(results) -> dict[str, str]:
     """Per method, the model its headline score is of: rows of both kinds share a leaderboard."""
-    scopes = results.runs.drop_duplicates("method").set_index("method")["headline_scope"]
-    return {method: SCORED_MODEL.get(scope, scope) for method, scope in scopes.items()}
+    return {method: SCORED_MODEL.get(scope, scope) for method, scope in headline_scopes(results).items()}
 
 
 SCORED_MODEL = {"global": "global", "personal": "personal (mean over clients)"}

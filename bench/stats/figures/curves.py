@@ -8,11 +8,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from bench.stats.analysis import Analysis
-from bench.stats.captions import axis_label, coinciding, coinciding_note, family_name, interval_phrase, listing, metric_name, scope_phrase
+from bench.stats.captions import axis_label, coinciding, coinciding_note, family_name, headline_scopes, interval_phrase, listing, metric_name, scope_phrase
 from bench.stats.collect import format_value, sort_key
 from bench.stats.figures.style import DASHES, MethodStyle, save, slug
 from bench.stats.render import heading, is_percent
@@ -131,28 +132,50 @@ def reference_lines(ax: plt.Axes, summary: pd.DataFrame, references: list[str], 
     return handles, drawn
 
 
+SCOPE_LINES = {"global": ("-", "global model"), "personal": ("--", "mean of clients' own models")}
+
+
+def join_same_scope(ax: plt.Axes, x: np.ndarray, y: np.ndarray, scope: np.ndarray) -> None:
+    """Join neighbouring values scored on the same model; a change of scored model (FedLSC's
+    Per = 0 is the global model, Per > 0 the clients' own) breaks the line, so two scores that are
+    not one curve are never drawn as one."""
+    runs = np.split(np.arange(len(x)), np.flatnonzero(scope[1:] != scope[:-1]) + 1)
+    for run in runs:
+        ax.plot(x[run], y[run], color="#333333", linewidth=1, zorder=1, linestyle=SCOPE_LINES.get(scope[run[0]], ("-",))[0])
+
+
+def scope_handles(scopes: set[str]) -> list[Line2D]:
+    return [Line2D([], [], color="#333333", linestyle=dash, marker="o", markerfacecolor="#333333" if scope == "global" else "white", label=label)
+            for scope, (dash, label) in SCOPE_LINES.items() if scope in scopes]
+
+
 def sensitivity(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Path, str]:
     """figures/sensitivity_<method>_<hparam>: mean and CI per value, one panel per setting,
     the reference methods as dashed lines with their CI band."""
     metric, paths, confidence = analysis.settings["metric"], {}, analysis.settings["confidence"]
     k = scale(metric)
     summary = analysis.summary[analysis.summary["metric"] == metric]
+    scopes = headline_scopes(analysis.results)
     for (name, hparam), rows in analysis.hparam_sweep_rows.items():
         family = family_name(name, analysis.settings["paper_names"])
         panels = rows.groupby(["study", "setting", "fixed"], sort=False)
         columns = min(2, panels.ngroups)
         fig, axes = plt.subplots(math.ceil(panels.ngroups / columns), columns, figsize=(7.5 * columns, 3.6 * math.ceil(panels.ngroups / columns)), squeeze=False)
-        bars, bands = [], []
+        bars, bands, mixed = [], [], False
         for ax, ((study, setting, fixed), panel) in zip(axes.flat, panels):
             panel = panel.assign(order=panel["value"].map(sort_key)).sort_values("order")
             x = np.arange(len(panel))
-            ax.plot(x, k * panel["mean"], color="#333333", linewidth=1, zorder=1)
-            for xi, row in zip(x, panel.itertuples()):
+            scope = panel["method"].map(scopes).to_numpy()
+            join_same_scope(ax, x, k * panel["mean"].to_numpy(), scope)
+            for xi, row, personal in zip(x, panel.itertuples(), scope == "personal"):
                 ci = pd.notna(row.ci_low)
                 ax.errorbar(xi, k * row.mean, yerr=[[k * (row.mean - row.ci_low)], [k * (row.ci_high - row.mean)]] if ci else None,
-                            color=style.color(row.method), marker=style.marker(row.method), markersize=7, capsize=3, zorder=2, label=row.method)
+                            color=style.color(row.method), marker=style.marker(row.method), markersize=7, capsize=3, zorder=2, label=row.method,
+                            markerfacecolor="white" if personal else style.color(row.method))
                 bars.append(row.ci_method)
             handles, drawn = reference_lines(ax, summary[(summary["study"] == study) & (summary["setting"] == setting)], analysis.references, style, k, confidence)
+            handles += scope_handles(set(scope)) if len(set(scope)) > 1 else []
+            mixed |= len(set(scope)) > 1
             bands += drawn
             ax.set_xticks(x, [format_value(v) for v in panel["value"]])
             ax.set(xlabel=hparam, ylabel=axis_label(metric))
@@ -167,6 +190,8 @@ def sensitivity(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Pa
                 + (f", shaded: the {interval_phrase(bands, confidence)} of each." if bands else ".")) if analysis.references else ""
         caption = (f"Sensitivity of {family} to {hparam}: {metric_name(metric)} ({scope_phrase(analysis.results, rows['method'])}) at each value of "
                    f"{hparam}, one panel per setting and per combination of the other hyper-parameters (under each panel title); markers: the mean "
-                   f"over completed seeds{whiskers}.{refs}")
+                   f"over completed seeds{whiskers}.{refs}"
+                   + (" The scored model changes along the axis: filled markers and the solid line are the global model, open markers "
+                      "and the dashed line the mean over clients of their own models; the line is not drawn across the change." if mixed else ""))
         paths.update(save(fig, folder / f"sensitivity_{slug(name)}_{slug(hparam)}", analysis.settings, caption))
     return paths

@@ -21,10 +21,11 @@ import seaborn as sns  # noqa: E402
 
 from bench.io import atomic_path  # noqa: E402
 
-# seaborn "colorblind" with grey first (local-only is the floor every method should beat), then
-# Paul Tol's "muted" set, then the low-contrast yellow: 19 colours before any repeats.
-PALETTE = ["#949494", "#0173b2", "#de8f05", "#029e73", "#cc78bc", "#ca9161", "#d55e00", "#56b4e9", "#fbafe4",
-           "#332288", "#117733", "#882255", "#44aa99", "#999933", "#aa4499", "#cc6677", "#88ccee", "#ddcc77", "#ece133"]
+# The paper's seven methods first, far apart in CIELAB (every pair at least 40 apart, ΔE76) because
+# their bands overlap: grey (local-only, the floor every method should beat), blue, orange, green,
+# purple, near-black, red; then seaborn "colorblind" and Paul Tol's "muted" colours: 19 before any repeats.
+PALETTE = ["#949494", "#0173b2", "#de8f05", "#029e73", "#7b3fa0", "#1a1a1a", "#cc3311", "#56b4e9", "#cc78bc", "#ca9161",
+           "#117733", "#882255", "#44aa99", "#999933", "#332288", "#cc6677", "#88ccee", "#ddcc77", "#ece133"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = ["-", "--", "-.", ":"]
 
