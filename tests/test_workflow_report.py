@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import shutil
 import sys
 import threading
 import time
@@ -119,6 +120,24 @@ def test_html_report_is_self_contained_and_grouped_by_study_and_dataset(tiny_run
     assert "Workflow" in text and "train.lr=1e+30" in text
     assert "All studies" in text and "main_comparison" in text and "cd_diagram" in text  # the all-studies statistics
     assert "Study **compare** on **synthetic**".replace("**", "") in re.sub(r"<[^>]+>", "", text).replace("\\n", " ")
+    front = json.loads(re.search(r"var workflow_desc = (\".*?\");", text).group(1))  # the first page
+    assert front.index("Leaderboard (") < front.index('alt="cd_diagram.png"') < front.index('alt="convergence.png"')
+    assert front.count("data:image/png;base64,") == 2 and '<table class="fedrank">' in front
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed (apt-get install chromium)")
+def test_the_report_opens_on_the_leaderboard_in_a_real_browser(tiny_run):
+    """Rendered by Snakemake's report app in headless Chromium: the leaderboard and the CD diagram are on the first page."""
+    out, paths, _ = tiny_run
+    html = out / "report.html"
+    if not html.exists():
+        assert snakemake("--cores", "1", "--configfile", str(TINY), "--config", *paths, "--report", str(html)).returncode == 0
+    browser = ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*browser, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    assert "Leaderboard (" in dom and 'alt="cd_diagram.png"' in dom and '<table class="fedrank">' in dom
+    shot = out / "front.png"  # kept for a person to look at: pytest's tmp folder
+    subprocess.run([*browser, "--window-size=1400,1100", f"--screenshot={shot}", html.as_uri()], capture_output=True, timeout=180)
+    assert shot.stat().st_size > 50_000
 
 
 def running_fedrank(marker: str) -> int | None:

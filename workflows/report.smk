@@ -50,7 +50,7 @@ rule statistics:
     output:
         tables=report(
             directory(f"{REPORTS}/tables"),
-            patterns=["{name}.csv"],
+            patterns=["{name}.html"],  # a browser shows a CSV as nothing; the CSV, Markdown and LaTeX lie beside it
             caption="report/table.rst",
             category="All studies",
             subcategory="Tables",
@@ -66,13 +66,7 @@ rule statistics:
         ),
         stats=directory(f"{REPORTS}/stats"),
         tidy=f"{REPORTS}/results.parquet",
-        summary=report(
-            f"{REPORTS}/results.csv",
-            caption="report/results.rst",
-            category="All studies",
-            subcategory="Tables",
-            labels={"table": "results (front page)"},
-        ),
+        summary=f"{REPORTS}/results.csv",
         overview=report(
             f"{REPORTS}/convergence.png",
             caption="report/convergence.rst",
@@ -81,6 +75,13 @@ rule statistics:
             labels={"figure": "convergence (front page)"},
         ),
         front=f"{REPORTS}/results.md",
+        front_html=report(  # also the HTML report's first page: workflows/report/workflow.rst embeds it
+            f"{REPORTS}/front.html",
+            caption="report/results.rst",
+            category="All studies",
+            subcategory="Tables",
+            labels={"table": "results (front page)"},
+        ),
         record=f"{REPORTS}/report.json",
     log:
         f"{REPORTS}/logs/statistics.log",
@@ -102,7 +103,7 @@ rule report:
     output:
         report(
             directory(f"{REPORTS}/{{study}}/{{dataset}}/{{setting}}"),
-            patterns=["{file,.+[.](png|csv)}"],  # every figure and table, in sub-folders too
+            patterns=["{file,.+[.](png|html)}"],  # every figure and table, in sub-folders too
             caption="report/group.rst",
             category="{study}",
             subcategory="{dataset}",

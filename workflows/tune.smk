@@ -37,7 +37,7 @@ rule tuning:
     output:
         report(
             directory(f"{REPORTS}/tuning/summary"),
-            patterns=["{file,.+[.](png|csv)}"],
+            patterns=["{file,.+[.](png|html)}"],
             caption="report/tuning.rst",
             category="Tuning",
             labels={"file": "{file}"},

@@ -11,6 +11,7 @@ import math
 import re
 import textwrap
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,22 @@ def markdown(table: Table) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def html(table: Table) -> str:
+    """The table as an HTML fragment (escaped; numbers right-aligned), e.g. for the HTML report's first page."""
+    parts = sections(table)
+    align = ["right" if numeric else "left" for numeric in numeric_columns(parts)]
+    out = [f"<h3>{escape(table.title)}</h3>"]
+    for part in parts:
+        if part.heading is not None:
+            out.append(f"<p><b>{escape(str(part.heading))}</b></p>")
+        head = "".join(f'<th style="text-align:{a}">{escape(c)}</th>' for c, a in zip(part.columns, align))
+        body = "".join("<tr>" + "".join(f'<td style="text-align:{a}">{"<b>" + escape(c) + "</b>" if b else escape(c)}</td>'
+                                        for c, b, a in zip(cells, bold, align)) + "</tr>" for cells, bold in zip(part.rows, part.bold))
+        out.append(f'<table class="fedrank"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    out += [f"<p><small>{escape(note)}</small></p>" for note in table.notes]
+    return "\n".join(out) + "\n"
+
+
 LATEX = str.maketrans({**LATEX_SPECIAL, **LATEX_SYMBOLS})
 
 
@@ -159,10 +176,21 @@ def latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLE_STYLE = ("body{font-family:sans-serif;font-size:0.85rem}table{border-collapse:collapse}"
+               "td,th{padding:0.2rem 0.5rem;border-bottom:1px solid #ddd;vertical-align:top}")
+
+
+def html_page(table: Table) -> str:
+    """The table as a page of its own: what a browser shows for it in the HTML report (it shows a CSV as nothing)."""
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{escape(table.title)}</title><style>{TABLE_STYLE}</style></head>'
+            f"<body>\n{html(table)}<p><small>{escape(table.about)}</small></p>\n</body></html>\n")
+
+
 def write_table(table: Table, folder: Path) -> dict[Path, str]:
-    """tables/<name>.csv, .md and .tex, each written atomically; returns path -> caption."""
-    paths = [folder / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
+    """tables/<name>.csv, .md, .tex and .html, each written atomically; returns path -> caption."""
+    paths = [folder / f"{table.name}.{ext}" for ext in ("csv", "md", "tex", "html")]
     write_csv(paths[0], table.data)
     write_text(paths[1], markdown(table))
     write_text(paths[2], latex(table))
+    write_text(paths[3], html_page(table))
     return dict.fromkeys(paths, table.caption)

@@ -15,9 +15,11 @@ figure that looks current; files fedrank did not write are never touched.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from html import escape
 from pathlib import Path
 
 import bench
@@ -25,7 +27,7 @@ from bench.io import write_csv, write_json, write_parquet, write_text
 from bench.stats.analysis import Analysis, analyse
 from bench.stats.captions import intervals_rule
 from bench.stats.collect import load_results
-from bench.stats.render import Table, markdown, plural, write_table
+from bench.stats.render import Table, html, markdown, plural, write_table
 from bench.stats.selection import rule_text
 from bench.stats.summaries import summary_metrics
 from bench.stats.tables import all_tables, leaderboard_table, main_comparison, noted, pairwise_table
@@ -88,21 +90,52 @@ def write_front_page(analysis: Analysis, out: Path, written: dict[str, dict[Path
     paths = {out / "results.csv": caption, out / "results.md": "The report's front page: notes, leaderboard, results per setting, links."}
     with style.figure_style():
         paths.update(convergence_overview(analysis, style.MethodStyle(analysis.results, analysis.settings["paper_names"]), out / "convergence.png"))
+    figures = {**written.get("figures", {}), **written.get("rank_figures", {}), **paths}
+    shown = [(path, figures[path]) for path in (out / "figures" / "cd_diagram.png", out / "convergence.png") if path in figures]
+    write_text(out / FRONT_HTML, front_html(analysis, summary, shown))
+    paths[out / FRONT_HTML] = ("The first page of the results: what was run, the leaderboard (its notes: the tests and their rules), the "
+                               "critical-difference diagram, the convergence overview and the results per setting (results.md as a page).")
     return paths
 
 
-def front_page(analysis: Analysis, summary: Table, written: dict[str, dict[Path, str]], out: Path) -> str:
+FRONT_HTML = "front.html"  # embedded in the HTML report's first page by workflows/report/workflow.rst
+# Snakemake's first page centres a narrow description (max-w-lg) vertically: a long one would be
+# cut off at the top, out of reach. Top-aligned and wide enough for the leaderboard instead.
+FRONT_STYLE = ("<style>.h-screen.overflow-auto.items-center{align-items:flex-start}.prose.max-w-lg{max-width:64rem}"
+               "table.fedrank{font-size:0.8rem}table.fedrank td,table.fedrank th{padding:0.15rem 0.4rem}</style>")
+
+
+def front_html(analysis: Analysis, summary: Table, figures: list[tuple[Path, str]]) -> str:
+    """The HTML report's first page: the leaderboard as a table, the CD diagram and the convergence
+    overview (images inlined: the report is one self-contained file), then the results per setting."""
+    parts = [FRONT_STYLE, *(f"<p>{escape(line).replace('**', '')}</p>" for line in headline(analysis))]
+    board = leaderboard_table(analysis)
+    parts += [html(board[0])] if board else ["<p>Nothing to rank: no method has a completed run in a shared block.</p>"]
+    for path, caption in figures:
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f'<figure><img src="data:image/png;base64,{data}" style="max-width:100%" alt="{escape(path.name)}">'
+                     f"<figcaption><small>{escape(caption)}</small></figcaption></figure>")
+    parts.append(html(summary).replace(escape(summary.title), "Results per setting", 1))
+    return "\n".join(parts) + "\n"
+
+
+def headline(analysis: Analysis) -> list[str]:
+    """What was run and how it is scored: the first lines of both front pages."""
     results, settings = analysis.results, analysis.settings
     runs = results.runs.drop_duplicates("run_id")
-    lines = [
-        "# fedrank report", "",
+    return [
         f"{plural(len(runs), 'run')} ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())}) in "
         f"{plural(len(results.runs[['study', 'setting']].drop_duplicates()), 'setting')} of "
         f"{plural(results.runs['study'].nunique(), 'study', 'studies')}; {plural(len(results.methods), 'method')}. "
-        f"fedrank {bench.__version__}.", "",
+        f"fedrank {bench.__version__}.",
         f"Headline metric: **{settings['metric']}** at {rule_text(settings)} (stats.selection={settings['selection']}); intervals: {intervals_rule(settings)}; "
-        f"alpha = {settings['alpha']:g}.", "",
+        f"alpha = {settings['alpha']:g}.",
     ]
+
+
+def front_page(analysis: Analysis, summary: Table, written: dict[str, dict[Path, str]], out: Path) -> str:
+    results = analysis.results
+    lines = ["# fedrank report", "", *[part for line in headline(analysis) for part in (line, "")]]
     notes = results.problems + analysis.notes + analysis.ranking.notes
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
