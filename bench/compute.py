@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from functools import cache
 from pathlib import Path
@@ -36,9 +37,9 @@ def forward_flops(model_json: str, image_size: int) -> float:
 
 
 @cache
-def dataset_images(data_json: str) -> int:
+def dataset_images(data_json: str) -> float:
     """Images in a dataset: files counted under its data.root, or the dataset loaded when it has
-    no folder (the bundled digits, a MedMNIST .npz)."""
+    no folder (the bundled digits, a MedMNIST .npz); its published size (NaN: unknown) when absent."""
     from bench.config import expand_path
     from bench.data import DATASETS, import_loaders, load_dataset
     from bench.data.readers import has_image_name
@@ -46,6 +47,8 @@ def dataset_images(data_json: str) -> int:
     data = json.loads(data_json)
     import_loaders()
     spec = DATASETS[data["name"]]
+    if spec.needs_root and not os.path.exists(expand_path(data["root"])):  # a plan made without the data
+        return spec.images if spec.images is not None else math.nan
     if spec.needs_root and spec.root_kind == "folder":
         root = expand_path(data["root"])
         return sum(has_image_name(name) for _, _, files in os.walk(root) for name in files)

@@ -13,10 +13,12 @@ import json
 import math
 import os
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jsonschema
 import yaml
@@ -151,11 +153,30 @@ def set_key(cfg: dict, path: str, value: Any) -> None:
         node[last] = copy.deepcopy(value)
 
 
+_MISSING: ContextVar[dict[str, str] | None] = ContextVar("missing_inputs", default=None)
+
+
+@contextmanager
+def missing_inputs_recorded() -> Iterator[dict[str, str]]:
+    """Inside, a file or folder a config names that does not exist is recorded (path -> the error
+    it would raise) instead of stopping at the first: a plan then lists every missing input at once."""
+    missing: dict[str, str] = {}
+    token = _MISSING.set(missing)
+    try:
+        yield missing
+    finally:
+        _MISSING.reset(token)
+
+
 def existing_path(value: str, key: str, kind: str, fix: str) -> str:
-    """`value` with variables expanded, if that file or folder exists; else a UserError naming `key`."""
+    """`value` with variables expanded, if that file or folder exists; else a UserError naming `key`
+    (or, inside `missing_inputs_recorded`, the path recorded as missing)."""
     path = Path(expand_path(value))
     if not (path.is_dir() if kind == "folder" else path.is_file()):
-        raise UserError(f"config key '{key}': {kind} {path} does not exist; {fix}")
+        message = f"config key '{key}': {kind} {path} does not exist; {fix}"
+        if (missing := _MISSING.get()) is None:
+            raise UserError(message)
+        missing.setdefault(str(path), message)
     return str(path)
 
 

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import yaml
 
-from bench.config import fill_defaults, get_key, read_yaml, resolve, run_id, set_key, validate
+from bench.config import fill_defaults, get_key, missing_inputs_recorded, read_yaml, resolve, run_id, set_key, validate
 from bench.errors import UserError
 from bench.tuning import Pair, check_tune, draw_trials, tuned_dimensions, with_values
 
@@ -98,6 +98,7 @@ class Plan:
     studies: dict[str, dict[str, None]] = field(default_factory=dict)  # study -> its run ids (an ordered set)
     groups: dict[str, Group] = field(default_factory=dict)  # Group.path -> group
     reports: str = "reports"
+    missing: dict[str, str] = field(default_factory=dict)  # missing input path -> what to do (plan_workflow)
     pairs: dict[str, Pair] = field(default_factory=dict)  # tuned (study, dataset, setting, method) -> its trials
     trials: dict[str, None] = field(default_factory=dict)  # run ids of tuning trials (in no study: never ranked)
 
@@ -498,20 +499,26 @@ def selected_studies(config: dict) -> list[str]:
     return list(chosen)
 
 
-def plan_workflow(config: dict) -> Plan:
+def plan_workflow(config: dict, allow_missing: bool = False) -> Plan:
     """Every run of the selected studies, resolved and deduplicated, with study and report groups.
 
-    `config` is a checked workflow config with its defaults filled (see `load_workflow_config`)."""
+    `config` is a checked workflow config with its defaults filled (see `load_workflow_config`).
+    Every missing data root or weights file is found, not only the first: the error names them all,
+    or with `allow_missing` (`fedrank plan` on a machine without the data) `plan.missing` holds them."""
     from bench.stats.settings import resolve_stats
 
     resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
     hparams = method_hparams()
     plan = Plan(results=config["results"], reports=config["reports"])
-    for name in selected_studies(config):
-        study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
-        if study.get("tune") and study["tune"].get("untuned", True) and f"{name}{UNTUNED}" in config["studies"]:
-            raise UserError(f"config key 'studies.{name}{UNTUNED}': the tuned study {name} runs its untuned configurations under that name; rename one")
-        expand_study(plan, name, study, config, hparams)
+    with missing_inputs_recorded() as plan.missing:
+        for name in selected_studies(config):
+            study = fill_defaults(workflow_schema()["$defs"]["study"], config["studies"][name])
+            if study.get("tune") and study["tune"].get("untuned", True) and f"{name}{UNTUNED}" in config["studies"]:
+                raise UserError(f"config key 'studies.{name}{UNTUNED}': the tuned study {name} runs its untuned configurations under that name; rename one")
+            expand_study(plan, name, study, config, hparams)
+    if plan.missing and not allow_missing:
+        raise UserError(f"{len(plan.missing)} input(s) missing: {'; '.join(plan.missing.values())} "
+                        "(`fedrank plan CONFIG` lists them as a checklist)")
     return plan
 
 

@@ -197,7 +197,7 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
         ({**study(), "datasets": {"synthetic": {"method": {"tua": 1.0}}}}, r"config key 'datasets.synthetic.method.tua': no method has"),
         ({**study(), "base": {"train": {"rouds": 3}}}, r"studies.s .*config key 'train'.*rouds"),
         ({"datasets": {"ham": {"data": {"name": "ham10000", "root": "/nonexistent/ham"}}}, "studies": {"s": {"datasets": ["ham"]}}},
-         r"studies.s \(ham, .*config key 'data.root': folder /nonexistent/ham does not exist"),
+         r"1 input\(s\) missing: config key 'data.root': folder /nonexistent/ham does not exist.*`fedrank plan CONFIG` lists them"),
         ({**study(), "seeds": 0}, r"config key 'seeds'"),
         ({**study(), "stats": {"targets": {"synthetic": 0.5}}}, r"config key 'stats.targets.synthetic': 0.5 is not of type 'object'"),
         ({"studies": {"tuning": study()["studies"]["s"]}}, r"config key 'studies'.*tables, figures, stats, logs and tuning"),
@@ -497,3 +497,17 @@ def test_a_finished_workflow_ends_with_where_the_results_are_and_the_report_comm
     tuned = closing_lines(plan_workflow(load_workflow_config(REPO / "configs/test/tune.yaml")), ["configs/test/my tune.yaml"], "configs/default.yaml")
     assert any(line.startswith("Tuning: ") for line in tuned)
     assert tuned[-1].endswith("report.html --configfile 'configs/test/my tune.yaml'")  # quoted for the shell
+
+
+def test_a_plan_without_the_data_lists_every_missing_input_and_snakemake_refuses_to_start(tmp_path, capsys):
+    roots = {name: {"data": {"name": name, "root": str(tmp_path / name)}} for name in ("ham10000", "msid", "modd")}
+    config = {"datasets": roots, "studies": {"s": {"datasets": list(roots), "methods": ["fedavg", "fedprox"]}}, "seeds": 2,
+              "results": str(tmp_path / "runs"), "reports": str(tmp_path / "reports")}
+    assert main(["plan", write_config(tmp_path, config)]) == 0
+    out = capsys.readouterr().out
+    checklist = [line for line in out.splitlines() if line.startswith("  [ ] ")]
+    assert len(checklist) == len(roots) and all(str(tmp_path / name) in out for name in roots)
+    assert re.search(r"^s +12 +3 +\? ", out, re.M)  # modd has no published size: its hours are unknown, not 0
+    assert "at least " in out  # ham10000 and msid are estimated from their published sizes
+    with pytest.raises(UserError, match=r"^3 input\(s\) missing: .*ham10000.*msid.*modd"):
+        plan(config)

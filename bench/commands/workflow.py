@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
 STATUSES = ("completed", "diverged", "failed", "interrupted", "pending")
 
 
-def load_plan(args: argparse.Namespace, reuse: bool = False):
+def load_plan(args: argparse.Namespace, reuse: bool = False, allow_missing: bool = False):
     """The checked config and its plan, expanded afresh (and stored for `status`), or with
     `reuse` the plan stored for exactly this config and code where there is one."""
     from bench.config import parse_config_json
@@ -23,7 +24,7 @@ def load_plan(args: argparse.Namespace, reuse: bool = False):
         config = load_workflow_config(args.config)
     plan = stored_plan(config) if reuse else None
     if plan is None:
-        plan = plan_workflow(config)
+        plan = plan_workflow(config, allow_missing)
         store_plan(config, plan)
     plan.add_selected()  # tuned test runs whose selection exists (files that change without the config)
     return config, plan
@@ -50,7 +51,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bench.compute import gpu_hours, run_flops
     from bench.io import write_csv, write_text
 
-    config, plan = load_plan(args)
+    config, plan = load_plan(args, allow_missing=not (args.config_of or args.write_manifest or args.write_stats))
     if args.config_of:
         if args.config_of not in plan.runs:
             from bench.errors import UserError
@@ -84,9 +85,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         waiting = pending.get(study, {})
         count = f"{len(ids)}+{len(waiting)}" if waiting else f"{len(ids)}"
         study_hours = sum(hours[i] for i in ids) + sum(hours[f"{key}@{seed}"] for key, seed in waiting) if estimate else 0
-        print(f"{study:<{width}} {count:>7} {len(groups):>7} {f'{study_hours:.1f}' if estimate else '':>10}  {datasets}")
+        print(f"{study:<{width}} {count:>7} {len(groups):>7} {hours_text(study_hours) if estimate else '':>10}  {datasets}")
     if plan.pairs:
-        trial_hours = f", {sum(hours[i] for i in plan.trials):.1f} GPU-hours" if estimate else ""
+        trial_hours = f", {hours_text(sum(hours[i] for i in plan.trials))} GPU-hours" if estimate else ""
         print(f"tuning: {len(plan.pairs)} (setting, method) pairs x {len(next(iter(plan.pairs.values())).trials)} trials = {len(plan.trials)} distinct trial runs{trial_hours}; "
               f"+N: test runs that start once their pair's trials are selected (their estimate: the untuned configuration's)")
     distinct = len(plan.runs) - len(plan.trials) + sum(map(len, pending.values()))
@@ -94,10 +95,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"{distinct} distinct runs ({memberships - distinct} shared between studies){f' and {len(plan.trials)} trial runs' if plan.trials else ''} "
           f"under {config['results']}; reports under {config['reports']}")
     if estimate:
-        print(f"GPU-hours: about {sum(hours.values()):.1f} for the distinct runs on one GPU at {rate:.1f} TFLOP/s sustained ({source}); "
+        total = sum(hours.values())
+        known = "" if not math.isnan(total) else f"at least {sum(h for h in hours.values() if not math.isnan(h)):.1f} (runs on a dataset of unknown size counted 0)"
+        print(f"GPU-hours: about {known or hours_text(total)} for the distinct runs on one GPU at {rate:.1f} TFLOP/s sustained ({source}); "
               "the work is each model's FLOPs per image (torch's FLOP counter) x 3 for training x rounds x local epochs x images, "
-              "plus evaluation (bench/compute.py)")
+              "plus evaluation (bench/compute.py); a dataset not on this machine counts its published size (fedrank datasets)")
+    if plan.missing:
+        print(f"\nMissing inputs: snakemake will not start until each exists ({len(plan.missing)}):")
+        print("\n".join(f"  [ ] {message}" for message in plan.missing.values()))
     return 0
+
+
+def hours_text(hours: float) -> str:
+    """'12.3', or '?' where a dataset is neither on this machine nor of a published size."""
+    return "?" if math.isnan(hours) else f"{hours:.1f}"
 
 
 def pending_tests(plan) -> dict[str, dict[tuple[str, int], object]]:

@@ -75,16 +75,17 @@ class DatasetSpec:
     needs_root: bool
     summary: str
     root_kind: str = "folder"  # what data.root names: a folder, or a file (medmnist's .npz)
+    images: int | None = None  # the published size, for plans made without the data (None: unknown)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, *, default_size: int | None, needs_root: bool, summary: str, root_kind: str = "folder"):
+def register_dataset(name: str, *, default_size: int | None, needs_root: bool, summary: str, root_kind: str = "folder", images: int | None = None):
     """Decorator: make a loader `load(data_config) -> ImageDataset` available as `data.name`."""
 
     def wrap(load: Callable[[dict], ImageDataset]) -> Callable[[dict], ImageDataset]:
-        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary, root_kind)
+        DATASETS[name] = DatasetSpec(name, load, default_size, needs_root, summary, root_kind, images)
         return load
 
     return wrap

@@ -117,10 +117,11 @@ def origin_note(listing: Listing, groups: np.ndarray | None) -> list[str]:
     return [note]
 
 
-def register_folder_dataset(name: str, classes: list[str], summary: str, case_of: Callable[[Path], str] | None = None) -> None:
-    """Register a folder-per-class loader; `case_of(path)` names an image's patient/case, if known."""
+def register_folder_dataset(name: str, classes: list[str], summary: str, case_of: Callable[[Path], str] | None = None, images: int | None = None) -> None:
+    """Register a folder-per-class loader; `case_of(path)` names an image's patient/case, if known;
+    `images` is its published size (for plans made without it)."""
 
-    @register_dataset(name, default_size=64, needs_root=True, summary=summary)
+    @register_dataset(name, default_size=64, needs_root=True, summary=summary, images=images)
     def load(cfg: dict) -> ImageDataset:
         root = Path(cfg["root"])
         listing = read_class_folders(root, classes, cfg["ignore_folders"])

@@ -56,7 +56,7 @@ def read_centres(cfg: dict, root: Path, image_ids: pd.Series) -> tuple[np.ndarra
     return sites, names, notes
 
 
-@register_dataset("ham10000", default_size=64, needs_root=True, summary="HAM10000 dermoscopy, 10,015 images, 7 classes, grouped by lesion; 4 centres")
+@register_dataset("ham10000", default_size=64, needs_root=True, summary="HAM10000 dermoscopy, 10,015 images, 7 classes, grouped by lesion; 4 centres", images=10015)
 def load(cfg: dict) -> ImageDataset:
     root = Path(cfg["root"])
     meta = read_metadata(root / METADATA)

@@ -102,7 +102,8 @@ def flamby_split(cfg: dict, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str
     return merged, notes
 
 
-@register_dataset("isic2019", default_size=64, needs_root=True, summary="ISIC 2019 dermoscopy, 8 classes, grouped by lesion; Fed-ISIC2019 centres with FLamby's split")
+@register_dataset("isic2019", default_size=64, needs_root=True, summary="ISIC 2019 dermoscopy, 25,331 training images, 8 classes, grouped by lesion; Fed-ISIC2019 centres with FLamby's split",
+                  images=25331)
 def load(cfg: dict) -> ImageDataset:
     root = Path(cfg["root"])
     table, notes = read_ground_truth(root)

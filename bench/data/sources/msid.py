@@ -8,4 +8,4 @@ from bench.data.folders import register_folder_dataset
 
 CLASSES = ["Monkeypox", "Chickenpox", "Measles", "Normal"]
 
-register_folder_dataset("msid", CLASSES, "Monkeypox Skin Images Dataset, 770 images, 4 classes, grouped by copies")
+register_folder_dataset("msid", CLASSES, "Monkeypox Skin Images Dataset, 770 images, 4 classes, grouped by copies", images=770)

@@ -20,4 +20,4 @@ def case_of(path: Path) -> str:
     return path.stem.rsplit("_", 1)[0]
 
 
-register_folder_dataset("msld", CLASSES, "Monkeypox Skin Lesion Dataset v1, 228 images, 2 classes, grouped by case and copies", case_of)
+register_folder_dataset("msld", CLASSES, "Monkeypox Skin Lesion Dataset v1, 228 images, 2 classes, grouped by case and copies", case_of, images=228)
