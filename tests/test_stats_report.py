@@ -47,7 +47,7 @@ def test_report_writes_every_table_and_figure(study, tmp_path):
                   "--set", "targets.ham10000.value=0.7", "--set", "targets.isic2019.value=0.7") == 0
     for name in ("main_comparison", "communication", "significance", "ablation_beta", "ablation_dataset", "sensitivity_fedlsc_tau",
                  "sensitivity_fedlsc_per", "leaderboard", "pairwise", "control", "power", "runs"):
-        for ext in ("csv", "md", "tex"):
+        for ext in ("csv", "html", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 100, f"{name}.{ext}"
     tex = (out / "tables" / "main_comparison.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"FedLSC Per=1\%" in tex and r"\textbf{" in tex
@@ -119,7 +119,7 @@ def test_rank_prints_the_leaderboard(study, tmp_path, capsys):
     assert report("rank", "--runs", str(study / "runs"), "--out", str(out), "--set", "metric=balanced_accuracy") == 0
     printed = capsys.readouterr().out
     assert "Leaderboard (balanced accuracy)" in printed and "Friedman chi2" in printed
-    assert sorted(p.name for p in (out / "tables").iterdir()) == [f"{n}.{e}" for n in ("leaderboard", "pairwise") for e in ("csv", "md", "tex")]
+    assert sorted(p.name for p in (out / "tables").iterdir()) == [f"{n}.{e}" for n in ("leaderboard", "pairwise") for e in ("csv", "html", "md", "tex")]
     assert (out / "figures" / "cd_diagram.png").is_file()
 
 
