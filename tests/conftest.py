@@ -60,10 +60,10 @@ def assert_resume_is_exact(cfg: dict, tmp_path: Path, monkeypatch, crash_round: 
     execute(cfg, tmp_path / "straight", show_progress=False)
     real_play = engine_run.play_round
 
-    def crash(exp, progress):
+    def crash(exp, progress, *beat):
         if exp.fed.round == crash_round:
             raise RuntimeError("simulated node failure")
-        return real_play(exp, progress)
+        return real_play(exp, progress, *beat)
 
     monkeypatch.setattr(engine_run, "play_round", crash)
     with pytest.raises(RuntimeError, match="simulated node failure"):

@@ -91,7 +91,7 @@ def test_status_answers_from_the_stored_plan_until_the_config_changes(tmp_path, 
     first = capsys.readouterr().out
     expansions = []
     real = bench.workflow.plan_workflow
-    monkeypatch.setattr(bench.workflow, "plan_workflow", lambda config: expansions.append(1) or real(config))
+    monkeypatch.setattr(bench.workflow, "plan_workflow", lambda config, *allow: expansions.append(1) or real(config, *allow))
     assert main(["status", str(path)]) == 0 and capsys.readouterr().out == first and not expansions  # from the stored plan
     monkeypatch.setenv("FEDRANK_TEST_RESULTS", str(tmp_path / "elsewhere"))  # a variable the config names
     assert main(["status", str(path)]) == 0 and len(expansions) == 1

@@ -112,8 +112,8 @@ def test_the_model_is_compiled_once_and_every_client_and_round_reuses_it(tmp_pat
     after_round = []
     play = engine_run.play_round
 
-    def counted(exp, progress):
-        rows = play(exp, progress)
+    def counted(exp, progress, *beat):
+        rows = play(exp, progress, *beat)
         after_round.append(len(COMPILES))
         return rows
 

@@ -478,7 +478,7 @@ def test_a_job_records_bad_input_found_at_run_time_as_a_failed_run_at_once(tmp_p
 def test_a_job_error_fails_the_attempt_until_the_last_which_records_it(tmp_path, monkeypatch):
     import bench.engine.run as engine_run
 
-    def crash(exp, progress):
+    def crash(exp, progress, *beat):
         raise RuntimeError("simulated CUDA error")
 
     monkeypatch.setattr(engine_run, "play_round", crash)
