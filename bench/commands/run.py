@@ -48,8 +48,10 @@ def parse_attempt(text: str | None) -> tuple[int, int] | None:
 def ends_as_failed_run(exc: Exception, attempt: tuple[int, int] | None) -> bool:
     """Under the workflow (`--attempt N/M`), whether an error is recorded as a failed run: bad input
     found at run time at once (retrying cannot fix it), any other error on the last attempt."""
-    from bench.errors import UserError
+    from bench.errors import Stopped, UserError
 
+    if isinstance(exc, Stopped):  # the folder in use, a full disk, Ctrl-C: the same command continues the run
+        return False
     return attempt is not None and (isinstance(exc, UserError) or attempt[0] >= attempt[1])
 
 
@@ -57,6 +59,7 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
     """The failed run's record: the engine's own if it got that far, else a minimal one written here
     (bad input found at run time, e.g. a client left without data), so the run is never dropped."""
     from bench.config import config_digest, run_id
+    from bench.engine.lock import run_folder_lock
     from bench.engine.outputs import check_output_folder, recorded
     from bench.engine.run import Progress, RunPaths, write_outputs
 
@@ -64,12 +67,14 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
     record = recorded(paths, config_digest(cfg))  # a folder holding another configuration's run is refused
     if record is None:
         check_output_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
         record = {
             "run_id": run_id(cfg), "status": "failed", "error": f"{type(exc).__name__}: {exc}", "rounds_completed": 0,
             "diverged_round": None, "resumed_from_round": None, "headline_scope": None, "seed": cfg["seed"],
             "method": cfg["method"], "config": cfg, "config_digest": config_digest(cfg),
         }
-        write_outputs(paths, Progress(), record)
+        with run_folder_lock(out):
+            write_outputs(paths, Progress(), record)
     logging.getLogger("fedrank").error("%s recorded as failed: %s: %s", run_id(cfg), type(exc).__name__, exc)
     return record
 
