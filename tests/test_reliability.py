@@ -509,7 +509,13 @@ def stop_in_round(monkeypatch, round: int, error: BaseException) -> None:
         monkeypatch.setattr(engine_run, "torch_save", save)
     else:
         real_play = engine_run.play_round
-        monkeypatch.setattr(engine_run, "play_round", lambda exp, progress: (_ for _ in ()).throw(error) if exp.fed.round == round else real_play(exp, progress))
+
+        def play(exp, progress):
+            if exp.fed.round == round:
+                raise error
+            return real_play(exp, progress)
+
+        monkeypatch.setattr(engine_run, "play_round", play)
 
 
 @pytest.mark.parametrize("error, code, message", [
