@@ -155,7 +155,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             Outputs go to --out (default results/runs/<run id>, the id derived from the resolved
             config): run.json, metrics.parquet, diagnostics.parquet. A run killed at any point
             resumes from its last completed round when started again with the same config;
-            a finished run is not repeated. Config keys and defaults: bench/schemas/run.schema.yaml."""),
+            a finished run is not repeated. One process at a time runs in a folder (it holds run.lock
+            there); Ctrl-C or a full disk stops with the round the same command resumes from.
+            Config keys and defaults: bench/schemas/run.schema.yaml."""),
     )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--config", "-c", help="YAML run config (default: built-in defaults, the digits demo)")
