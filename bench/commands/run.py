@@ -81,15 +81,18 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from bench.methods import registry
+    from bench.methods.requirements import REQUIREMENTS
     from bench.search import shared_space
 
     methods = registry()
     if args.json:
         print(json.dumps({name: {**cls.hparam_schema(), "search": {hp: s.to_json() for hp, s in cls.search_space().items()},
-                                 "recipe": recipe_json(cls.recipe)} for name, cls in methods.items()}, indent=2))
+                                 "recipe": recipe_json(cls.recipe), "requires": list(cls.requires)} for name, cls in methods.items()}, indent=2))
         return 0
     for name, cls in methods.items():
         print(f"{name:<12} {cls.summary()}")
+        if cls.requires:
+            print(f"    requires {', '.join(REQUIREMENTS[key].what for key in cls.requires)}")
         spaces = cls.search_space()
         for hp, field in cls.hparams().items():
             bounds = ", ".join(f"{k} {v}" for k, v in field.metadata["bounds"].items())
