@@ -14,7 +14,7 @@ import signal
 import sys
 
 import bench
-from bench.errors import UserError
+from bench.errors import Interrupted, UserError
 
 SUBCOMMAND_MODULES = ("bench.commands.run", "bench.commands.new_method", "bench.commands.data", "bench.commands.report", "bench.commands.workflow", "bench.commands.tune")
 
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except UserError as exc:
         print(f"fedrank: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fedrank: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
     except BrokenPipeError:
         # The reader went away: point stdout at /dev/null so the interpreter's final flush
         # cannot fail again, and end as a process killed by SIGPIPE would.

@@ -263,6 +263,7 @@ def resolve(cfg: dict) -> dict:
     """Fill defaults and validate: schema keys, then dataset, model and method options."""
     from bench.data import resolve_data_config
     from bench.methods import resolve_method_config
+    from bench.methods.requirements import check_requirements
     from bench.models import resolve_model_config
 
     schema = run_schema()
@@ -273,7 +274,25 @@ def resolve(cfg: dict) -> dict:
     cfg["method"] = resolve_method_config(cfg["method"])
     for record in ("recipe", "tuned"):
         check_record(cfg, record)
+    check_requirements(cfg)
+    check_client_architectures(cfg)
     return cfg
+
+
+def check_client_architectures(cfg: dict) -> None:
+    """The model sections a method gives its clients (`Method.client_architecture`) resolve, so a
+    config that validates is one that builds."""
+    from bench.methods import make_method
+    from bench.models import resolve_model_config
+
+    method = make_method(cfg["method"])
+    clients = max(cfg["partition"]["clients"], len(cfg["partition"]["sites"] or ()))
+    sections = {json.dumps(s, sort_keys=True): (i, s) for i in reversed(range(clients)) if (s := method.client_architecture(i)) is not None}
+    for client, section in sections.values():
+        try:
+            resolve_model_config(section)
+        except UserError as exc:
+            raise UserError(f"config key 'method': method {cfg['method']['name']} gives client {client} a model it cannot build: {exc}") from None
 
 
 def get_key(cfg: dict, path: str) -> Any:

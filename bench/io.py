@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -56,6 +57,24 @@ def output_folder(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable(root: Path, what: str, fix: str) -> None:
+    """A one-line error now, before anything is written, if the folder `root` (`what`, e.g.
+    "output folder") cannot be created or written: a file on its path, a name too long for the
+    filesystem, no permission."""
+    existing = next(p for p in (root, *root.parents) if os.path.exists(p))  # os.path: a name too long is only not there
+    if not existing.is_dir():
+        raise UserError(f"{what} {root}: {existing} is a file, not a folder; {fix}")
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    too_long = next((part for part in root.parts if len(os.fsencode(part)) > limit), None)
+    if too_long is not None:
+        raise UserError(f"{what} {root}: the name '{too_long[:24]}...' has {len(os.fsencode(too_long))} bytes, more than the {limit} "
+                        f"this filesystem allows; {fix}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".fedrank-write-test-", dir=existing))
+    except OSError as exc:
+        raise UserError(f"{what} {root}: cannot write in {existing} ({exc.strerror}); {fix}") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
@@ -81,6 +100,16 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import yaml
 
 from bench.config import fill_defaults, get_key, missing_inputs_recorded, read_yaml, resolve, run_id, set_key, validate
-from bench.errors import UserError
+from bench.errors import UserError, closest
 from bench.tuning import Pair, check_tune, draw_trials, tuned_dimensions, with_values
 
 WORKFLOW_SCHEMA = str(resources.files("bench.schemas").joinpath("workflow.schema.yaml"))
@@ -229,7 +229,7 @@ def method_entries(study: str, spec: str | list, hparams: dict[str, set[str]]) -
     entries = [{"name": name} for name in hparams] if spec == "all" else [{"name": e} if isinstance(e, str) else dict(e) for e in spec]
     for entry in entries:
         if entry["name"] not in hparams:
-            raise UserError(f"config key 'studies.{study}.methods': unknown method '{entry['name']}'; choose from {', '.join(hparams)} or `all`")
+            raise UserError(f"config key 'studies.{study}.methods': unknown method '{entry['name']}'{closest(entry['name'], hparams)}; choose from {', '.join(hparams)} or `all`")
     return entries
 
 

@@ -198,6 +198,47 @@ def stats(*args: str, runs: Callable[[Path], Path] = runs_folder) -> Setup:
     return lambda tmp, finished: ["stats", "--quiet", "--runs", str(runs(tmp)), "--out", str(tmp / "out"), *args]
 
 
+def failed_run(*sets: str) -> Callable[[Path], object]:
+    """A run of these overrides recorded as failed under the workflow (bad input found at run time) at <case>/run."""
+    return lambda tmp: main([*run(*sets)(tmp, tmp), "--attempt", "1/3"])
+
+
+def metrics_table(edit: Callable[[object], object]) -> Callable[[Path], None]:
+    """Rewrite a run folder's metrics.parquet with `edit(table)`, keeping its Arrow schema."""
+    import pyarrow.parquet as pq
+
+    def change(folder: Path) -> None:
+        path = folder / "metrics.parquet"
+        pq.write_table(edit(pq.read_table(path)), path)
+
+    return change
+
+
+def as_run(other: str) -> Callable[[object], object]:
+    """A metrics table relabelled as another run's rows."""
+    import pyarrow as pa
+
+    return lambda table: table.set_column(0, "run_id", pa.array([other] * table.num_rows).dictionary_encode().cast(table.schema.field("run_id").type))
+
+
+def before_round(last: int) -> Callable[[object], object]:
+    import pyarrow.compute as pc
+
+    return lambda table: table.filter(pc.less(table["round"], last))
+
+
+def doubled_values(table):
+    import pyarrow.compute as pc
+
+    return table.set_column(table.schema.get_field_index("value"), "value", pc.multiply(table["value"], 2.0))
+
+
+def data_root_after_set(tmp: Path, finished: Path) -> list[str]:
+    """`fedrank data prepare ham10000 --root R --set data=ham10000 ...`: the --set replaces the data section."""
+    make_ham(tmp / "data")
+    return ["data", "prepare", "ham10000", "--root", str(tmp / "data"), *set_options(["data=ham10000", f"data.cache_dir={tmp / 'cache'}", "data.image_size=8"])]
+
+
 # ---- checks ---------------------------------------------------------------------------------------
 def no_checkpoint_left(tmp: Path, finished: Path) -> None:
     assert not (tmp / "run" / "checkpoint.pt").exists() and json.loads((tmp / "run" / "run.json").read_text())["status"] == "completed"
@@ -220,6 +261,10 @@ CASES: dict[str, Case] = {
     "config: value out of bounds": Case(resolved("partition.beta=-1"), r"config key 'partition.beta'"),
     "config: unknown key": Case(resolved("train.lr_stepp=3"), r"config key 'train'.*valid keys"),
     "config: unknown method": Case(resolved("method=nope"), r"unknown method 'nope'"),
+    "config: method name with a typo": Case(resolved("method=fedprx"), r"unknown method 'fedprx' \(did you mean fedprox"),
+    "config: a method that needs a public split, without one": Case(resolved("method=feddf"), r"method feddf needs a public split .*\(.*feddf.*\)"),
+    "config: unknown client architecture": Case(resolved("method=fedmd", "data.public_fraction=0.1", "method.architectures=[nope]"),
+                                                r"method fedmd gives client 0 a model it cannot build: config key 'model.name': unknown model 'nope'"),
     "config: unknown method hyper-parameter": Case(resolved("method.tau=5"), r"config key 'method'.*'tau' was unexpected"),
     "config: unknown dataset": Case(resolved("data=nope"), r"unknown dataset 'nope'"),
     "config: unknown model": Case(resolved("model=nope"), r"unknown model 'nope'"),
@@ -253,6 +298,18 @@ CASES: dict[str, Case] = {
     "run: --out not writable": Case(run(out="/proc/fedrank-test/run"), r"output folder /proc/fedrank-test/run: cannot write in /proc"),
     "run: CUDA device this machine lacks": Case(run(f"runtime.device=cuda:{torch.cuda.device_count()}"), r"config key 'runtime.device': cuda:\d+ is not available here"),
     "run: too many clients for the data": Case(run("partition.clients=40"), r"config key 'partition.clients'"),
+    "run: --out name too long for the filesystem": Case(run(out="x" * 300), r"output folder .*: the name 'x+\.\.\.' has 300 bytes, more than the \d+"),
+    "run: participation count above the client count": Case(run("train.participation=5"), r"config key 'train.participation': 5 clients per round, but the partition has 3"),
+    "run: a grouped test share the split cannot honour": Case(run("data.test_fraction=0.97"), r"config key 'data.test_fraction': 0.97 cannot be honoured .*choose 0.5 \(1 in 2\)"),
+    "run: validation leaves a client one training image": Case(run("partition.scheme=fixed", "partition.samples_per_client=4", "partition.min_samples=1", "partition.local_test_fraction=0.5",
+                                                                   "partition.val_fraction=0.5"), r"partition: client\(s\) 0 \(1\), .* keep fewer than 2 training images"),
+    "run: FedPer keeping every layer personal": Case(run("method=fedper", "method.layers=3"), r"config key 'method.layers': 3 personalization layers, but this model has 3 weight layers"),
+    "run: a method that needs a public split, without one": Case(run("method=fedmd"), r"method fedmd needs a public split"),
+    "run: a public split too small to hold an image": Case(run("method=fedmd", "data.public_fraction=0.001"), r"method fedmd needs a public split, but data.public_fraction=0.001 leaves it empty"),
+    "run: stale lock of a killed run": Case(then(write("run/run.lock", "host gone pid 4194304\n"), run()), log=r"recovered the lock of host gone pid 4194304, which no longer runs",
+                                            check=same_as_uninterrupted),
+    "run: a failed run of another config in the folder": Case(then(failed_run("partition.clients=40"), run()), log=r"replacing the failed run synthetic-fedavg-s0-\w+ of another configuration",
+                                                              check=same_as_uninterrupted),
     "weights: random bytes": Case(weights(bytes(range(256)) * 4), r"w.pt is not a readable weights file \(UnpicklingError\)"),
     "weights: empty file": Case(weights(b""), r"w.pt is not a readable weights file \(EOFError\)"),
     "weights: no state dict": Case(weights(lambda path: torch.save([1, 2], path)), r"w.pt holds no state dict"),
@@ -266,6 +323,11 @@ CASES: dict[str, Case] = {
     "finished run: diagnostics.parquet truncated": Case(finished_run(FINISHED, truncate("diagnostics.parquet")), log=r"diagnostics.parquet is unreadable", check=same_as_uninterrupted),
     "finished run: metrics deleted, checkpoint kept": Case(finished_run(remove("metrics.parquet")), log=r"metrics.parquet is missing", check=same_as_uninterrupted),
     "finished run: run.json truncated": Case(finished_run(FINISHED, truncate("run.json")), log=r"run.json is unreadable \(JSONDecodeError\)", check=same_as_uninterrupted),
+    "finished run: metrics.parquet of another run": Case(finished_run(FINISHED, metrics_table(as_run("synthetic-fedavg-s1-0000000000"))),
+                                                         log=r"run.json says completed but its metrics.parquet holds the rows of run synthetic-fedavg-s1-0000000000: running it again",
+                                                         check=same_as_uninterrupted),
+    "finished run: metrics.parquet without its last round": Case(finished_run(FINISHED, metrics_table(before_round(2))), log=r"lacks round\(s\) 2: running it again",
+                                                                 check=same_as_uninterrupted),
     "finished run: another config into its folder": Case(finished_run(command=run(OTHER_SEED)), r"holds run synthetic-fedavg-s0-\w+ of another configuration"),
     "finished run: another config, under the workflow": Case(finished_run(command=lambda tmp, f: [*run(OTHER_SEED)(tmp, f), "--attempt", "1/3"]), r"of another configuration"),
     "killed run: checkpoint truncated": Case(finished_run(KILLED, truncate("checkpoint.pt")), log=r"checkpoint .* is unreadable .*restarts from round 1", check=same_as_uninterrupted),
@@ -293,6 +355,7 @@ CASES: dict[str, Case] = {
                                                       r"split.csv rows 2, 25 all list image ISIC_0000000"),
     "data: FLamby split naming none of the images": Case(prepare_data(write("split.csv", "image,center,fold\nISIC_9999999,1,train\n"), dataset="isic2019", sets=("data.sites_file={case}/split.csv",)),
                                                           r"isic2019: no images left to load from data.root"),
+    "data: --set data=NAME with --root": Case(data_root_after_set, log=r"ham10000 ready: 21 images"),
     "data: empty cache array": Case(prepared_twice(cache_file("*.npy")), log=r"cache .*\.npy is unreadable .*rebuilding it"),
     "data: empty cache manifest": Case(prepared_twice(cache_file("ham10000-*.json")), log=r"cache .*\.npy is unreadable .*rebuilding it"),
     "data: empty source index": Case(prepared_twice(cache_file("sources/*.json")), log=r"checksumming 21 source file"),
@@ -305,6 +368,14 @@ CASES: dict[str, Case] = {
     "report: a run without metrics.parquet": Case(stats(runs=lambda tmp: runs_folder(tmp, remove("metrics.parquet"))), log=r"runs/[\w-]+/metrics.parquet: missing; its run has no metrics",
                                                   check=report_written),
     "report: a run with a corrupt run.json": Case(stats(runs=lambda tmp: runs_folder(tmp, truncate("run.json"))), r"no run records in"),
+    "report: a run with another run's metrics.parquet": Case(stats(runs=lambda tmp: runs_folder(tmp, metrics_table(as_run("synthetic-fedavg-s1-0000000000")))),
+                                                             log=r"run [\w-]+ .*: its metrics.parquet holds the rows of run synthetic-fedavg-s1-0000000000; its metrics are not scored",
+                                                             check=report_written),
+    "report: a run whose metrics.parquet lacks its last round": Case(stats(runs=lambda tmp: runs_folder(tmp, metrics_table(before_round(2)))),
+                                                                     log=r"it completed 2 rounds \(evaluated every 1\) but its metrics.parquet lacks round\(s\) 2; its metrics are not scored",
+                                                                     check=report_written),
+    "report: a run whose metrics.parquet was changed": Case(stats(runs=lambda tmp: runs_folder(tmp, metrics_table(doubled_values))),
+                                                            log=r"its metrics.parquet is not the file its run.json recorded \(SHA-256 differs\)", check=report_written),
     # workflow configs: what reaches shell commands
     "workflow: results folder with ;": Case(workflow(study(results="runs;touch pwned;")), r"config key 'results': 'runs;touch pwned;' does not match"),
     "workflow: results folder with $()": Case(workflow(study(results="runs$(touch pwned)")), r"config key 'results'.*no shell characters"),
@@ -316,6 +387,10 @@ CASES: dict[str, Case] = {
     "workflow: unknown study selected": Case(workflow(study(run_studies=["nope"])), r"config key 'run_studies': unknown study 'nope'"),
     "workflow: NaN in a grid": Case(workflow({"studies": {"s": {"datasets": ["synthetic"], "methods": ["fedlsc"], "grid": {"method.tau": [float("nan")]}}}}),
                                     r"config key 'studies.s.grid.method.tau.0': nan is not a finite"),
+    "workflow: method name with a typo": Case(workflow({"studies": {"s": {"datasets": ["synthetic"], "methods": ["fedprx"]}}}), r"unknown method 'fedprx' \(did you mean fedprox"),
+    "workflow: methods that need a public split, without one": Case(workflow({"studies": {"s": {"datasets": ["synthetic"], "methods": "all"}}}),
+                                                                    r"studies.s \(synthetic, \w+\): method \w+ needs a public split .*leave out the methods that need it"),
+    "workflow: results folder not writable": Case(workflow(study(results="/proc/fedrank-test/runs")), r"config key 'results': /proc/fedrank-test/runs: cannot write in /proc"),
     "workflow: --config-of an unknown run": Case(workflow(study(), "--config-of", "nope"), r"--config-of 'nope': no such run"),
 }
 
@@ -365,3 +440,140 @@ def test_reliability_case(name, finished, tmp_path, monkeypatch, capsys, caplog)
     if case.check:
         case.check(tmp_path, finished)
     assert leftovers(tmp_path) == empty_before
+
+
+# ---- interruptions, concurrency and what a run records ---------------------------------------------
+HOLD_LOCK = "import sys; from pathlib import Path; from bench.engine.lock import run_folder_lock\n" \
+            "with run_folder_lock(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()"
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedrank: error: "), lines
+    return lines[0]
+
+
+def test_a_folder_held_by_a_live_process_stops_a_second_run_naming_the_holder(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = tree(tmp_path)
+        assert main(run(OTHER_SEED)(tmp_path, tmp_path)) == 2
+        line = one_error_line(capsys)
+        assert f"is in use by a run of host {socket.gethostname()} pid {holder.pid}" in line
+        assert tree(tmp_path) == before
+        assert main([*run(OTHER_SEED)(tmp_path, tmp_path), "--attempt", "3/3"]) == 2  # not recorded as the run's failure
+        assert tree(tmp_path) == before
+    finally:
+        holder.communicate("")
+    assert not (folder / "run.lock").exists()
+
+
+def test_two_runs_started_at_once_on_one_folder_leave_exactly_one_run(tmp_path):
+    """Different configs into one --out at the same moment: one runs, the other stops with one line
+    (the folder in use, or holding the other's finished run), never both reporting success."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", *run(f"seed={seed}")(tmp_path, tmp_path)[:-2], "--out", str(out), "--set", f"seed={seed}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}) for seed in (0, 1)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    (winner,) = [seed for seed, (code, _) in enumerate(results) if code == 0]
+    (err,) = [err for code, err in results if code == 2]
+    assert re.search(r"fedrank: error: .*(is in use by a run of host \S+ pid \d+|holds run \S+ of another configuration)", err.strip().splitlines()[-1]), err
+    assert json.loads((out / "run.json").read_text())["seed"] == winner
+    assert pd.read_parquet(out / "metrics.parquet")["run_id"].eq(json.loads((out / "run.json").read_text())["run_id"]).all()
+
+
+def stop_in_round(monkeypatch, round: int, error: BaseException) -> None:
+    """Raise `error` when round `round`'s checkpoint is written (the disk fills) or the round starts (Ctrl-C)."""
+    import bench.engine.run as engine_run
+
+    if isinstance(error, OSError):
+        real = engine_run.torch_save
+
+        def save(path, obj):
+            if obj["progress"]["next_round"] == round + 1:
+                raise error
+            real(path, obj)
+
+        monkeypatch.setattr(engine_run, "torch_save", save)
+    else:
+        real_play = engine_run.play_round
+
+        def play(exp, progress):
+            if exp.fed.round == round:
+                raise error
+            return real_play(exp, progress)
+
+        monkeypatch.setattr(engine_run, "play_round", play)
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (OSError(28, "No space left on device"), 2, r"no space left on /\S* \(No space left on device\) while writing .*; free space and rerun the same command to resume from round 2"),
+    (KeyboardInterrupt(), 130, r"interrupted: .* keeps its checkpoint; run the same command again to resume from round 2"),
+])
+def test_a_full_disk_or_ctrl_c_stops_in_one_line_and_the_same_command_resumes(error, code, message, finished, tmp_path, monkeypatch, capsys):
+    command = run()(tmp_path, finished)
+    with monkeypatch.context() as patch:
+        stop_in_round(patch, 2, error)
+        assert main([*command, "--attempt", "3/3"]) == code  # the workflow's last attempt does not record it as failed
+    assert re.search(message, one_error_line(capsys))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]  # round 1's checkpoint, nothing half-written
+    assert main(command) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_from_round"] == 2
+    same_as_uninterrupted(tmp_path, finished)
+
+
+def test_a_finished_run_records_the_sha256_of_its_metrics(finished):
+    from bench.io import file_sha256
+
+    assert json.loads((finished / "run.json").read_text())["metrics_sha256"] == file_sha256(finished / "metrics.parquet")
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bits_and_32_bit_pixels_are_refused(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench.data.preprocess import decode_image, fingerprint_file
+    from bench.errors import UserError
+
+    ramp = np.repeat(np.linspace(0, 65535, 64).astype(np.uint16)[None], 64, axis=0)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    pixels = decode_image(str(tmp_path / "ramp16.png"), 8)
+    assert pixels.shape == (3, 8, 8) and pixels.min() < 32 and pixels.max() > 223 and abs(pixels.mean() - 127.5) < 8  # a ramp, not white
+    Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(tmp_path / "white16.png")
+    Image.fromarray(np.full((8, 8), 0, dtype=np.uint16)).save(tmp_path / "black16.png")
+    hashes = [fingerprint_file(str(tmp_path / name), perceptual=True)[1] for name in ("ramp16.png", "white16.png")]
+    assert (hashes[0] != hashes[1]).any()  # not all near-duplicates of a white image
+    assert decode_image(str(tmp_path / "black16.png"), 8).max() == 0 and decode_image(str(tmp_path / "white16.png"), 8).min() == 255
+    Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(UserError, match=r"image .*float.tif has F mode pixels"):
+        decode_image(str(tmp_path / "float.tif"), 8)
+
+
+def test_every_requirement_a_method_declares_is_defined_and_checked():
+    from bench.methods import registry
+    from bench.methods.requirements import REQUIREMENTS
+
+    declared = {key for cls in registry().values() for key in cls.requires}
+    assert declared and declared <= set(REQUIREMENTS)
+
+
+def test_the_default_workflow_profile_reruns_incomplete_jobs_and_the_readme_says_so():
+    """A Snakemake killed with -9 leaves incomplete outputs; runs resume from their checkpoints, so
+    rerunning them is safe, and a plain rerun must not stop with IncompleteFilesException."""
+    from conftest import REPO
+
+    assert yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["rerun-incomplete"] is True
+    robustness = (REPO / "README.md").read_text().split("**Robustness.**")[1].split("\n\n")[0]
+    assert "--rerun-incomplete" in robustness and "flock" in robustness

@@ -43,7 +43,7 @@ def methods_of(p) -> list[dict]:
 
 
 def test_method_axes_expand_only_the_methods_that_declare_them():
-    p = plan(study(methods="all", grid={"method.fedlsc.per": [0.0, 0.01]}))
+    p = plan(study(methods="all", grid={"method.fedlsc.per": [0.0, 0.01]}, base={"data": {"public_fraction": 0.2}}))  # what the distillation methods need
     names = list(registry())
     assert len(p.runs) == (len(names) + 1) * 2  # fedlsc twice, every other method once, 2 seeds
     per = sorted(m["per"] for m in methods_of(p) if m["name"] == "fedlsc")
@@ -167,7 +167,7 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
         beta: float = hparam(0.9, "server momentum", minimum=0)
 
     try:
-        p = plan(study(methods="all", grid={"method.fednew_test.beta": [0.5, 0.9]}))
+        p = plan(study(methods="all", grid={"method.fednew_test.beta": [0.5, 0.9]}, base={"data": {"public_fraction": 0.2}}))
         new = [m for m in methods_of(p) if m["name"] == "fednew_test"]
         assert sorted(m["beta"] for m in new) == [0.5, 0.5, 0.9, 0.9]
     finally:

@@ -11,15 +11,14 @@ log = logging.getLogger("fedrank")
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:
-    """The command-line options as config overrides, applied after --config and before --set."""
+    """The command-line options as config overrides, applied after --config: the dataset, scheme and
+    seed before --set, --root after it (a `--set data=NAME` replaces the whole data section)."""
     sets = [f"data.name={args.dataset}"]
-    if args.root:
-        sets.append(f"data.root={args.root}")
     if getattr(args, "partition", None):
         sets.append(f"partition.scheme={args.partition}")
     if getattr(args, "seed", None) is not None:
         sets.append(f"seed={args.seed}")
-    return sets + args.set
+    return sets + args.set + ([f"data.root={args.root}"] if args.root else [])
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

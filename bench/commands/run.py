@@ -48,8 +48,10 @@ def parse_attempt(text: str | None) -> tuple[int, int] | None:
 def ends_as_failed_run(exc: Exception, attempt: tuple[int, int] | None) -> bool:
     """Under the workflow (`--attempt N/M`), whether an error is recorded as a failed run: bad input
     found at run time at once (retrying cannot fix it), any other error on the last attempt."""
-    from bench.errors import UserError
+    from bench.errors import Stopped, UserError
 
+    if isinstance(exc, Stopped):  # the folder in use, a full disk, Ctrl-C: the same command continues the run
+        return False
     return attempt is not None and (isinstance(exc, UserError) or attempt[0] >= attempt[1])
 
 
@@ -57,6 +59,7 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
     """The failed run's record: the engine's own if it got that far, else a minimal one written here
     (bad input found at run time, e.g. a client left without data), so the run is never dropped."""
     from bench.config import config_digest, run_id
+    from bench.engine.lock import run_folder_lock
     from bench.engine.outputs import check_output_folder, recorded
     from bench.engine.run import Progress, RunPaths, write_outputs
 
@@ -64,27 +67,32 @@ def record_failure(cfg: dict, out: Path, exc: Exception) -> dict:
     record = recorded(paths, config_digest(cfg))  # a folder holding another configuration's run is refused
     if record is None:
         check_output_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
         record = {
             "run_id": run_id(cfg), "status": "failed", "error": f"{type(exc).__name__}: {exc}", "rounds_completed": 0,
             "diverged_round": None, "resumed_from_round": None, "headline_scope": None, "seed": cfg["seed"],
             "method": cfg["method"], "config": cfg, "config_digest": config_digest(cfg),
         }
-        write_outputs(paths, Progress(), record)
+        with run_folder_lock(out):
+            write_outputs(paths, Progress(), record)
     logging.getLogger("fedrank").error("%s recorded as failed: %s: %s", run_id(cfg), type(exc).__name__, exc)
     return record
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from bench.methods import registry
+    from bench.methods.requirements import REQUIREMENTS
     from bench.search import shared_space
 
     methods = registry()
     if args.json:
         print(json.dumps({name: {**cls.hparam_schema(), "search": {hp: s.to_json() for hp, s in cls.search_space().items()},
-                                 "recipe": recipe_json(cls.recipe)} for name, cls in methods.items()}, indent=2))
+                                 "recipe": recipe_json(cls.recipe), "requires": list(cls.requires)} for name, cls in methods.items()}, indent=2))
         return 0
     for name, cls in methods.items():
         print(f"{name:<12} {cls.summary()}")
+        if cls.requires:
+            print(f"    requires {', '.join(REQUIREMENTS[key].what for key in cls.requires)}")
         spaces = cls.search_space()
         for hp, field in cls.hparams().items():
             bounds = ", ".join(f"{k} {v}" for k, v in field.metadata["bounds"].items())
@@ -150,7 +158,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             Outputs go to --out (default results/runs/<run id>, the id derived from the resolved
             config): run.json, metrics.parquet, diagnostics.parquet. A run killed at any point
             resumes from its last completed round when started again with the same config;
-            a finished run is not repeated. Config keys and defaults: bench/schemas/run.schema.yaml."""),
+            a finished run is not repeated. One process at a time runs in a folder (it holds run.lock
+            there); Ctrl-C or a full disk stops with the round the same command resumes from.
+            Config keys and defaults: bench/schemas/run.schema.yaml."""),
     )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--config", "-c", help="YAML run config (default: built-in defaults, the digits demo)")

@@ -15,6 +15,7 @@ def load_plan(args: argparse.Namespace, reuse: bool = False, allow_missing: bool
     """The checked config and its plan, expanded afresh (and stored for `status`), or with
     `reuse` the plan stored for exactly this config and code where there is one."""
     from bench.config import parse_config_json
+    from bench.io import check_writable
     from bench.plan_cache import store_plan, stored_plan
     from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
@@ -22,6 +23,8 @@ def load_plan(args: argparse.Namespace, reuse: bool = False, allow_missing: bool
         config = prepare_workflow_config(parse_config_json(args.config_json))
     else:
         config = load_workflow_config(args.config)
+    for key in ("results", "reports"):
+        check_writable(Path(config[key]), f"config key '{key}':", f"choose a folder you can write in for {key}")
     plan = stored_plan(config) if reuse else None
     if plan is None:
         plan = plan_workflow(config, allow_missing)

@@ -37,7 +37,7 @@ from bench.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: 16-bit greyscale scaled to 8 bits (2 and before cached it clipped to white)
 CRC_BLOCK = 1 << 26  # checksum 64 MiB at a time, so a memory map is never copied whole
 CHUNK = 64  # images per worker task
 

@@ -247,6 +247,19 @@ def with_validation(part: Partition, fraction: float, seed: int, groups: np.ndar
     return dataclasses.replace(part, train=list(train), val=list(val))
 
 
+MIN_TRAINING_IMAGES = 2  # a client with fewer takes no local step (a batch of one is skipped: BatchNorm cannot train on it)
+
+
+def trainable(part: Partition) -> Partition:
+    """`part`, if every client keeps enough training images after its local test and validation
+    splits to take a step; a client that cannot would report a loss of 0 from no training."""
+    short = [f"{name} ({len(t)})" for name, t in zip(part.names, part.train) if len(t) < MIN_TRAINING_IMAGES]
+    if short:
+        raise UserError(f"partition: client(s) {', '.join(short)} keep fewer than {MIN_TRAINING_IMAGES} training images after the local test and "
+                        "validation splits, too few for a local step; lower partition.local_test_fraction or partition.val_fraction, or give clients more data")
+    return part
+
+
 def make_partition(
     pool: np.ndarray,
     labels: np.ndarray,
@@ -262,7 +275,7 @@ def make_partition(
     dataset image; `official_test` is the official test split, if the run uses one)."""
     rng = np.random.default_rng([seed, 0xDA7A])
     if cfg["scheme"] == "natural":
-        return with_validation(make_natural(pool, cfg, rng, groups, sites, list(site_names), official_test), cfg["val_fraction"], seed, groups)
+        return trainable(with_validation(make_natural(pool, cfg, rng, groups, sites, list(site_names), official_test), cfg["val_fraction"], seed, groups))
     if cfg["holdout"] is not None:
         raise UserError(f"config key 'partition.holdout': holding a centre out needs partition.scheme=natural (the scheme is '{cfg['scheme']}')")
     clients, min_samples = cfg["clients"], cfg["min_samples"]
@@ -285,4 +298,4 @@ def make_partition(
     names = [str(i) for i in range(clients)]
     check_min_samples([len(s) for s in shares], names, min_samples, cfg["scheme"])
     train, test = zip(*(split_local(pool[s], cfg["local_test_fraction"], rng, groups) for s in shares))
-    return with_validation(Partition(list(train), list(test), names), cfg["val_fraction"], seed, groups)
+    return trainable(with_validation(Partition(list(train), list(test), names), cfg["val_fraction"], seed, groups))

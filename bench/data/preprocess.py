@@ -31,6 +31,23 @@ def open_image(path: str | Path, data: bytes | None = None) -> Image.Image:
         raise unreadable(path, exc) from None
 
 
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's modes of 16-bit greyscale (PNG, TIFF)
+
+
+def eight_bit(img: Image.Image, path: str | Path) -> Image.Image:
+    """`img` in a mode Pillow's `convert` maps faithfully: 16-bit greyscale (common for medical
+    PNGs) scaled to 8 bits, since `convert` clips it to white; 32-bit integer or float pixels,
+    whose range is unknown, refused naming the file (a 16-bit PNG some Pillow versions open as
+    mode I is scaled as 16-bit)."""
+    if img.mode in SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):
+        pixels = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.rint(pixels / 257).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        raise UserError(f"image {path} has {img.mode} mode pixels (32-bit {'integer' if img.mode == 'I' else 'float'}) of no known range; "
+                        "save it as an 8- or 16-bit image")
+    return img
+
+
 def unreadable(path: str | Path, exc: BaseException) -> UserError:
     return UserError(f"cannot decode image {path} ({exc.__class__.__name__}: {exc}); replace or remove the file")
 
@@ -56,7 +73,7 @@ def decode_image(path: str, size: int, color_constancy: float | None = None) -> 
     try:
         with open_image(path) as img:
             img.draft("RGB", (size, size))  # let the JPEG decoder downscale by DCT: much faster
-            pixels = np.asarray(ImageOps.fit(img.convert("RGB"), (size, size), method=Image.BILINEAR), dtype=np.uint8)
+            pixels = np.asarray(ImageOps.fit(eight_bit(img, path).convert("RGB"), (size, size), method=Image.BILINEAR), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise unreadable(path, exc) from None
     if color_constancy is not None:
@@ -89,7 +106,7 @@ def fingerprint_file(path: str, perceptual: bool) -> tuple[str, np.ndarray | Non
     try:
         with open_image(path, data) as img:
             img.draft("L", (4 * HASH_SIDE, 4 * HASH_SIDE))
-            thumb = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS)
+            thumb = eight_bit(img, path).convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS)
             grey = np.asarray(thumb, dtype=np.float64)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise unreadable(path, exc) from None

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from bench.engine.verify import record_mismatch
 from bench.errors import UserError
+from bench.io import check_writable
 
 if TYPE_CHECKING:
     from bench.engine.paths import RunPaths
@@ -44,9 +44,27 @@ def recorded(paths: RunPaths, digest: str) -> dict | None:
     """The run's run.json if one for this config reads back (any status), else None; a folder
     holding another configuration's run is refused, so it is never overwritten."""
     record = read_record(paths.record)
+    if foreign_failure(record, digest):
+        return None  # replaced by this run (`clear_failed_run`): a failure never blocks a corrected rerun
     if record is not None and record.get("config_digest") != digest:
         raise UserError(f"{paths.root} holds run {record.get('run_id')} of another configuration; choose another --out, or delete that folder to replace it")
     return record
+
+
+def foreign_failure(record: dict | None, digest: str) -> bool:
+    return record is not None and record.get("status") == "failed" and record.get("config_digest") != digest
+
+
+def clear_failed_run(paths: RunPaths, digest: str) -> None:
+    """Remove a failed run of another configuration (e.g. the command before its correction), with
+    a log line: its checkpoint cannot be resumed by this configuration, its record is no result.
+    run.json goes last, so a kill half-way leaves a failed run to clear again."""
+    record = read_record(paths.record)
+    if not foreign_failure(record, digest):
+        return
+    log.warning("%s: replacing the failed run %s of another configuration (%s)", paths.root, record.get("run_id"), record.get("error"))
+    for path in (paths.checkpoint, paths.metrics, paths.diagnostics, paths.record):
+        path.unlink(missing_ok=True)
 
 
 def unreadable_output(paths: RunPaths) -> str | None:
@@ -72,7 +90,7 @@ def finished_record(paths: RunPaths, digest: str, keep_checkpoint: bool) -> dict
     record = recorded(paths, digest)
     if record is None or record.get("status") not in FINAL_STATUSES:
         return None
-    problem = unreadable_output(paths)
+    problem = unreadable_output(paths) or record_mismatch(paths.root, record)
     if problem:
         log.warning("%s: run.json says %s but %s: running it again", paths.root, record["status"], problem)
         paths.record.unlink()
@@ -102,10 +120,4 @@ def read_checkpoint(path: Path, device: torch.device) -> dict | None:
 
 def check_output_folder(root: Path) -> None:
     """A one-line error now, before any training, if the run folder cannot be created or written."""
-    existing = next(p for p in (root, *root.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"output folder {root}: {existing} is a file, not a folder; choose another --out")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".fedrank-write-test-", dir=existing))
-    except OSError as exc:
-        raise UserError(f"output folder {root}: cannot write in {existing} ({exc.strerror}); choose a writable --out") from None
+    check_writable(root, "output folder", "choose another --out")

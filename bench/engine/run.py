@@ -10,11 +10,15 @@ whose directory holds a checkpoint of the same config continues from its last ro
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,15 +29,16 @@ from bench.config import config_digest, run_id
 from bench.dictionary import write_run_table
 from bench.engine.evaluate import evaluate
 from bench.engine.federation import MAIN, Client, Updates
-from bench.engine.outputs import check_output_folder, finished_record, read_checkpoint
+from bench.engine.lock import run_folder_lock
+from bench.engine.outputs import check_output_folder, clear_failed_run, finished_record, read_checkpoint
 from bench.engine.participation import draw_round
 from bench.engine.paths import RunPaths
 from bench.engine.provenance import environment, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
 from bench.engine.trainer import FitResult, Learner, batches_per_epoch
-from bench.errors import UserError
+from bench.errors import Interrupted, Stopped, UserError
 from bench.heartbeat import Heartbeat
-from bench.io import MB, remove_stale_temporaries, torch_save, write_json
+from bench.io import MB, file_sha256, remove_stale_temporaries, torch_save, write_json
 from bench.models import count_parameters, describe_init
 
 log = logging.getLogger("fedrank")
@@ -270,6 +275,7 @@ def save_checkpoint(paths: RunPaths, exp: Experiment, progress: Progress, digest
             "progress": progress.__dict__,
         },
     )
+    exp.resumes_from = progress.next_round
 
 
 def restore_models(fed, saved: dict[str, dict]) -> None:
@@ -374,6 +380,7 @@ def write_outputs(paths: RunPaths, progress: Progress, record: dict) -> None:
     diagnostics["client"] = diagnostics["client"].astype("Int64")
     write_run_table(paths.metrics, metrics, "metrics.parquet", record["run_id"])
     write_run_table(paths.diagnostics, diagnostics, "diagnostics.parquet", record["run_id"])
+    record["metrics_sha256"] = file_sha256(paths.metrics)  # what reports check they read
     write_json(paths.record, record)  # last: its final status marks the run finished
 
 
@@ -381,35 +388,82 @@ def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
     """Run (or resume, or find already finished) one federated run; return its record."""
     paths = RunPaths(Path(out_dir))
     digest = config_digest(cfg)
-    done = finished_record(paths, digest, cfg["runtime"]["keep_checkpoint"])
-    if done is not None:
-        log.info("%s is already %s; nothing to do", paths.root, done["status"])
-        return done
+    if os.path.exists(paths.root):  # os.path: a name too long for the filesystem is only not there
+        done = already_finished(paths, cfg, digest)
+        if done is not None:
+            return done
     check_output_folder(paths.root)  # an unusable folder fails now, not after training
     device = select_device(cfg["runtime"]["device"])
     configure_torch(cfg["runtime"], device)
     exp = build_experiment(cfg, device)  # bad input fails here, before anything is written
     paths.root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(paths.root)
-    started, clock = utc_now(), time.perf_counter()
-    progress = load_checkpoint(paths, exp, digest)
-    if progress is None:
-        progress = Progress()
-        exp.method.setup(exp.fed)
-    else:
-        log.info("resuming %s from round %d", paths.root.name, progress.next_round)
-    exp.method.prepare(exp.fed)
-    try:
-        status = loop(cfg, exp, progress, paths, digest, show_progress)
-    except Exception as exc:
-        record = run_record(cfg, exp, progress, "failed", started, time.perf_counter() - clock, f"{type(exc).__name__}: {exc}")
+    with run_folder_lock(paths.root):
+        done = already_finished(paths, cfg, digest)  # by a process that held the folder meanwhile
+        if done is not None:
+            return done
+        clear_failed_run(paths, digest)
+        return train(cfg, exp, paths, digest, show_progress)
+
+
+def already_finished(paths: RunPaths, cfg: dict, digest: str) -> dict | None:
+    done = finished_record(paths, digest, cfg["runtime"]["keep_checkpoint"])
+    if done is not None:
+        log.info("%s is already %s; nothing to do", paths.root, done["status"])
+    return done
+
+
+def train(cfg: dict, exp: Experiment, paths: RunPaths, digest: str, show_progress: bool) -> dict:
+    """Play the run's remaining rounds in its locked folder and write its outputs."""
+    with stopping_in_one_line(paths.root, lambda: exp.resumes_from):
+        remove_stale_temporaries(paths.root)
+        started, clock = utc_now(), time.perf_counter()
+        progress = load_checkpoint(paths, exp, digest)
+        if progress is None:
+            progress = Progress()
+            exp.method.setup(exp.fed)
+        else:
+            log.info("resuming %s from round %d", paths.root.name, progress.next_round)
+        exp.resumes_from = progress.next_round
+        exp.method.prepare(exp.fed)
+        try:
+            status = loop(cfg, exp, progress, paths, digest, show_progress)
+        except Exception as exc:
+            if not out_of_space(exc):
+                record = run_record(cfg, exp, progress, "failed", started, time.perf_counter() - clock, f"{type(exc).__name__}: {exc}")
+                write_outputs(paths, progress, record)
+            raise
+        record = run_record(cfg, exp, progress, status, started, time.perf_counter() - clock)
         write_outputs(paths, progress, record)
-        raise
-    record = run_record(cfg, exp, progress, status, started, time.perf_counter() - clock)
-    write_outputs(paths, progress, record)
     if not cfg["runtime"]["keep_checkpoint"]:
         paths.checkpoint.unlink(missing_ok=True)
     return record
+
+
+def out_of_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def stopping_in_one_line(root: Path, resumes_at: Callable[[], int]) -> Iterator[None]:
+    """Ctrl-C and a full disk stop the run with one line saying how it continues; the last
+    checkpoint (written atomically, so never half-written) stays, and the same command resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {root} keeps its checkpoint; run the same command again to resume from round {resumes_at()}") from None
+    except OSError as exc:
+        if not out_of_space(exc):
+            raise
+        raise Stopped(f"no space left on {mount_point(root)} ({exc.strerror}) while writing {root}; free space and rerun the same "
+                      f"command to resume from round {resumes_at()}") from None
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (what a full-disk message names)."""
+    path = path.resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
 
 
 def loop(cfg: dict, exp: Experiment, progress: Progress, paths: RunPaths, digest: str, show_progress: bool) -> str:

@@ -18,6 +18,7 @@ from bench.data.split import global_split
 from bench.engine.batches import TensorData
 from bench.engine.federation import MAIN, Client, Federation
 from bench.engine.layout import StateLayout
+from bench.engine.participation import clients_per_round
 from bench.engine.seeds import derive_seed
 from bench.engine.trainer import LocalTrainer
 from bench.errors import UserError
@@ -115,6 +116,12 @@ def partition_dataset(dataset: ImageDataset, pool: np.ndarray, test: np.ndarray,
                           sites=dataset.sites, site_names=dataset.site_names, official_test=official_test)
 
 
+def check_public_split(method: Method, public: np.ndarray, fraction: float) -> None:
+    """A method that needs a public split gets a non-empty one (a small fraction can round to none)."""
+    if "public_split" in method.requires and not len(public):
+        raise UserError(f"method {method.name} needs a public split, but data.public_fraction={fraction:g} leaves it empty on this data; raise data.public_fraction")
+
+
 @dataclass
 class Experiment:
     fed: Federation
@@ -125,6 +132,7 @@ class Experiment:
     val_index: torch.Tensor  # the global validation set: the union of the clients' validation splits
     holdout: Client | None = None  # the centre held out of the federation (partition.holdout): a client that never takes part
     holdout_name: str | None = None
+    resumes_from: int = 1  # the round a rerun of the same command starts from: after the last checkpoint written
 
 
 def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, dict], list[str]]:
@@ -187,6 +195,8 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     ]
     if not clients:
         raise UserError("partition: no clients; raise partition.clients or check partition.sites")
+    clients_per_round(cfg["train"]["participation"], len(clients))  # a count larger than the partition fails now, before any file
+    check_public_split(method, public, cfg["data"]["public_fraction"])
     layout = layouts[MAIN]
     fed = Federation(
         config=cfg,

@@ -8,7 +8,7 @@ import copy
 import importlib
 import pkgutil
 
-from bench.errors import UserError
+from bench.errors import UserError, closest
 from bench.methods.base import Method, hparam, proximal_term
 from bench.search import Recipe, choices, intuniform, loguniform, uniform
 
@@ -57,7 +57,7 @@ def resolve_method_config(section: dict) -> dict:
     methods = registry()
     name = section.get("name")
     if name not in methods:
-        raise UserError(f"config key 'method.name': unknown method '{name}'; choose one of: {', '.join(methods)} (see `fedrank methods`)")
+        raise UserError(f"config key 'method.name': unknown method '{name}'{closest(name, methods)}; choose one of: {', '.join(methods)} (see `fedrank methods`)")
     schema = methods[name].hparam_schema()
     resolved = fill_defaults(schema, copy.deepcopy(section))
     validate(schema, resolved, prefix="method")

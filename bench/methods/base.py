@@ -76,6 +76,7 @@ class Method:
     name: ClassVar[str] = ""
     has_global_model: ClassVar[bool] = True  # False: no server model to evaluate (local-only)
     recipe: ClassVar[Recipe | None] = None  # the training settings the method's paper assumes (`recipes: paper`)
+    requires: ClassVar[tuple[str, ...]] = ()  # what the setting must provide: keys of bench.methods.requirements.REQUIREMENTS
 
     # ---- declaration -------------------------------------------------------------------
     @classmethod

@@ -20,7 +20,6 @@ from torch import nn
 
 from bench.engine.federation import Client, Federation, Update, Updates
 from bench.engine.trainer import FitResult
-from bench.errors import UserError
 from bench.methods.base import Method, hparam
 
 # RHFL's (and MDH-FL's) four client models, in client order: ShuffleNetV2, ResNet-10, MobileNetV2, ResNet-12
@@ -36,11 +35,6 @@ def architecture(architectures: tuple, client: int) -> dict | None:
         return None
     entry = architectures[client % len(architectures)]
     return {"name": entry} if isinstance(entry, str) else dict(entry)
-
-
-def require_public(fed: Federation, method: str) -> None:
-    if not len(fed.public):
-        raise UserError(f"method {method} learns from predictions on the public split, which is empty; set data.public_fraction > 0 (e.g. 0.1)")
 
 
 @torch.no_grad()
@@ -94,6 +88,7 @@ class PublicKnowledge(Method):
     from clients that did not report last round."""
 
     has_global_model = False
+    requires = ("public_split",)
     architectures: tuple = hparam(ZOO, "client models, client i gets entry i mod length (names or model sections; [] = every client the configured model)",
                                   items=ARCHITECTURE)
 
@@ -107,9 +102,6 @@ class PublicKnowledge(Method):
 
     def client_architecture(self, client: int) -> dict | None:
         return architecture(self.architectures, client)
-
-    def prepare(self, fed: Federation) -> None:
-        require_public(fed, self.name)
 
     def personal_layers(self, fed: Federation) -> torch.Tensor:
         return ~fed.layout.no_layers()

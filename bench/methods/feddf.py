@@ -27,7 +27,7 @@ import torch
 
 from bench.engine.federation import MAIN, Client, Update
 from bench.methods import Method, hparam, register
-from bench.methods.distillation import ARCHITECTURE, architecture, fit_to_targets, predict, require_public, soft_kl, softened
+from bench.methods.distillation import ARCHITECTURE, architecture, fit_to_targets, predict, soft_kl, softened
 
 
 @register
@@ -36,6 +36,7 @@ class FedDF(Method):
     """FedDF: FedAvg, then ensemble distillation of the clients' models into the server model on unlabelled public data."""
 
     name = "feddf"
+    requires = ("public_split",)
     architectures: tuple = hparam([], "client models, client i gets entry i mod length (names or model sections; [] = every client the configured model)",
                                   items=ARCHITECTURE)
     temperature: float = hparam(1.0, "softmax temperature T of the distillation (reference: 1)", exclusiveMinimum=0)
@@ -44,9 +45,6 @@ class FedDF(Method):
 
     def client_architecture(self, client):
         return architecture(self.architectures, client)
-
-    def prepare(self, fed):
-        require_public(fed, self.name)
 
     def personalized(self, fed):
         return any(c.arch != MAIN for c in fed.clients)

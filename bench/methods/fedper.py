@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bench.errors import UserError
 from bench.methods import Method, hparam, register
 
 WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
@@ -48,6 +49,15 @@ class FedPer(Method):
     name = "fedper"
     layers: int = hparam(2, "personalization layers counted from the output (1 = the head alone, as fedavg_fc)", minimum=1)
     personal: torch.Tensor | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def model(self, base: nn.Module, spec) -> nn.Module:
+        """Checks, as the model is built, that some layer stays shared: `layers` at or above the
+        model's weight-layer count would make FedPer local training that sends nothing."""
+        count = sum(isinstance(m, WEIGHT_LAYERS) for m in base.modules())
+        if self.layers >= count:
+            raise UserError(f"config key 'method.layers': {self.layers} personalization layers, but this model has {count} weight layers, so "
+                            f"none would be shared (local training under FedPer's name); choose at most {count - 1}")
+        return super().model(base, spec)
 
     def personal_layers(self, fed):
         if self.personal is None:

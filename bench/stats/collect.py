@@ -141,7 +141,8 @@ def run_row(path: Path, record: dict) -> dict:
     row.update(config, treatment_keys=treatment_keys(record["config"]))
     data = record.get("data", {})
     row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(untuned_method(record["config"]), sort_keys=True),
-               classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])])
+               classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])],
+               metrics_sha256=record.get("metrics_sha256"))  # read by `untrusted_metrics`, then dropped
     return row
 
 
@@ -240,6 +241,20 @@ def missing_metrics(folders: pd.Series) -> list[str]:
     """A line naming each run's absent metrics.parquet: such a run is reported, not silently empty."""
     paths = (Path(folder) / "metrics.parquet" for folder in folders)
     return [f"{path}: missing; its run has no metrics" for path in paths if not path.is_file()]
+
+
+def untrusted_metrics(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(folders, one line each) of the runs whose metrics.parquet is not their run.json's: another
+    run's rows, missing rounds, another file than the one recorded. Their metrics are not scored."""
+    from bench.engine.verify import metrics_mismatch
+
+    folders, lines = [], []
+    for row in runs[["folder", "run_id", "status", "train.rounds", "eval.every", "metrics_sha256"]].itertuples(index=False, name=None):
+        problem = metrics_mismatch(*row)
+        if problem:
+            folders.append(row[0])
+            lines.append(f"run {row[1]} ({row[0]}): {problem}; its metrics are not scored: rerun it (the workflow: delete its run.json)")
+    return folders, lines
 
 
 # ---- studies --------------------------------------------------------------------------------
@@ -446,6 +461,12 @@ def load_results(source: Path | list[Path], settings: dict, studies: Path | None
         runs, unreadable = read_runs(paths, progress)
         metrics, broken = scan.result()
     problems += unreadable + broken + ([] if runs.empty else missing_metrics(runs["folder"]))
+    if not runs.empty:
+        untrusted, mismatches = untrusted_metrics(runs)
+        position = {folder: i for i, folder in enumerate(folders)}
+        metrics = metrics[~metrics["run"].isin([position[f] for f in untrusted])].reset_index(drop=True)
+        problems += mismatches
+        runs = runs.drop(columns="metrics_sha256")
     for problem in problems:
         log.warning(problem)
     if runs.empty:

@@ -18,7 +18,7 @@ import pandas as pd
 from bench.config import resolve, run_id, set_key
 from bench.dictionary import write_run_table
 from bench.engine.provenance import cuda_versions, package_versions
-from bench.io import MB, write_json
+from bench.io import MB, file_sha256, write_json
 
 PAPER_GRID_METHODS = [
     "local", "fedavg", "fedprox", {"name": "fedlsc", "per": 0.0}, "fedavg_fc", "fedprox_fc", {"name": "fedlsc", "per": 0.01},
@@ -200,7 +200,8 @@ def write_run(root: Path, cfg: dict, status: str = "completed", stop: int | None
     folder = root / run_id(cfg)
     write_run_table(folder / "metrics.parquet", metrics, "metrics.parquet", run_id(cfg))
     write_run_table(folder / "diagnostics.parquet", diagnostics, "diagnostics.parquet", run_id(cfg))
-    write_json(folder / "run.json", run_record(cfg, status, stop, names, sent, stable_noise("record", run_id(cfg))))
+    record = run_record(cfg, status, stop, names, sent, stable_noise("record", run_id(cfg)))
+    write_json(folder / "run.json", {**record, "metrics_sha256": file_sha256(folder / "metrics.parquet")})
     return folder / "run.json"
 
 
