@@ -510,10 +510,10 @@ def stop_in_round(monkeypatch, round: int, error: BaseException) -> None:
     else:
         real_play = engine_run.play_round
 
-        def play(exp, progress):
+        def play(exp, progress, *beat):
             if exp.fed.round == round:
                 raise error
-            return real_play(exp, progress)
+            return real_play(exp, progress, *beat)
 
         monkeypatch.setattr(engine_run, "play_round", play)
 

@@ -196,7 +196,7 @@ def test_methods_all_takes_every_registered_method_including_a_new_one():
         ({**study(), "base": {"method": {"name": "fedavg"}}}, r"config key 'base.method.name': choose methods with studies"),
         ({**study(), "datasets": {"synthetic": {"method": {"tua": 1.0}}}}, r"config key 'datasets.synthetic.method.tua': no method has"),
         ({**study(), "base": {"train": {"rouds": 3}}}, r"studies.s .*config key 'train'.*rouds"),
-        ({"datasets": {"ham": {"data": {"name": "ham10000", "root": "/nonexistent/ham"}}}, "studies": {"s": {"datasets": ["ham"]}}},
+        ({"datasets": {"ham": {"data": {"name": "ham10000", "root": "/nonexistent/ham"}}}, "studies": {"s": {"datasets": ["ham"], "methods": ["fedavg"]}}},
          r"1 input\(s\) missing: config key 'data.root': folder /nonexistent/ham does not exist.*`fedrank plan CONFIG` lists them"),
         ({**study(), "seeds": 0}, r"config key 'seeds'"),
         ({**study(), "stats": {"targets": {"synthetic": 0.5}}}, r"config key 'stats.targets.synthetic': 0.5 is not of type 'object'"),
