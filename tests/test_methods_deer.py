@@ -174,3 +174,17 @@ def test_dp_noise_on_the_aggregate_has_std_sigma_clip_over_k():
     assert uploaded.sum() > 1000 and (change[~uploaded] == 0).all()
     assert change[uploaded].std().item() == pytest.approx(2 * 0.5 / len(fed.clients), rel=0.08)
     assert change[uploaded].mean().item() == pytest.approx(0.0, abs=4 * 2 * 0.5 / 3 / math.sqrt(uploaded.sum().item()))
+
+
+def test_the_small_vit_loads_weights_strictly_and_refuses_other_options(tmp_path):
+    from bench.models import build_model, resolve_model_config
+
+    source = build_model(resolve_model_config({"name": "vit", "embed_dim": 16, "depth": 1}), 3, 3, 8)
+    weights = tmp_path / "vit.pth"
+    torch.save({**source.body.state_dict(), "head.weight": torch.ones(10, 16), "head.bias": torch.ones(10)}, weights)  # timm's layout; head dropped
+    loaded = build_model(resolve_model_config({"name": "vit", "embed_dim": 16, "depth": 1, "weights": str(weights)}), 5, 3, 8)
+    assert all(torch.equal(v, source.body.state_dict()[k]) for k, v in loaded.body.state_dict().items())
+    with pytest.raises(UserError, match="does not fit this model"):
+        build_model(resolve_model_config({"name": "vit", "embed_dim": 16, "depth": 2, "weights": str(weights)}), 5, 3, 8)
+    with pytest.raises(UserError, match="not a multiple of patch_size"):
+        build_model(resolve_model_config({"name": "vit"}), 5, 3, 10)

@@ -3,7 +3,8 @@
 For the LoRA methods (DEeR and its baselines) on CPU: timm's named ViTs expect 224 px images and
 tens of millions of parameters; this one takes any image side divisible by `patch_size` and has
 `depth` blocks of width `embed_dim` (defaults: 2 blocks of 64, ~70k parameters). A `model.weights`
-file must hold a ViT of exactly these options (loaded strictly, the classifier dropped); the
+file must hold the state dict of a timm VisionTransformer of exactly these options (loaded
+strictly, its classifier `head.*` dropped); the
 DEeR paper fine-tunes a pretrained BiomedCLIP ViT-B/16, which no offline run here has (random init
 is the default and is not the paper's setting).
 """
