@@ -125,7 +125,7 @@ class FederatedLoRA(Method):
         deltas = states[:, mask] - fed.global_state[mask]
         if self.noise_multiplier > 0:
             deltas, clipped = clip_rows(deltas, self.clip)
-            deltas = deltas + self.noise(fed, len(states))[:, mask]
+            deltas = deltas + self.noise(fed, len(states))
             fed.record("dp/clip_fraction", clipped.float().mean(), ())
         new_state = fed.global_state.clone()
         new_state[mask] += deltas.mean(0)
@@ -140,15 +140,13 @@ class FederatedLoRA(Method):
         fed.record("lora/deviation", torch.as_tensor(total).sqrt(), ())
 
     def noise(self, fed, clients: int) -> torch.Tensor:
-        """(K, P) Gaussian noise, std sigma C / sqrt(K) per element (regulated on LoRA factors by DEeR)."""
+        """(K, uploaded elements) Gaussian noise of std sigma C / sqrt(K) (regulated on LoRA factors by DEeR)."""
         std = self.noise_multiplier * self.clip / clients ** 0.5
         generator = torch.Generator().manual_seed(derive_seed(fed.config["seed"], NOISE_STREAM, fed.round))
         peers = fed.layout.views(fed.global_state.cpu())
-        rows = torch.zeros(clients, fed.layout.size)
-        for row in rows:
-            for key, view in fed.layout.views(row).items():
-                view.copy_(self.noise_of(key, view.shape, peers, std, generator))
-        return rows.to(fed.device)
+        uploaded = [(key, shape) for key, shape, up in zip(fed.layout.keys, fed.layout.shapes, self.aggregated_layers(fed).tolist()) if up]
+        rows = [torch.cat([self.noise_of(key, shape, peers, std, generator).flatten() for key, shape in uploaded]) for _ in range(clients)]
+        return torch.stack(rows).to(fed.device)
 
     def noise_of(self, key: str, shape: torch.Size, peers: dict, std: float, generator: torch.Generator) -> torch.Tensor:
         """Plain Gaussian noise for one tensor (the baselines' and DEeR's without the regulator)."""
