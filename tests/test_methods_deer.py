@@ -15,7 +15,7 @@ from bench.engine.setup import build_experiment
 from bench.engine.trainer import FitResult
 from bench.errors import UserError
 from bench.methods.deer import clip_rows, lora_deviation, regulated_noise
-from bench.models.lora import A, B, LoRALinear, add_lora
+from bench.models.lora import A, B, LoRALinear, adapter_keys, add_lora
 from conftest import tiny_config
 from method_needs import needs
 
@@ -80,7 +80,7 @@ def reports(fed, moved: tuple[str, ...], scale: float = 0.1) -> Updates:
 
 def adapters(fed, state: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     views = fed.layout.views(state)
-    return [(views[k], views[k[: -len(A)] + B]) for k in fed.layout.keys if k.endswith("." + A)]
+    return [(views[a], views[b]) for a, b in adapter_keys(fed.layout.keys)]
 
 
 @pytest.mark.parametrize("stage_round, moved", [(1, (B,)), (2, (A,))])

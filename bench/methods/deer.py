@@ -57,7 +57,7 @@ import torch
 
 from bench.engine.seeds import derive_seed
 from bench.methods import Method, Recipe, hparam, register
-from bench.models.lora import A, B, add_lora
+from bench.models.lora import A, B, add_lora, adapter_keys
 
 NOISE_STREAM = 0xD9  # seed stream of the DP noise (per run seed and round)
 HEAD = "head."
@@ -134,9 +134,8 @@ class FederatedLoRA(Method):
     def record_deviation(self, fed, states: torch.Tensor) -> None:
         """lora/deviation over every adapter of the K uploaded models (their untrained factor is the global one)."""
         views = [fed.layout.views(row) for row in states]
-        keys = [k for k in fed.layout.keys if k.endswith("." + A)]
-        total = sum(lora_deviation(torch.stack([v[k] for v in views]).double(), torch.stack([v[k[: -len(A)] + B] for v in views]).double())
-                    for k in keys)
+        total = sum(lora_deviation(torch.stack([v[a] for v in views]).double(), torch.stack([v[b] for v in views]).double())
+                    for a, b in adapter_keys(fed.layout.keys))
         fed.record("lora/deviation", torch.as_tensor(total).sqrt(), ())
 
     def noise(self, fed, clients: int) -> torch.Tensor:

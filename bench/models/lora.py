@@ -57,6 +57,6 @@ def add_lora(body: nn.Module, targets: tuple[str, ...], rank: int, alpha: float)
     return chosen
 
 
-def adapter_keys(keys: list[str]) -> list[str]:
-    """The state-dict keys of the adapters' A factors (their B is the same key ending in lora_b)."""
-    return [k for k in keys if k.endswith("." + A)]
+def adapter_keys(keys: list[str]) -> list[tuple[str, str]]:
+    """The (A, B) state-dict key pairs of the adapters among `keys`."""
+    return [(k, k[: -len(A)] + B) for k in keys if k.endswith("." + A)]
