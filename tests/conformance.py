@@ -15,6 +15,7 @@ import torch
 from bench.engine.run import RunPaths
 from bench.methods import registry, resolve_method_config
 from conftest import assert_resume_is_exact, tiny_config
+from method_needs import needs
 
 PARTICIPATION = {
     # every client takes part
@@ -25,8 +26,10 @@ PARTICIPATION = {
 
 
 def conformance_config(method: str, participation: str) -> dict:
-    """Two short rounds on synthetic data, with a public split (for methods that distil on one)."""
-    return tiny_config(method=method, train__rounds=2, data__public_fraction=0.2, runtime__keep_checkpoint=True, **PARTICIPATION[participation])
+    """Two short rounds on synthetic data, with a public split (for methods that distil on one) and
+    what the method needs beyond that (tests/method_needs.py)."""
+    return tiny_config(method=method, train__rounds=2, data__public_fraction=0.2, runtime__keep_checkpoint=True, **needs(method),
+                       **PARTICIPATION[participation])
 
 
 def check_hyper_parameters_are_in_the_schema(name: str) -> None:

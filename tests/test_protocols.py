@@ -27,6 +27,7 @@ from bench.stats.settings import resolve_stats
 from bench.stats.synthetic import grid_configs, write_run
 from bench.workflow import plan_workflow, prepare_workflow_config
 from conftest import assert_resume_is_exact, tiny_config
+from method_needs import needs
 
 PROTOCOL = {"partition__scheme": "natural", "partition__holdout": "east", "partition__val_fraction": 0.25, "eval__new_client_steps": 4}
 
@@ -121,7 +122,7 @@ def test_a_held_out_centre_run_records_every_protocol_scope_and_resumes_exactly(
 @pytest.mark.slow
 def test_the_protocols_run_for_every_registered_method(tmp_path):
     for name in registry():
-        execute(tiny_config(method=name, train__rounds=2, data__public_fraction=0.2, **PROTOCOL), tmp_path / name, show_progress=False)
+        execute(tiny_config(method=name, train__rounds=2, data__public_fraction=0.2, **needs(name), **PROTOCOL), tmp_path / name, show_progress=False)
     settings = resolve_stats({"selection": "best_val", "metric": "balanced_accuracy"})
     analysis = analyse(load_results(tmp_path, settings, progress=False), settings)
     finals = analysis.finals.assign(run_id=analysis.finals["run_id"].astype(str))

@@ -1,6 +1,6 @@
 """Models by name. Every model is a `Classifier`: `body` (images -> feature vector) + `head`.
 
-Names: `small_cnn`, `res2net50_sa`, the compact CIFAR-style `resnet10`, `resnet12`, `mobilenet_v2`
+Names: `small_cnn`, `res2net50_sa`, a small timm ViT `vit` (`bench.models.vit`), the compact CIFAR-style `resnet10`, `resnet12`, `mobilenet_v2`
 and `shufflenet_v2` (`bench.models.compact`), or any timm architecture as `timm:<name>`. Pretrained
 weights are only ever read from the local file named by `model.weights`, and loaded strictly
 (`bench.models.weights`).
@@ -17,16 +17,17 @@ from torch import nn
 
 from bench.config import existing_path, expand_path
 from bench.errors import UserError
-from bench.models import compact, res2net_sa, small_cnn, timm_models
+from bench.models import compact, res2net_sa, small_cnn, timm_models, vit
 from bench.models.classifier import Classifier
 
-FAMILIES = {"small_cnn": small_cnn, "res2net50_sa": res2net_sa, "timm": timm_models}  # each module has a `build`
+FAMILIES = {"small_cnn": small_cnn, "res2net50_sa": res2net_sa, "timm": timm_models, "vit": vit}  # each module has a `build`
 BUILDERS = {**{name: module.build for name, module in FAMILIES.items()}, **compact.BUILDERS}
 # What a `model.weights` file fills, for the run record (strictly: every one of these tensors, or an error).
 WEIGHTS_FILL = {
     "small_cnn": "every tensor of the model, the classifier included",
     "res2net50_sa": "every tensor of the Res2Net-50 backbone (the file's classifier dropped); Shuffle Attention and the classifier start from random init",
     "timm": "every tensor of the backbone (the file's classifier dropped); the classifier starts from random init",
+    "vit": "every tensor of the ViT (the file's classifier dropped); the classifier starts from random init",
     **{name: "every tensor of the model, the classifier included" for name in compact.BUILDERS},
 }
 
