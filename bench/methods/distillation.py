@@ -94,6 +94,7 @@ class PublicKnowledge(Method):
     from clients that did not report last round."""
 
     has_global_model = False
+    mean_of_updates = "the server keeps each client's own logits on the public split"
     architectures: tuple = hparam(ZOO, "client models, client i gets entry i mod length (names or model sections; [] = every client the configured model)",
                                   items=ARCHITECTURE)
 

@@ -36,6 +36,7 @@ class FedDF(Method):
     """FedDF: FedAvg, then ensemble distillation of the clients' models into the server model on unlabelled public data."""
 
     name = "feddf"
+    mean_of_updates = "the server distils the ensemble of the clients' individual models on the public split"
     architectures: tuple = hparam([], "client models, client i gets entry i mod length (names or model sections; [] = every client the configured model)",
                                   items=ARCHITECTURE)
     temperature: float = hparam(1.0, "softmax temperature T of the distillation (reference: 1)", exclusiveMinimum=0)
