@@ -132,6 +132,31 @@ def test_dp_sgd_sums_clipped_per_example_gradients_and_adds_measured_noise():
     assert weight.grad.std().item() == pytest.approx(3.0 * clip / 4, rel=0.05)
 
 
+def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
+    """The torch.func pass (plain cross-entropy learners) and the per-example loop (any loss) give
+    the same clipped sums and losses on a small CNN with GroupNorm."""
+    from bench.engine.trainer import Learner
+    from bench.models import build_model, resolve_model_config
+
+    torch.manual_seed(0)
+    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [4, 8]}), 3, 3, 8))
+    params = [p for p in model.parameters() if p.requires_grad]
+    run = SimpleNamespace(learner=Learner(model), params=params, optimizer=torch.optim.SGD(params, lr=0.1), total=torch.zeros(()))
+    x, y = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 1, 0])
+    sgd = privacy.PrivateSGD(0.05, noise_multiplier=1.0, seed=0, method="fedx")
+    assert privacy.plain_cross_entropy([run])
+
+    def losses_of(i):
+        return [torch.nn.functional.cross_entropy(model(x[i]), y[i])]
+
+    looped, looped_losses = sgd.looped_clipped_sums([run], 5, losses_of, [0, 0])
+    seen = [0, 0]
+    vectorised, vectorised_losses = privacy.vectorised_clipped_sums(run, x, y, 0.05, seen)
+    for a, b in zip(looped[0], vectorised[0]):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(looped_losses[0], vectorised_losses[0], atol=1e-5) and seen == [5, 5]
+
+
 def test_run_ids_change_only_when_a_privacy_mode_is_set():
     plain = tiny_config()
     assert "privacy" not in semantic_view(plain)

@@ -206,17 +206,32 @@ class PrivateSGD:
     steps: dict[int, int] = field(default_factory=dict)  # client -> private releases this round (steps x learners)
     clipped: dict[int, list[int]] = field(default_factory=dict)  # client -> [examples clipped, examples] this round
     inside: bool = False  # a private fit is running (set by the trainer): it may read the client's records
+    vectorise: bool = True  # plain cross-entropy learners in one torch.func pass (fp32 runs; bf16 autocast runs loop)
 
     def generator(self, device: torch.device, round: int, client: int, stream: int) -> torch.Generator:
         return noise_generator(device, self.seed, round, client, stream, SAMPLE_NOISE_STREAM)
 
     def gradients(self, runs: list, size: int, losses_of: Callable[[slice], list[torch.Tensor]], client: int,
-                  generator: torch.Generator) -> list[torch.Tensor]:
+                  generator: torch.Generator, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Set every learner's .grad to (sum of clipped per-example gradients + noise) / batch size;
-        return each learner's mean loss over the batch."""
+        return each learner's mean loss over the batch. With `batch` (x, y) and one plain
+        cross-entropy learner the per-example gradients come from one vectorised pass."""
+        seen = self.clipped.setdefault(client, [0, 0])
+        if batch is not None and self.vectorise and plain_cross_entropy(runs):
+            sums, totals = vectorised_clipped_sums(runs[0], *batch, self.clip, seen)
+        else:
+            sums, totals = self.looped_clipped_sums(runs, size, losses_of, seen)
+        std = self.noise_multiplier * self.clip
+        for run, summed in zip(runs, sums):
+            for p, total in zip(run.params, summed):
+                p.grad = (total + gaussian(total, std, generator)) / size
+        return [t.to(runs[0].total.device) / size for t in totals]
+
+    def looped_clipped_sums(self, runs: list, size: int, losses_of: Callable[[slice], list[torch.Tensor]],
+                            seen: list[int]) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+        """Per learner, the sum of the clipped per-example gradients and of the losses: one backward pass per example."""
         sums = [[torch.zeros_like(p) for p in run.params] for run in runs]
         totals = [torch.zeros(()) for _ in runs]
-        seen = self.clipped.setdefault(client, [0, 0])
         for i in range(size):
             for run in runs:
                 run.optimizer.zero_grad(set_to_none=True)
@@ -232,14 +247,47 @@ class PrivateSGD:
                 totals[k] = totals[k] + losses[k].detach().float().cpu()
                 seen[0] += int(factor < 1.0)
                 seen[1] += 1
-        std = self.noise_multiplier * self.clip
-        for run, summed in zip(runs, sums):
-            for p, total in zip(run.params, summed):
-                p.grad = (total + gaussian(total, std, generator)) / size
-        return [t.to(runs[0].total.device) / size for t in totals]
+        return sums, totals
 
     def spent(self, client: int, releases: int) -> None:
         self.steps[client] = self.steps.get(client, 0) + releases
+
+
+def plain_cross_entropy(runs: list) -> bool:
+    """One learner training every parameter of a plain classifier (forward = head(body(x))) on the
+    cross-entropy: the case whose per-example gradients one vectorised pass gives."""
+    from bench.models.classifier import Classifier
+
+    if len(runs) != 1:
+        return False
+    learner = runs[0].learner
+    trainable = [p for p in learner.model.parameters() if p.requires_grad]
+    return (type(learner.model) is Classifier and learner.loss is None and learner.extra_loss is None and not learner.frozen
+            and len(runs[0].params) == len(trainable) and all(a is b for a, b in zip(runs[0].params, trainable)))
+
+
+def vectorised_clipped_sums(run, x: torch.Tensor, y: torch.Tensor, clip: float, seen: list[int]) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """`looped_clipped_sums` for `plain_cross_entropy` learners: per-example gradients by
+    torch.func (vmap of grad over the batch, as Opacus's functorch mode), clipped and summed."""
+    import torch.nn.functional as F
+    from torch.func import functional_call, grad_and_value, vmap
+
+    model = run.learner.model
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss(weights: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, (weights, buffers), (xi[None],)), yi[None])
+
+    grads, losses = vmap(grad_and_value(loss), in_dims=(None, 0, 0), randomness="different")(params, x, y)
+    flat = torch.cat([grads[name].flatten(1) for name in names], dim=1)
+    _, norms = clip_rows(flat, clip)
+    factors = (clip / norms.clamp_min(1e-12)).clamp(max=1.0)
+    seen[0] += int((factors < 1.0).sum())
+    seen[1] += len(x)
+    sums = [torch.einsum("b,b...->...", factors, grads[name]) for name in names]
+    return [sums], [losses.detach().float().sum().cpu()]
 
 
 def guard_records(fed, sgd: PrivateSGD) -> None:
@@ -407,7 +455,7 @@ def attach(cfg: dict, fed, method) -> Privacy | None:
         planned = {c.id: rounds * train["local_epochs"] * batches_per_epoch(len(c.train), train["batch_size"]) for c in fed.clients}
         privacy.sample_noise = dp.get("noise_multiplier") or max(
             noise_for(dp["target_epsilon"], privacy.sample_rates[c], planned[c], dp["delta"], "sample_dp") for c in planned)
-        privacy.sgd = PrivateSGD(dp["clip"], privacy.sample_noise, cfg["seed"], method.name)
+        privacy.sgd = PrivateSGD(dp["clip"], privacy.sample_noise, cfg["seed"], method.name, vectorise=cfg["runtime"]["precision"] == "fp32")
         privacy.norm_layers = norm_layers(fed.model)
         fed.trainer.private = privacy.sgd
         guard_records(fed, privacy.sgd)
@@ -417,7 +465,7 @@ def attach(cfg: dict, fed, method) -> Privacy | None:
 # ---- what each method can run under, derived by running it ------------------------------------
 PROBE = {
     "data": {"name": "synthetic", "public_fraction": 0.2},
-    "partition": {"clients": 3, "beta": 1.0, "min_samples": 10},
+    "partition": {"scheme": "fixed", "clients": 3, "samples_per_client": 24},  # 1-2 local steps: a probe, not a study
     "model": {"name": "small_cnn", "widths": [8, 16]},
     "train": {"rounds": 1, "lr": 0.003, "batch_size": 16},
     "runtime": {"threads": 1, "device": "cpu"},
@@ -465,6 +513,15 @@ def compatibility() -> dict[str, dict[str, bool]]:
     """The derived table as committed (read in milliseconds by `fedrank methods`); {} if absent."""
     path = resources.files("bench.methods").joinpath(TABLE)
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def compatibility_columns(name: str, table: dict[str, dict[str, bool]]) -> dict[str, str]:
+    """The DP-compatible and SecAgg-compatible columns of `fedrank methods` and the leaderboard."""
+    row = table.get(name)
+    if row is None:
+        return {"DP-compatible": "not derived", "SecAgg-compatible": "not derived"}
+    levels = [level for level, mode in (("client", "client_dp"), ("record", "sample_dp")) if row[mode]]
+    return {"DP-compatible": " + ".join(levels) or "no", "SecAgg-compatible": "yes" if row["secure_aggregation"] else "no"}
 
 
 def write_table() -> Path:

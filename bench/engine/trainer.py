@@ -236,7 +236,8 @@ class LocalTrainer:
                 run.optimizer.zero_grad(set_to_none=True)
             torch.stack(losses).sum().backward()
         else:
-            losses = self.private.gradients(runs, len(x), lambda i: self._losses(runs, x[i], y[i], index[i], epoch, step), client.id, noise)
+            losses = self.private.gradients(runs, len(x), lambda i: self._losses(runs, x[i], y[i], index[i], epoch, step), client.id, noise,
+                                            batch=(x, y))
         first_lr = runs[0].optimizer.param_groups[0]["lr"]
         for run, loss in zip(runs, losses):
             if run.learner.before_step is not None:
