@@ -235,9 +235,12 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
 
 
 def privacy_columns(results, treatments: pd.Series) -> dict[str, list[str]]:
-    """The DP-compatible and SecAgg-compatible columns of the treatments' methods."""
+    """The DP-compatible and SecAgg-compatible columns of the treatments' methods (none for results
+    that do not name their methods' configs, e.g. made-up scores)."""
     from bench.engine.privacy import compatibility, compatibility_columns
 
+    if "method_config" not in results.runs:
+        return {}
     table = compatibility()
     names = results.runs.drop_duplicates("method").set_index("method")["method_config"].map(lambda text: json.loads(text)["name"])
     rows = [compatibility_columns(names.get(t, ""), table) for t in treatments]
