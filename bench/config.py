@@ -309,6 +309,9 @@ def with_later_keys(cfg: dict) -> dict:
         if isinstance(out.get(section), dict):
             for key in keys:
                 out[section].setdefault(key, schema_default(section, key))
+    for mode in ("client_dp", "sample_dp"):  # off (null) or on, a DP mode has the same fields, so runs differ in values, not keys
+        fields = run_schema()["properties"]["privacy"]["properties"][mode]["properties"]
+        out["privacy"][mode] = {key: (out["privacy"][mode] or {}).get(key) for key in fields}
     return out
 
 

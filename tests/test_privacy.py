@@ -222,3 +222,26 @@ def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path, 
     worst = rows[(rows["metric"] == "record_epsilon") & rows["client"].isna()].set_index("round")["value"]
     assert (worst == per_client.groupby("round")["value"].max()).all()
     assert record["status"] == "completed"
+
+
+def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs(tmp_path):
+    from bench.stats.analysis import analyse
+    from bench.stats.collect import load_results
+    from bench.stats.figures import all_figures
+    from bench.stats.figures.privacy import privacy_rows
+    from bench.stats.settings import resolve_stats
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        execute(tiny_config(train__rounds=1, seed=seed), runs / f"plain{seed}", show_progress=False)
+        for target in (8.0, 2.0):
+            execute(tiny_config(train__rounds=1, seed=seed, privacy__client_dp={"clip": 1.0, "target_epsilon": target}),
+                    runs / f"dp{target}-{seed}", show_progress=False)
+    settings = resolve_stats({"metric": "balanced_accuracy"})
+    analysis = analyse(load_results(runs, settings, progress=False), settings)
+    rows = privacy_rows(analysis.results, analysis.summary, "balanced_accuracy")
+    assert sorted(rows["epsilon"]) == [2.0, 8.0, math.inf] and set(rows["n"]) == {2}  # one context: the seeds paired across epsilon
+    assert rows["context"].nunique() == 1
+    written = all_figures(analysis, tmp_path / "figures", progress=False, only=("privacy_utility",))
+    png = [path for path in written if path.suffix == ".png"]
+    assert len(png) == 1 and "δ = 1e-05" in written[png[0]] and "RDP accountant" in written[png[0]]
