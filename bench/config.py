@@ -32,9 +32,8 @@ NON_SEMANTIC_DATA_KEYS = ("root", "cache_dir", "on_device")
 SEMANTIC_RUNTIME_KEYS = ("precision",)
 # Keys added after runs had been made without them, with a default that changes nothing: hashed only
 # when set to something else, so the runs made before they existed keep their ids (and are reused).
-HASHED_WHEN_SET = {"partition": ("val_fraction", "holdout"), "eval": ("new_client_steps",), "train": ("recipe", "tuned"),
-                   "privacy": ("client_dp", "sample_dp", "secure_aggregation")}
-# Sections added after runs had been made without them: left out of the hash while every key is at its default.
+HASHED_WHEN_SET = {"partition": ("val_fraction", "holdout"), "eval": ("new_client_steps",), "train": ("recipe", "tuned")}
+# Sections added after runs had been made without them: left out of the hash while the whole section is at its default.
 SECTIONS_HASHED_WHEN_SET = ("privacy",)
 
 
@@ -290,7 +289,7 @@ def semantic_view(cfg: dict) -> dict:
         if section in view:
             view[section] = {k: v for k, v in view[section].items() if k not in keys or not is_default(section, k, v)}
     for section in SECTIONS_HASHED_WHEN_SET:
-        if view.get(section) == {}:
+        if view.get(section) == schema_default(section, None):
             del view[section]
     runtime = cfg.get("runtime", {})
     changed = {k: runtime[k] for k in SEMANTIC_RUNTIME_KEYS if not is_default("runtime", k, runtime.get(k, schema_default("runtime", k)))}
@@ -304,7 +303,7 @@ def with_later_keys(cfg: dict) -> dict:
     defaults, so runs made before and after those keys existed compare as the same setting."""
     out = copy.deepcopy(cfg)
     for section in SECTIONS_HASHED_WHEN_SET:
-        out.setdefault(section, {})
+        out[section] = {**schema_default(section, None), **out.get(section, {})}
     for section, keys in HASHED_WHEN_SET.items():
         if isinstance(out.get(section), dict):
             for key in keys:

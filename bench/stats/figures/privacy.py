@@ -79,7 +79,8 @@ def privacy_utility(analysis: Analysis, style: MethodStyle, folder: Path) -> dic
         fig.tight_layout(rect=(0, 0, 1, 0.94))
         caption = (f"Privacy-utility, {context}: {metric_name(metric)} (scored at {rule_text(analysis.settings)}) against the target ε each run's "
                    f"noise was solved for before round 1 (the realised ε, metrics scope privacy, is at most the target and within 0.1 % of it), "
-                   f"at δ = {deltas(analysis.results)}; ∞: the same setting without privacy, the same seeds. Accountant: Opacus's RDP accountant "
+                   f"at δ = {deltas(analysis.results)}; ∞: the same setting without privacy, the same seeds (record-level runs train the model with "
+                   "BatchNorm replaced by GroupNorm; the ∞ runs keep the configured model). Accountant: Opacus's RDP accountant "
                    "for the Poisson-subsampled Gaussian (Balle et al. 2020's conversion to ε). Sampling: client level, the clients drawn per "
                    "round over all clients (1 = every client, no amplification claimed); record level, the batch size over each client's "
                    "training images, its shuffled fixed-size batches accounted as Poisson samples (the usual approximation). Mean over seeds "
