@@ -35,6 +35,8 @@ SEMANTIC_RUNTIME_KEYS = ("precision",)
 # Keys added after runs had been made without them, with a default that changes nothing: hashed only
 # when set to something else, so the runs made before they existed keep their ids (and are reused).
 HASHED_WHEN_SET = {"partition": ("val_fraction", "holdout"), "eval": ("new_client_steps",), "train": ("recipe", "tuned")}
+# Sections added after runs had been made without them: left out of the hash while the whole section is at its default.
+SECTIONS_HASHED_WHEN_SET = ("privacy",)
 
 
 @cache
@@ -276,6 +278,10 @@ def resolve(cfg: dict) -> dict:
         check_record(cfg, record)
     check_requirements(cfg)
     check_client_architectures(cfg)
+    if cfg["privacy"] != schema_default("privacy", None):
+        from bench.engine.privacy import check_privacy
+
+        check_privacy(cfg)
     return cfg
 
 
@@ -322,6 +328,9 @@ def semantic_view(cfg: dict) -> dict:
     for section, keys in HASHED_WHEN_SET.items():
         if section in view:
             view[section] = {k: v for k, v in view[section].items() if k not in keys or not is_default(section, k, v)}
+    for section in SECTIONS_HASHED_WHEN_SET:
+        if view.get(section) == schema_default(section, None):
+            del view[section]
     runtime = cfg.get("runtime", {})
     changed = {k: runtime[k] for k in SEMANTIC_RUNTIME_KEYS if not is_default("runtime", k, runtime.get(k, schema_default("runtime", k)))}
     if changed:
@@ -333,15 +342,22 @@ def with_later_keys(cfg: dict) -> dict:
     """A recorded run config with the HASHED_WHEN_SET keys it predates filled in at their
     defaults, so runs made before and after those keys existed compare as the same setting."""
     out = copy.deepcopy(cfg)
+    for section in SECTIONS_HASHED_WHEN_SET:
+        out[section] = {**schema_default(section, None), **out.get(section, {})}
     for section, keys in HASHED_WHEN_SET.items():
         if isinstance(out.get(section), dict):
             for key in keys:
                 out[section].setdefault(key, schema_default(section, key))
+    for mode in ("client_dp", "sample_dp"):  # off (null) or on, a DP mode has the same fields, so runs differ in values, not keys
+        fields = run_schema()["properties"]["privacy"]["properties"][mode]["properties"]
+        out["privacy"][mode] = {key: (out["privacy"][mode] or {}).get(key) for key in fields}
     return out
 
 
-def schema_default(section: str, key: str):
-    return run_schema()["properties"][section]["properties"][key]["default"]
+def schema_default(section: str, key: str | None):
+    """The default of a key of a section (key None: of the whole section, its keys filled)."""
+    props = run_schema()["properties"][section]
+    return fill_defaults(props, props["default"]) if key is None else props["properties"][key]["default"]
 
 
 def is_default(section: str, key: str, value) -> bool:

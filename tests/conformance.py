@@ -2,16 +2,19 @@
 `fedrank new-method` writes is checked with it too): two rounds on `synthetic` with full and with
 partial participation give finite metrics and change state; a crash at round 2 resumes to
 bit-identical metrics (which also shows the run is deterministic); the hyper-parameters are in the
-schema; the bytes counted follow who took part."""
+schema; the bytes counted follow who took part; under each privacy mode a method either runs or is
+refused with one line before any file is written, as it declares and as running it shows."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pandas as pd
 import torch
 
+from bench.engine.privacy import MODES, compatibility, probe, refusal
 from bench.engine.run import RunPaths
 from bench.methods import registry, resolve_method_config
 from conftest import assert_resume_is_exact, tiny_config
@@ -74,3 +77,31 @@ def check_bytes_follow_participation(name: str, metrics: pd.DataFrame, diagnosti
     trained = set(map(tuple, metrics[metrics["scope"] == "train"][["round", "client"]].astype(int).to_numpy()))
     assert trained == set(map(tuple, reported[reported["value"] == 1][["round", "client"]].astype(int).to_numpy())), \
         f"{name}: training-loss rows for clients that did not report"
+
+
+def check_privacy_mode(name: str, mode: str, tmp_path) -> None:
+    """One round under `mode` (bench/engine/privacy.py) either runs, with finite metrics and the
+    mode's privacy rows, or stops with a one-line reason; a method whose run shows a refusal declares
+    it, so `fedrank run` refuses it before writing anything; the committed table agrees."""
+    from bench.cli import main
+
+    cls = registry()[name]
+    outcome = probe(name, mode, tmp_path / "probe")
+    declared = refusal(cls, mode)
+    if outcome is True:
+        assert mode == "sample_dp" or declared is None, f"{name}: declares it cannot run under {mode} ({declared}), but it does"
+        metrics = pd.read_parquet(RunPaths(tmp_path / "probe").metrics)
+        assert metrics["value"].map(math.isfinite).all(), f"{name} under {mode}: non-finite metrics"
+        if mode != "secure_aggregation":
+            assert (metrics["scope"] == "privacy").any(), f"{name} under {mode}: no epsilon in metrics.parquet"
+    else:
+        assert "\n" not in outcome and name in outcome
+        assert declared is not None, f"{name}: running it under {mode} shows: {outcome}; declare that on the method"
+    if declared is not None:
+        out = tmp_path / "refused"
+        cfg = conformance_config(name, "full")
+        cfg["privacy"][mode] = {"clip": 1.0, "noise_multiplier": 1.0} if mode != "secure_aggregation" else True
+        assert main(["run", "--config-json", json.dumps(cfg), "--out", str(out), "--quiet"]) == 2
+        assert not out.exists(), f"{name}: a refused run wrote {out}"
+    assert compatibility().get(name, {}).get(mode) == (outcome is True and declared is None), \
+        f"{name}: bench/methods/privacy_compatibility.json is stale; run python -m bench.engine.privacy"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bench.methods import registry
-from conformance import PARTICIPATION, check_hyper_parameters_are_in_the_schema, check_method
+from bench.engine.privacy import MODES
+from conformance import PARTICIPATION, check_hyper_parameters_are_in_the_schema, check_method, check_privacy_mode
 
 METHODS = sorted(registry())
 
@@ -20,6 +21,14 @@ def test_hyper_parameters_are_in_the_schema(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_two_rounds_are_finite_change_state_resume_exactly_and_count_bytes(name, participation, tmp_path, monkeypatch):
     check_method(name, participation, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", METHODS)
+def test_each_privacy_mode_runs_or_is_refused_in_one_line(name, mode, tmp_path):
+    if mode != "secure_aggregation":
+        pytest.importorskip("opacus", reason="the DP modes need Opacus (pip install -e '.[privacy]')")
+    check_privacy_mode(name, mode, tmp_path)
 
 
 def test_the_new_method_skeleton_passes_the_conformance_suite(tmp_path, monkeypatch, capsys):

@@ -32,6 +32,7 @@ class {cls}(Method):
     """{title}: FedAvg with a server learning rate (replace with what the method does)."""
 
     name = "{name}"
+    mean_of_updates = True  # its server needs only the clients' mean update (privacy modes); else say why it needs more
     server_lr: float = hparam(1.0, "server learning rate eta (1 = FedAvg)", exclusiveMinimum=0)
 
     def aggregate(self, fed, updates):

@@ -86,8 +86,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     methods = registry()
     if args.json:
+        from bench.engine.privacy import compatibility
+
+        privacy = compatibility()
         print(json.dumps({name: {**cls.hparam_schema(), "search": {hp: s.to_json() for hp, s in cls.search_space().items()},
-                                 "recipe": recipe_json(cls.recipe), "requires": list(cls.requires)} for name, cls in methods.items()}, indent=2))
+                                 "recipe": recipe_json(cls.recipe), "requires": list(cls.requires), "privacy": privacy.get(name)}
+                          for name, cls in methods.items()}, indent=2))
         return 0
     for name, cls in methods.items():
         print(f"{name:<12} {cls.summary()}")
@@ -103,7 +107,20 @@ def cmd_methods(args: argparse.Namespace) -> int:
             print(f"    recipe (recipes: paper): {cls.recipe.describe()}")
     shared = ", ".join(f"{key} {space.describe()}" for key, space in shared_space().items())
     print(f"\nshared settings tuning searches (tune.shared; spaces from the run schema): {shared}")
+    print_privacy_compatibility(methods)
     return 0
+
+
+def print_privacy_compatibility(methods: dict) -> None:
+    """Which privacy modes each method runs under, as derived by running them on synthetic."""
+    from bench.engine.privacy import compatibility, compatibility_columns
+
+    table = compatibility()
+    print("\nprivacy (derived by running each mode on synthetic: python -m bench.engine.privacy; DP: client-level DP-FedAvg, record-level DP-SGD)")
+    print(f"    {'method':<14}{'DP-compatible':<18}SecAgg-compatible")
+    for name in methods:
+        columns = compatibility_columns(name, table)
+        print(f"    {name:<14}{columns['DP-compatible']:<18}{columns['SecAgg-compatible']}")
 
 
 HELP_COLUMN = 32

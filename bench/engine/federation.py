@@ -72,6 +72,15 @@ class Updates:
     def clients(self) -> list[int]:
         return [u.client for u in self.items]
 
+    def weighted_mean(self) -> torch.Tensor:
+        """The sample-count-weighted mean of the reported states (FedAvg's aggregate)."""
+        samples = self.num_samples
+        return (samples / samples.sum()) @ self.states
+
+    def mean(self) -> torch.Tensor:
+        """The plain mean of the reported states."""
+        return self.states.mean(0)
+
 
 @dataclass
 class Federation:

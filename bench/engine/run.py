@@ -54,6 +54,7 @@ class Progress:
     round_seconds: list[float] = field(default_factory=list)
     diverged_round: int | None = None
     resumed_from: int | None = None
+    privacy_releases: dict = field(default_factory=dict)  # client -> DP-SGD releases so far (privacy.sample_dp)
 
 
 # ---- evaluation -----------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def play_round(exp: Experiment, progress: Progress, beat: Heartbeat | None = Non
 
     Only the round's participants receive; only those that report train, upload and keep; the
     bytes counted are what they actually downloaded and uploaded."""
-    fed, method, r = exp.fed, exp.method, exp.fed.round
+    fed, method, r, privacy = exp.fed, exp.method, exp.fed.round, exp.privacy
     fed.diagnostics = []
     fed.plan = draw_round(fed.config["train"], fed.config["seed"], r, len(fed.clients))
     participants = method.select_clients(fed, [fed.clients[i] for i in fed.plan.sampled])
@@ -183,6 +184,8 @@ def play_round(exp: Experiment, progress: Progress, beat: Heartbeat | None = Non
     items = []
     for client in participants:
         method.receive(fed, client)
+        if privacy is not None:
+            privacy.received(fed, client)
         sent["bytes_down"] += method.download_bytes(fed, client)
         if client.id in fed.slots:
             fed.straggling = fed.plan.work.get(client.id)
@@ -201,7 +204,8 @@ def play_round(exp: Experiment, progress: Progress, beat: Heartbeat | None = Non
         return None
     record_participation(fed, participants, fits)
     if items:
-        new_state = method.aggregate(fed, Updates(fed.uploads[: len(items)], items))
+        updates = Updates(fed.uploads[: len(items)], items)
+        new_state = method.aggregate(fed, updates if privacy is None else privacy.server_view(fed, method, updates))
         if not (torch.isfinite(new_state).all() and all(torch.isfinite(s).all() for s in fed.to_clients.values())):
             log.warning("round %d: the aggregated state is not finite: run diverged", r)
             return None
@@ -210,6 +214,9 @@ def play_round(exp: Experiment, progress: Progress, beat: Heartbeat | None = Non
             method.keep(fed, client)
     else:
         log.warning("round %d: no client reported; the server state is unchanged", r)
+    if privacy is not None:
+        privacy.add_protocol_bytes(sent, participants, set(fits))
+        progress.metrics += privacy.rows(fed, progress.privacy_releases)
     progress.metrics += metric_rows(r, "comm", None, {"bytes": float(sum(sent.values())), **{k: float(v) for k, v in sent.items()},
                                                       "clients": float(len(items))})
     progress.diagnostics += diagnostic_columns(r, fed)
@@ -360,6 +367,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "holdout": None if exp.holdout is None else {"name": exp.holdout_name, "train": len(exp.holdout.train), "local_test": len(exp.holdout.test)},
             "notes": exp.dataset.notes,
         },
+        "privacy": None if exp.privacy is None else exp.privacy.describe(),
         "environment": environment(fed.device),
         "timing": {
             "started_at": started,

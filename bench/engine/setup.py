@@ -19,6 +19,7 @@ from bench.engine.batches import TensorData
 from bench.engine.federation import MAIN, Client, Federation
 from bench.engine.layout import StateLayout
 from bench.engine.participation import clients_per_round
+from bench.engine.privacy import attach as attach_privacy
 from bench.engine.seeds import derive_seed
 from bench.engine.trainer import LocalTrainer
 from bench.errors import UserError
@@ -133,6 +134,7 @@ class Experiment:
     holdout: Client | None = None  # the centre held out of the federation (partition.holdout): a client that never takes part
     holdout_name: str | None = None
     resumes_from: int = 1  # the round a rerun of the same command starts from: after the last checkpoint written
+    privacy: "Privacy | None" = None  # noqa: F821 - bench.engine.privacy.Privacy: the run's privacy modes (None: off)
 
 
 def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, dict], list[str]]:
@@ -152,12 +154,18 @@ def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, di
 
 
 def model_builders(sections: dict[str, dict], spec: ModelSpec, method: Method, device: torch.device,
-                   runtime: dict) -> dict[str, Callable[[], torch.nn.Module]]:
-    """A fresh-model function per architecture: the builder, the method's `model` hook, then the
+                   runtime: dict, group_norm: bool = False) -> dict[str, Callable[[], torch.nn.Module]]:
+    """A fresh-model function per architecture: the builder, the method's `model` hook, BatchNorm
+    replaced by GroupNorm (`group_norm`: DP-SGD needs each example's gradient alone), then the
     runtime's memory format and compilation."""
 
+    def private(model: torch.nn.Module) -> torch.nn.Module:
+        from bench.engine.privacy import group_norm as replace
+
+        return replace(model) if group_norm else model
+
     def builder(section: dict) -> Callable[[], torch.nn.Module]:
-        return lambda: prepare_model(method.model(build_model(section, spec.num_classes, spec.channels, spec.image_size), spec).to(device), runtime)
+        return lambda: prepare_model(private(method.model(build_model(section, spec.num_classes, spec.channels, spec.image_size), spec)).to(device), runtime)
 
     return {name: builder(section) for name, section in sections.items()}
 
@@ -184,7 +192,7 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     method = make_method(cfg["method"])
     sections, arch_of = architectures(cfg, method, partition.clients)
     spec = ModelSpec(dataset.num_classes, dataset.channels, dataset.image_size)
-    builders = model_builders(sections, spec, method, device, cfg["runtime"])
+    builders = model_builders(sections, spec, method, device, cfg["runtime"], group_norm=cfg["privacy"]["sample_dp"] is not None)
     models = initial_models(builders, cfg["seed"])
     layouts = {name: StateLayout(model) for name, model in models.items()}
     index_device = data.labels.device
@@ -216,4 +224,5 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     test_index = torch.as_tensor(np.asarray(test), device=index_device)
     held = partition.holdout
     holdout = None if held is None else Client(len(clients), torch.as_tensor(held.train, device=index_device), torch.as_tensor(held.test, device=index_device))
-    return Experiment(fed, method, dataset, test_index, len(pool), torch.cat([c.val for c in clients]), holdout, held and held.name)
+    return Experiment(fed, method, dataset, test_index, len(pool), torch.cat([c.val for c in clients]), holdout, held and held.name,
+                      attach_privacy(cfg, fed, method))

@@ -114,7 +114,11 @@ def batches_per_epoch(samples: int, batch_size: int) -> int:
 
 class LocalTrainer:
     """`autocast()` is the context forward passes and losses run in (bf16 autocast with
-    `runtime.precision` bf16; a no-op by default); backward and optimizer steps run outside it."""
+    `runtime.precision` bf16; a no-op by default); backward and optimizer steps run outside it.
+    `private` (`privacy.sample_dp`: a bench.engine.privacy.PrivateSGD) makes every fit on a
+    client's own training split DP-SGD."""
+
+    private = None
 
     def __init__(self, cfg: dict, data: TensorData, seed: int, autocast: Callable[[], ContextManager] = contextlib.nullcontext):
         self.cfg = cfg
@@ -169,6 +173,8 @@ class LocalTrainer:
         The mean loss is read from the device once, at the end.
         """
         cfg = self.cfg
+        private = self.private if indices is None else None
+        noise = private.generator(self.data.device, round, client.id, stream) if private is not None else None
         indices = client.train if indices is None else indices
         epochs = epochs or cfg["local_epochs"]
         budget = epochs * batches_per_epoch(len(indices), cfg["batch_size"])
@@ -187,6 +193,8 @@ class LocalTrainer:
                 p.requires_grad_(False)
         steps = samples = 0
         lr_sum = 0.0
+        if private is not None:
+            private.inside = True
         try:
             for epoch in range(epochs):
                 if steps >= budget:
@@ -198,15 +206,19 @@ class LocalTrainer:
                     if len(batch_index) < 2 or steps >= budget:
                         continue
                     x, y = self.data.batch(batch_index, generator)
-                    lr_sum += self._step(runs, x, y, batch_index, epoch, steps)
+                    lr_sum += self._step(runs, x, y, batch_index, epoch, steps, client, noise)
                     steps += 1
                     samples += len(batch_index)
                 for run in runs:
                     run.scheduler.step()
         finally:
+            if private is not None:
+                private.inside = False
             for run in runs:
                 for p in run.frozen_params:
                     p.requires_grad_(True)
+        if private is not None:
+            private.spent(client.id, steps * len(runs))
         for run in runs:
             if self.persists(run.learner):
                 client.state[run.learner.state_key] = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
@@ -214,8 +226,30 @@ class LocalTrainer:
         losses = {run.learner.name: value for run, value in zip(runs, means)}
         return FitResult(steps=steps, samples=samples, loss=float(sum(means)), lr_sum=lr_sum, losses=losses)
 
-    def _step(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int) -> float:
-        """One optimizer step of every learner on the same batch; returns the first learner's lr."""
+    def _step(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int,
+              client: Client, noise: torch.Generator | None = None) -> float:
+        """One optimizer step of every learner on the same batch (given `noise`: DP-SGD's clipped,
+        noised gradients); returns the first learner's lr."""
+        if noise is None:
+            losses = self._losses(runs, x, y, index, epoch, step)
+            for run in runs:
+                run.optimizer.zero_grad(set_to_none=True)
+            torch.stack(losses).sum().backward()
+        else:
+            losses = self.private.gradients(runs, len(x), lambda i: self._losses(runs, x[i], y[i], index[i], epoch, step), client.id, noise,
+                                            batch=(x, y))
+        first_lr = runs[0].optimizer.param_groups[0]["lr"]
+        for run, loss in zip(runs, losses):
+            if run.learner.before_step is not None:
+                run.learner.before_step(Step(run.optimizer, run.optimizer.param_groups[0]["lr"], step, epoch))
+            if self.cfg["clip_grad_norm"]:
+                nn.utils.clip_grad_norm_(run.params, self.cfg["clip_grad_norm"])
+            run.optimizer.step()
+            run.total += loss.detach()
+        return first_lr
+
+    def _losses(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int) -> list[torch.Tensor]:
+        """Every learner's loss on a batch."""
         outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         losses = []
         with self.autocast():
@@ -226,15 +260,4 @@ class LocalTrainer:
             for run in runs:
                 features, logits = outputs[run.learner.name]
                 losses.append(run.learner.objective(Batch(x, y, index, features, logits, outputs, epoch, step)))
-        for run in runs:
-            run.optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
-        first_lr = runs[0].optimizer.param_groups[0]["lr"]
-        for run, loss in zip(runs, losses):
-            if run.learner.before_step is not None:
-                run.learner.before_step(Step(run.optimizer, run.optimizer.param_groups[0]["lr"], step, epoch))
-            if self.cfg["clip_grad_norm"]:
-                nn.utils.clip_grad_norm_(run.params, self.cfg["clip_grad_norm"])
-            run.optimizer.step()
-            run.total += loss.detach()
-        return first_lr
+        return losses

@@ -77,6 +77,13 @@ class Method:
     has_global_model: ClassVar[bool] = True  # False: no server model to evaluate (local-only)
     recipe: ClassVar[Recipe | None] = None  # the training settings the method's paper assumes (`recipes: paper`)
     requires: ClassVar[tuple[str, ...]] = ()  # what the setting must provide: keys of bench.methods.requirements.REQUIREMENTS
+    # What the privacy modes need (bench/engine/privacy.py). mean_of_updates: True when the server needs only the
+    # mean of the clients' uploaded states (client-level DP and secure aggregation apply), or why it needs more;
+    # None: derived conservatively, True only for a method that keeps Method's aggregate and upload.
+    mean_of_updates: ClassVar[bool | str | None] = None
+    # private_training: True when a client's records reach the shared upload only through fits on its training
+    # split (record-level DP-SGD applies), or what else reads them.
+    private_training: ClassVar[bool | str] = True
 
     # ---- declaration -------------------------------------------------------------------
     @classmethod
@@ -97,6 +104,15 @@ class Method:
     def search_space(cls) -> dict[str, Space]:
         """The hyper-parameters tuning searches, with their spaces."""
         return {name: f.metadata["search"] for name, f in cls.hparams().items() if f.metadata.get("search") is not None}
+
+    @classmethod
+    def needs_only_mean(cls) -> bool | str:
+        """`mean_of_updates`, derived when undeclared: Method's own aggregate and upload need only the mean."""
+        if cls.mean_of_updates is not None:
+            return cls.mean_of_updates
+        if cls.aggregate is Method.aggregate and cls.upload is Method.upload:
+            return True
+        return "it overrides aggregate or upload without declaring mean_of_updates = True"
 
     @classmethod
     def summary(cls) -> str:
@@ -228,8 +244,7 @@ class Method:
     @staticmethod
     def weighted_mean(updates: Updates) -> torch.Tensor:
         """The sample-count-weighted mean of the reported states (FedAvg's aggregate)."""
-        samples = updates.num_samples
-        return (samples / samples.sum()) @ updates.states
+        return updates.weighted_mean()
 
     def shared_only(self, fed: Federation, new_state: torch.Tensor) -> torch.Tensor:
         """`new_state` on aggregated layers, the current global state on the others."""

@@ -20,6 +20,8 @@ class Central(Method):
     """Centralised: all clients' data pooled into one trainer (the upper bound)."""
 
     name = "central"
+    mean_of_updates = "the pooled baseline trains one model on every client's data, not a mean of client updates"
+    private_training = "it trains on every client's records pooled, outside the clients' DP-SGD fits"
 
     def select_clients(self, fed, sampled):
         return fed.clients[:1]

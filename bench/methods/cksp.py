@@ -76,6 +76,7 @@ class CKSP(Method):
     """CKSP: every convolution shared full-rank + private low-rank (SPConv); BatchNorm private (SBN)."""
 
     name = "cksp"
+    private_training = "its species-specific BatchNorm layers (SBN) are what DP-SGD replaces by GroupNorm"
     rank: int = hparam(4, "rank r of each client's private convolution (capped at the convolution's full rank)", minimum=1)
     personal: torch.Tensor | None = dataclasses.field(default=None, init=False, repr=False)
 

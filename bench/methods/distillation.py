@@ -89,6 +89,7 @@ class PublicKnowledge(Method):
 
     has_global_model = False
     requires = ("public_split",)
+    mean_of_updates = "the server keeps each client's own logits on the public split"
     architectures: tuple = hparam(ZOO, "client models, client i gets entry i mod length (names or model sections; [] = every client the configured model)",
                                   items=ARCHITECTURE)
 

@@ -25,6 +25,7 @@ from bench.methods import Method, Recipe, hparam, loguniform, register
 @dataclass(kw_only=True)
 class AdaptiveServer(Method):
     """The FedOpt server step shared by FedAdam, FedYogi and FedAdagrad (not registered)."""
+    mean_of_updates = True  # its step uses only the mean update
 
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
                     source="Reddi et al. ICLR 2021, Algorithm 2: ClientOpt is SGD (no momentum)")

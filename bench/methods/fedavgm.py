@@ -26,6 +26,7 @@ class FedAvgM(Method):
     """FedAvgM: FedAvg with server momentum on the mean client update."""
 
     name = "fedavgm"
+    mean_of_updates = True  # momentum on the mean update
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0}, source="Hsu et al. 2019, Sec. 3: clients run plain SGD")
     momentum: float = hparam(0.9, "server momentum beta (0 with server_lr 1 is FedAvg)", minimum=0, exclusiveMaximum=1,
                              search=uniform(0.0, 0.99, source="Hsu et al. 2019, Fig. 4: beta from 0 to 0.997"))

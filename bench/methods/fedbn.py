@@ -30,6 +30,7 @@ class FedBN(Method):
     """FedBN: FedAvg with every BatchNorm layer (weights and statistics) kept personal."""
 
     name = "fedbn"
+    private_training = "its personal layers are the BatchNorm layers, which DP-SGD replaces by GroupNorm (it would be FedAvg)"
     personal: torch.Tensor | None = dataclasses.field(default=None, init=False, repr=False)
 
     def personal_layers(self, fed):

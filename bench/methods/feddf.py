@@ -37,6 +37,7 @@ class FedDF(Method):
 
     name = "feddf"
     requires = ("public_split",)
+    mean_of_updates = "the server distils the ensemble of the clients' individual models on the public split"
     architectures: tuple = hparam([], "client models, client i gets entry i mod length (names or model sections; [] = every client the configured model)",
                                   items=ARCHITECTURE)
     temperature: float = hparam(1.0, "softmax temperature T of the distillation (reference: 1)", exclusiveMinimum=0)

@@ -57,6 +57,7 @@ class FedDyn(Method):
     """FedDyn: dynamic regularizer -<g_i, theta> + (alpha/2)||theta - theta_server||^2; server corrects by h."""
 
     name = "feddyn"
+    mean_of_updates = True  # h and the new state come from the mean state and the count
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
                     space={"train.lr": loguniform(0.01, 1.0, source="Acar et al. ICLR 2021, Sec. 5: SGD at learning rate 0.1; one decade either side")},
                     source="Acar et al. ICLR 2021, Sec. 5: clients run SGD")
@@ -81,8 +82,8 @@ class FedDyn(Method):
         return update
 
     def aggregate(self, fed, updates):
-        mean = updates.states.mean(0)
-        share = len(updates.items) / len(fed.clients)
+        mean = updates.mean()
+        share = len(updates.clients) / len(fed.clients)
         h, theta = server_step(fed.server[H], self.alpha, fed.global_state[fed.trainable], mean[fed.trainable], share)
         fed.server[H] = h
         return self.shared_only(fed, mean.masked_scatter(fed.trainable, theta))

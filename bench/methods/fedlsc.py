@@ -75,6 +75,7 @@ class FedLSC(Method):
     """FedLSC: per-layer cosine-similarity weights; least-similar layers stay personal."""
 
     name = "fedlsc"
+    mean_of_updates = "its layer-wise client weights are similarities of each client's own update (per-client weights)"
     recipe = Recipe(settings={"train.optimizer": "adam"}, source="Liu, Chen & Lv, ESWA 306 (2026), Sec. 4: Adam with StepLR")
     tau: float = hparam(0.2, "softmax temperature tau of the similarity weights (Eq.4)", exclusiveMinimum=0,
                         search=loguniform(0.1, 2.5, source="Liu, Chen & Lv 2026, the tau sweep: 0.1 to 2.5"))

@@ -44,6 +44,7 @@ class FedNova(Method):
     """FedNova: normalized averaging of the local updates by each client's local steps a_i."""
 
     name = "fednova"
+    mean_of_updates = "it normalises each client's update by that client's own step weight"
     recipe = Recipe(settings={"train.optimizer": "sgd"}, source="Wang et al. NeurIPS 2020, Sec. 6: local SGD, with or without momentum")
 
     def train(self, fed, client):

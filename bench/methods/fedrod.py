@@ -73,6 +73,7 @@ class FedRoD(Method):
     """FedRoD: balanced-softmax generic head (aggregated) plus a residual personal head."""
 
     name = "fedrod"
+    private_training = "its balanced-softmax loss uses the client's label counts, a statistic of all its records outside DP-SGD"
 
     def model(self, base, spec):
         base.head = GenericAndPersonalHeads(base.head)

@@ -187,6 +187,8 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 class GradientProbe(Method):
     """Records Gamma every `gamma_every` rounds from gradients the clients probe before training (not registered)."""
 
+    mean_of_updates = "the server reads each client's probed gradient for the dissimilarity Gamma (gamma_every > 0)"
+    private_training = "each client's probed gradient for Gamma is computed on its records outside DP-SGD and sent"
     gamma_every: int = hparam(1, "record the gradient dissimilarity every this many rounds (0: never)", minimum=0)
 
     def probe(self, fed, client, params: list[nn.Parameter]) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ class Local(Method):
 
     name = "local"
     has_global_model = False
+    mean_of_updates = True  # its server combines nothing
 
     def personal_layers(self, fed):
         return ~fed.layout.no_layers()

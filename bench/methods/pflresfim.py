@@ -116,6 +116,8 @@ class PFLResFIM(Method):
     """pFL-ResFIM: elements most sensitive to other clients' styles (residual Fisher) stay personal."""
 
     name = "pflresfim"
+    mean_of_updates = "the server reads each client's personal-parameter mask and style statistics"
+    private_training = "it computes Fisher information and amplitude-spectrum styles from client records outside DP-SGD, and sends the styles"
     share: float = hparam(0.1, "share of the trainable elements each client keeps personal (largest ResFIM)", minimum=0, maximum=1)
     band: float = hparam(0.1, "low-frequency box half-size as a share of min(H, W) (FedDG's L)", minimum=0, maximum=0.5)
     styles: int = hparam(8, "amplitude spectra each client shares (random training images)", minimum=1)

@@ -121,6 +121,8 @@ class PRRFL(Method):
     """PRR-FL: per-client Fourier aggregation of deputies; a personal model learns from its deputy (DET)."""
 
     name = "prrfl"
+    mean_of_updates = "its server returns each client its own Fourier-mixed model and reads each client's stage"
+    private_training = "it scores each client's model on its training records (F1) outside DP-SGD to choose the stage"
     band_start: float = hparam(0.7, "share of each spectrum axis averaged in round 1 (PFA's L_0)", exclusiveMinimum=0, maximum=1)
     band_end: float = hparam(0.95, "share reached after the last round (L_end)", exclusiveMinimum=0, maximum=1)
     alpha1: float = hparam(0.7, "DET: Recover while the deputy's training F1 < alpha1 x the personal one", minimum=0)

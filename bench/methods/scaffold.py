@@ -63,6 +63,7 @@ class Scaffold(Method):
     """SCAFFOLD: control variates c, c_i correct local gradients by c - c_i (option II update)."""
 
     name = "scaffold"
+    mean_of_updates = "the server also needs each client's control-variate update, sent beside the model"
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
                     source="Karimireddy et al. ICML 2020, Algorithm 1: local SGD steps; option II's c_i estimates an SGD gradient")
     server_lr: float = hparam(1.0, "server learning rate eta_g: x <- x + eta_g * mean(Delta y)", exclusiveMinimum=0)

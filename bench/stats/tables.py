@@ -8,6 +8,7 @@ method appears in every table without any edit here.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -227,8 +228,11 @@ def leaderboard_table(analysis: Analysis) -> list[Table]:
         display[f"p Holm vs {analysis.control}"] = [fmt_p(p) for p in data["p_control_holm"]]
     display["ranked on"] = data["ranked_on"]
     display["scored model"] = data["method"].map(scored_model(analysis.results))
+    for column, values in privacy_columns(analysis.results, data["method"]).items():
+        display[column] = values
     about = (f"One row per method, best first, ranked on {metric_name(metric)} ({scope_phrase(analysis.results, data['method'])}, "
-             f"each run scored {final_phrase(analysis.settings)}).")
+             f"each run scored {final_phrase(analysis.settings)}). DP-compatible (client-level DP-FedAvg, record-level DP-SGD) and "
+             "SecAgg-compatible: whether the method runs under that privacy mode, derived by running it on synthetic (bench/engine/privacy.py).")
     return [Table("leaderboard", f"Leaderboard ({metric_name(metric)})", data, display, None, None, ranking_notes(analysis), about)]
 
 
@@ -238,6 +242,17 @@ def scored_model(results) -> dict[str, str]:
 
 
 SCORED_MODEL = {"global": "global", "personal": "personal (mean over clients)"}
+def privacy_columns(results, treatments: pd.Series) -> dict[str, list[str]]:
+    """The DP-compatible and SecAgg-compatible columns of the treatments' methods (none for results
+    that do not name their methods' configs, e.g. made-up scores)."""
+    from bench.engine.privacy import compatibility, compatibility_columns
+
+    if "method_config" not in results.runs:
+        return {}
+    table = compatibility()
+    names = results.runs.drop_duplicates("method").set_index("method")["method_config"].map(lambda text: json.loads(text)["name"])
+    rows = [compatibility_columns(names.get(t, ""), table) for t in treatments]
+    return {column: [row[column] for row in rows] for column in ("DP-compatible", "SecAgg-compatible")}
 
 
 def verdict_text(row: pd.Series, min_blocks: int) -> str:

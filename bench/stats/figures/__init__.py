@@ -44,6 +44,7 @@ def figure_kinds() -> dict:
     from bench.stats.figures.curves import convergence, sensitivity
     from bench.stats.figures.heatmaps import layer_similarity, sweep_heatmaps
     from bench.stats.figures.partitions import partitions
+    from bench.stats.figures.privacy import privacy_utility
     from bench.stats.figures.protocols import client_dots, frequency_curves, unseen_scatter
 
     return {
@@ -57,4 +58,5 @@ def figure_kinds() -> dict:
         "fairness": client_dots,
         "communication_frequency": frequency_curves,
         "leave_one_centre_out": unseen_scatter,
+        "privacy_utility": privacy_utility,
     }
