@@ -1,12 +1,12 @@
-"""The conformance suite, generated for every registered method: adding a method module adds its
-cases here with no list to edit (see tests/conformance.py for what is checked)."""
+"""The conformance suite (bench.testing.conformance), generated for every registered method:
+adding a method module adds its cases here with no list to edit."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.methods import registry
-from conformance import PARTICIPATION, check_hyper_parameters_are_in_the_schema, check_method
+from bench.testing.conformance import PARTICIPATION, check_hyper_parameters_are_in_the_schema, check_learns, check_method
 
 METHODS = sorted(registry())
 
@@ -18,8 +18,13 @@ def test_hyper_parameters_are_in_the_schema(name):
 
 @pytest.mark.parametrize("participation", sorted(PARTICIPATION))
 @pytest.mark.parametrize("name", METHODS)
-def test_two_rounds_are_finite_change_state_resume_exactly_and_count_bytes(name, participation, tmp_path, monkeypatch):
-    check_method(name, participation, tmp_path, monkeypatch)
+def test_two_rounds_are_finite_change_state_resume_exactly_and_count_bytes(name, participation, tmp_path):
+    check_method(name, participation, tmp_path)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_each_method_learns_the_easy_task_or_says_why_not(name, tmp_path):
+    check_learns(name, tmp_path)
 
 
 def test_the_new_method_skeleton_passes_the_conformance_suite(tmp_path, monkeypatch, capsys):
@@ -33,7 +38,8 @@ def test_the_new_method_skeleton_passes_the_conformance_suite(tmp_path, monkeypa
         assert "fedskeleton_test" in registry()
         check_hyper_parameters_are_in_the_schema("fedskeleton_test")
         for participation in sorted(PARTICIPATION):
-            check_method("fedskeleton_test", participation, tmp_path / participation, monkeypatch)
+            check_method("fedskeleton_test", participation, tmp_path / participation)
+        check_learns("fedskeleton_test", tmp_path / "learning")
     finally:
         bench.methods._REGISTRY.pop("fedskeleton_test", None)
     assert main(["new-method", "fedavg"]) == 2  # taken

@@ -135,7 +135,7 @@ def diagnostic_columns(round: int, fed) -> list[dict[str, list]]:
             "round": [round] * n,
             "name": [item["name"]] * n,
             "layer": keys[position["layer"]].tolist() if "layer" in position else [None] * n,
-            "client": position["client"].tolist() if "client" in position else [None] * n,
+            "client": np.asarray(item["clients"])[position["client"]].tolist() if "client" in position else [None] * n,
             "value": values.flatten().tolist(),
         })
     return out

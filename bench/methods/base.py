@@ -76,6 +76,7 @@ class Method:
     name: ClassVar[str] = ""
     has_global_model: ClassVar[bool] = True  # False: no server model to evaluate (local-only)
     recipe: ClassVar[Recipe | None] = None  # the training settings the method's paper assumes (`recipes: paper`)
+    not_learning: ClassVar[str] = ""  # why it is not expected to learn the conformance suite's easy task (empty: it must)
 
     # ---- declaration -------------------------------------------------------------------
     @classmethod
@@ -187,9 +188,11 @@ class Method:
         return fed.fit(client, loss=self.client_loss(fed, client), extra_loss=self.local_loss(fed, client))
 
     def upload(self, fed: Federation, client: Client, fit: FitResult) -> Update:
-        """What the client sends: its float state (snapshotted into its row of `fed.uploads`)."""
+        """What the client sends: its float state (snapshotted into its row of `fed.uploads`) and
+        the fit's `extra` (what `train` adds, e.g. a loss or a control variate) as `Update.extra`:
+        the one channel from client to server besides the state."""
         fed.layout_of(client).gather(fed.model_of(client), out=fed.upload_row(client))
-        return Update(client.id, client.num_samples, fit)
+        return Update(client.id, client.num_samples, fit, extra=dict(fit.extra))
 
     # ---- server side --------------------------------------------------------------------
     def aggregate(self, fed: Federation, updates: Updates) -> torch.Tensor:
