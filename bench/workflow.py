@@ -501,9 +501,11 @@ def plan_workflow(config: dict) -> Plan:
     """Every run of the selected studies, resolved and deduplicated, with study and report groups.
 
     `config` is a checked workflow config with its defaults filled (see `load_workflow_config`)."""
+    from bench.methods import add_methods_path
     from bench.stats.settings import resolve_stats
 
     resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
+    add_methods_path(config.get("methods_path", []))  # before the registry is read: `methods: all` includes them
     hparams = method_hparams()
     plan = Plan(results=config["results"], reports=config["reports"])
     for name in selected_studies(config):

@@ -33,6 +33,7 @@ from bench.engine.setup import Experiment, build_experiment, configure_torch, se
 from bench.engine.trainer import FitResult, Learner, batches_per_epoch
 from bench.errors import UserError
 from bench.io import MB, remove_stale_temporaries, torch_save, write_json
+from bench.methods import method_source
 from bench.models import count_parameters, describe_init
 
 log = logging.getLogger("fedrank")
@@ -315,6 +316,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
         "headline_scope": headline_scope(exp),
         "seed": cfg["seed"],
         "method": exp.method.config(),
+        "method_source": method_source(exp.method.name),
         "config": cfg,
         "config_digest": config_digest(cfg),
         "model": {
