@@ -223,8 +223,11 @@ def scoped_options(options: dict, where: str, hparams: dict[str, set[str]]) -> d
 
 
 def method_entries(study: str, spec: str | list, hparams: dict[str, set[str]]) -> list[dict]:
-    """The study's method variants as {name, fixed hyper-parameters}; `all` is every registered method."""
-    entries = [{"name": name} for name in hparams] if spec == "all" else [{"name": e} if isinstance(e, str) else dict(e) for e in spec]
+    """The study's method variants as {name, fixed hyper-parameters}; `all` is every registered
+    method but adapters (`in_all` False: Flower, named with its strategy)."""
+    from bench.methods import registry
+
+    entries = [{"name": name} for name, cls in registry().items() if cls.in_all] if spec == "all" else [{"name": e} if isinstance(e, str) else dict(e) for e in spec]
     for entry in entries:
         if entry["name"] not in hparams:
             raise UserError(f"config key 'studies.{study}.methods': unknown method '{entry['name']}'; choose from {', '.join(hparams)} or `all`")

@@ -3,12 +3,21 @@ adding a method module adds its cases here with no list to edit."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from bench.methods import registry
 from bench.testing.conformance import PARTICIPATION, check_hyper_parameters_are_in_the_schema, check_learns, check_method
 
 METHODS = sorted(registry())
+
+
+def needs_its_packages(name: str) -> None:
+    """Skip a method whose optional extra is not installed (e.g. flower without flwr)."""
+    missing = [m for m in registry()[name].optional_packages if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"method {name} needs {', '.join(missing)} (an optional extra of pyproject.toml)")
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -19,11 +28,13 @@ def test_hyper_parameters_are_in_the_schema(name):
 @pytest.mark.parametrize("participation", sorted(PARTICIPATION))
 @pytest.mark.parametrize("name", METHODS)
 def test_two_rounds_are_finite_change_state_resume_exactly_and_count_bytes(name, participation, tmp_path):
+    needs_its_packages(name)
     check_method(name, participation, tmp_path)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_each_method_learns_the_easy_task_or_says_why_not(name, tmp_path):
+    needs_its_packages(name)
     check_learns(name, tmp_path)
 
 

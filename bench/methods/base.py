@@ -77,6 +77,8 @@ class Method:
     has_global_model: ClassVar[bool] = True  # False: no server model to evaluate (local-only)
     recipe: ClassVar[Recipe | None] = None  # the training settings the method's paper assumes (`recipes: paper`)
     not_learning: ClassVar[str] = ""  # why it is not expected to learn the conformance suite's easy task (empty: it must)
+    in_all: ClassVar[bool] = True  # False: a study's `methods: all` leaves it out (an adapter that is named with its settings)
+    optional_packages: ClassVar[tuple[str, ...]] = ()  # importable modules it needs from an optional extra (tests skip without them)
 
     # ---- declaration -------------------------------------------------------------------
     @classmethod
