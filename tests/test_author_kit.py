@@ -172,3 +172,25 @@ def test_the_kit_reports_given_states_sizes_and_extras():
         report(fed, shifted(fed, [0.1]), [1, 2])
     rows = play(exp, rounds=2)
     assert exp.fed.round == 2 and any(r["scope"] == "global" and math.isfinite(r["value"]) for r in rows)
+
+
+def test_the_readme_method_table_is_generated_from_the_registry():
+    from bench.method_table import readme_block
+    from bench.methods import registry
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    assert readme_block() in readme, "run: python -m bench.method_table README.md"
+    assert all(f"| `{name}` |" in readme for name, cls in registry().items() if cls.__module__.startswith("bench.methods."))
+
+
+def test_the_readme_test_kit_example_computes_what_its_comment_says():
+    import re
+
+    from conftest import REPO
+
+    code = re.search(r"\*\*Tests\.\*\*.*?```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    fed, new = scope["fed"], scope["new"]
+    torch.testing.assert_close(new[fed.trainable], fed.global_state[fed.trainable] + 0.02, rtol=0, atol=1e-6)

@@ -209,7 +209,7 @@ def test_a_new_method_file_is_discovered(tmp_path, monkeypatch):
 
 def test_the_readme_example_method_runs(tmp_path):
     readme = (REPO / "README.md").read_text()
-    code = re.search(r"### Adding a method.*?```python\n(.*?)```", readme, re.S).group(1)
+    code = re.search(r"### Authoring a method.*?```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
     try:
         record = execute(tiny_config(method="fedexample", train__rounds=2), tmp_path / "run", show_progress=False)

@@ -18,7 +18,8 @@ Update equations (the paper's numbering), one per line, e.g.
   Delta_t = sum_i p_i (y_i - x_t)           the clients' sample-weighted mean update
   x_{{t+1}} = x_t + eta Delta_t              the server step (eta = 1 is FedAvg)
 Write where a detail comes from when the paper leaves it open (the authors' code, a benchmark).
-Hooks used: aggregate. Every equation gets a test against hand-computed values.
+Hooks used: aggregate. Every equation gets a test against hand-computed values (bench.testing
+builds the federation: README, "Authoring a method").
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def cmd_new_method(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     out.write_text(TEMPLATE.format(name=name, cls=class_name(name), title=class_name(name)))
     print(f"wrote {out}: method '{name}'. Fill in its docstring, hyper-parameters and hooks (bench/methods/base.py), then run "
-          f"`pytest tests/test_conformance.py -k {name}`; it is then in `fedrank methods` and in every study with `methods: all`.")
+          f"`fedrank check-method {out}`; it is then in `fedrank methods` and in every study with `methods: all` "
+          f"(outside bench/methods/, put its folder on FEDRANK_METHODS_PATH or a workflow config's methods_path).")
     return 0
 
 
@@ -156,7 +158,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "passes the conformance suite, with the places to fill in marked. Nothing else needs editing: the registry finds it.",
     )
     new.add_argument("name", help="the method's registry name, e.g. fedfoo (lower case, digits, underscores)")
-    new.add_argument("--out", help="write here instead of bench/methods/NAME.py (the file must then be on the methods path to be found)")
+    new.add_argument("--out", help="write here instead of bench/methods/NAME.py (its folder must then be on FEDRANK_METHODS_PATH or methods_path)")
     new.set_defaults(func=cmd_new_method)
     check = sub.add_parser(
         "check-method",
