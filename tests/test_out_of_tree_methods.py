@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -148,3 +147,25 @@ def test_check_method_passes_a_good_file_and_names_the_failing_check_and_hooks_o
     assert failed and "aggregate" in failed[0] and "aggregated state" in failed[0] and "round 1" in failed[0]
     assert any(line.startswith("SKIP resume (full)") for line in lines)
     assert main(["check-method", "no_such_method"]) == 2
+
+
+@pytest.mark.slow
+def test_a_method_in_a_methods_path_folder_is_run_and_ranked_by_the_workflow(tmp_path):
+    """Snakemake on a config whose methods_path names a folder outside fedrank: its method runs in
+    every job (they inherit FEDRANK_METHODS_PATH) and reaches the leaderboard, no fedrank edit."""
+    import yaml
+
+    from test_workflow_report import run_workflow
+
+    folder = method_folder(tmp_path, "fedranked_ext", "FedRanked")
+    config = {"methods_path": [str(folder)], "seeds": 2,
+              "base": {"data": {"name": "synthetic"}, "model": {"name": "small_cnn", "widths": [8, 16]}, "train": {"rounds": 2, "lr": 0.003}},
+              "studies": {"outside": {"description": "FedAvg against a method from outside fedrank.", "datasets": ["synthetic"],
+                                      "methods": ["fedavg", "fedranked_ext"]}}}
+    (tmp_path / "outside.yaml").write_text(yaml.safe_dump(config))
+    run_workflow(tmp_path / "out", tmp_path / "outside.yaml")
+    leaderboard = (tmp_path / "out" / "reports" / "tables" / "leaderboard.md").read_text()
+    assert "fedranked_ext" in leaderboard
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*fedranked_ext*/run.json")]
+    assert len(records) == 2 and all(r["status"] == "completed" and r["method_source"]["file"] == str((folder / "fedranked_ext.py").resolve())
+                                      for r in records)
