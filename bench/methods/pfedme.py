@@ -59,13 +59,13 @@ class PFedMe(Method):
 
     name = "pfedme"
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0, "train.lr": 0.005},
-                    source="Dinh et al. NeurIPS 2020, Sec. 5 and the authors' README: local SGD at eta = 0.005")
+                    source="Dinh et al. NeurIPS 2020, Alg. 1 line 8 (a plain SGD step of w); eta = 0.005 in the authors' README runs (CharlieDinh/pFedMe)")
     lam: float = hparam(15.0, "regularisation lam of the personal model towards the local model", exclusiveMinimum=0,
-                        search=loguniform(1.0, 30.0, source="Dinh et al. NeurIPS 2020, Sec. 5: lam of 15 to 30 in the experiments; fedrank's lower range"))
+                        search=loguniform(1.0, 30.0, source="fedrank's range around the authors' lam = 15 (CharlieDinh/pFedMe README runs)"))
     personal_lr: float = hparam(0.09, "learning rate eta_p of the personal model's K plain SGD steps", exclusiveMinimum=0,
-                                search=loguniform(0.005, 0.1, source="Dinh et al. NeurIPS 2020, Sec. 5: personal learning rates up to 0.1"))
+                                search=loguniform(0.005, 0.1, source="fedrank's range below the authors' 0.09 / 0.1 (CharlieDinh/pFedMe README runs)"))
     inner_steps: int = hparam(5, "K: personal-model steps on each batch", minimum=1,
-                              search=intuniform(1, 10, source="Dinh et al. NeurIPS 2020, Sec. 5: K = 5 by default, larger K explored"))
+                              search=intuniform(1, 10, source="fedrank's range around the authors' default K = 5 (CharlieDinh/pFedMe main.py)"))
     beta: float = hparam(1.0, "server mixing beta: w <- (1 - beta) w + beta * mean of the local models", exclusiveMinimum=0)
 
     def setup(self, fed):

@@ -14,8 +14,8 @@ Choices and sources (the authors' code, litian96/fair_flearn, flearn/trainers/qf
 F_k is the mean loss over the whole local training split at w^t, plus 1e-10 as the code; L uses
 train.lr (the schedule's start), so the step is meant for plain local SGD (`recipes: paper`).
 ||Delta w_k||^2 and the step cover trainable tensors; buffers (BatchNorm running statistics)
-take FedAvg's sample-weighted mean. q = 1 is fedrank's default inside the paper's grid (q up to
-15); tune q per study.
+take FedAvg's sample-weighted mean. q = 1 is fedrank's default (the paper tunes q per dataset);
+tune q per study.
 Hooks used: train (F_k into FitResult.extra, which the default upload sends), aggregate.
 """
 
@@ -55,7 +55,7 @@ class QFFL(Method):
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
                     source="Li et al. ICLR 2020, Algorithm 2: local SGD; L = 1/lr assumes it")
     q: float = hparam(1.0, "fairness q: 0 = FedAvg (unweighted), larger = more weight on high-loss clients", minimum=0,
-                      search=loguniform(0.001, 15.0, source="Li et al. ICLR 2020, Sec. 5 and App.: q tuned from 0.001 to 15"))
+                      search=loguniform(0.001, 15.0, source="Li et al. ICLR 2020 tune q per dataset; fedrank's log range around q = 1"))
 
     def train(self, fed, client):
         before = fed.train_loss(client)
