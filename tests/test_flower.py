@@ -9,6 +9,7 @@ methods: the numbers agree where the equations agree, and every difference is by
 | FedAdam         | fedadam        | trainable, with v_0 = 0 and eta x bias correction | v_0 = tau^2 in fedrank (Reddi Alg. 2); Flower bias-corrects eta; buffers |
 | FedYogi         | fedyogi        | trainable, with v_0 = 0                | v_0; buffers                                           |
 | FedAdagrad      | fedadagrad     | trainable, with v_0 = 0 and beta1 = 0  | v_0; Flower has no first moment (beta_1 = 0); buffers  |
+| QFedAvg         | qffl           | every element, when the clients' states differ on trainable elements only | Flower includes buffers in ||Delta w||^2 and the step; fedrank averages buffers |
 | FedMedian, FedTrimmedAvg, Krum | (none) | hand-computed values, and they train and rank like any method | - |
 """
 
@@ -94,6 +95,38 @@ def test_flower_fedopt_agrees_with_v0_zero_and_fedadams_bias_correction(strategy
         torch.testing.assert_close(flowers[trainable], mine[trainable], rtol=1e-4, atol=1e-6)
         theirs.fed.global_state, ours.fed.global_state = mine.clone(), mine.clone()
         theirs.method._strategy.current_arrays = None  # set again by configure_train from the shared state
+
+
+def test_flower_qfedavg_is_fedranks_qffl():
+    # both receive F_k(w^t) (fedrank: Update.extra of qffl's train; Flower: the reply's train_loss metric)
+    from bench.methods.flower import RECEIVED_LOSS
+    from bench.methods.qffl import LOSS_BEFORE
+
+    ours = federation("qffl", train__lr=0.1, method__q=1.0)
+    theirs = flower("QFedAvg", client_learning_rate=0.1, q=1.0)
+    losses, new = [2.0, 0.5, 1.2], {}
+    for exp, key in ((ours, LOSS_BEFORE), (theirs, RECEIVED_LOSS)):
+        fed = exp.fed
+        fed.round = 1
+        if exp is theirs:
+            exp.method.select_clients(fed, fed.clients)
+        moved = fed.global_state + torch.where(fed.trainable, deltas(1, fed.layout.size), torch.zeros(()))  # buffers as received
+        new[exp.method.name] = exp.method.aggregate(fed, report(fed, moved, SIZES, extras=[{key: f} for f in losses]))
+    torch.testing.assert_close(new["flower"], new["qffl"], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(new["qffl"], ours.fed.global_state)
+
+
+def test_flower_qfedavg_clients_send_the_received_models_training_loss():
+    from bench.methods.flower import RECEIVED_LOSS
+
+    exp = flower("QFedAvg", client_learning_rate=0.1)
+    fed, client = exp.fed, exp.fed.clients[0]
+    fed.round, fed.slots = 1, {client.id: 0}
+    exp.method.select_clients(fed, fed.clients)
+    exp.method.receive(fed, client)
+    before = fed.train_loss(client)
+    update = exp.method.upload(fed, client, exp.method.train(fed, client))
+    assert update.extra[RECEIVED_LOSS] == before and exp.method.metrics(update) == {"num-examples": client.num_samples, "train_loss": before}
 
 
 def test_flower_fedadam_differs_from_fedranks_by_v0_and_bias_correction_by_hand():

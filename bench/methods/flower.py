@@ -8,7 +8,9 @@ every method of a seed still shares it; the clients its messages go to take part
 fedrank's local training; a `proximal-mu` in the round's config (Flower's FedProx) adds the
 proximal term (mu/2)||w - w^t||^2, other config keys are ignored. Each reporting client's state
 goes back as a reply `Message` with an `ArrayRecord` of the state and a `MetricRecord` with
-`num-examples` (its training samples), and `aggregate_train(round, replies)` gives the new global
+`num-examples` (its training samples) and, for a strategy with a `train_loss_key` (Flower's
+QFedAvg), the received model's loss on the client's training labels before training
+(`fed.train_loss`: q-FedAvg's F_k(w^t)); `aggregate_train(round, replies)` gives the new global
 state.
 
 Reproducibility: Flower samples with Python's `random`, seeded here per (run seed, round) and
@@ -24,12 +26,15 @@ FedAdagrad at tau^2, Reddi et al. Algorithm 2) and FedAdam bias-corrects eta by 
 / (1 - beta1^(t+1)) (fedrank's does not, as the paper); Flower's FedAvgM starts its momentum at the
 first pseudo-gradient and steps x - eta * momentum with the pseudo-gradient x - mean (the same as
 fedrank's v_t = beta v + Delta with v_0 = 0).
-Hooks used: prepare, select_clients, local_loss, aggregate.
+Flower's QFedAvg is fedrank's qffl with L = 1/client_learning_rate, but over every array (BatchNorm
+buffers in ||Delta w||^2 and the step; fedrank's qffl: trainable elements, buffers averaged).
+Hooks used: prepare, select_clients, local_loss, train, aggregate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import random
@@ -44,6 +49,7 @@ from bench.engine.seeds import derive_seed
 from bench.errors import UserError
 from bench.methods import Method, hparam, proximal_term, register
 
+RECEIVED_LOSS = "received_loss"  # Update.extra: the received model's training loss, for a strategy with a train_loss_key
 STRATEGY_STATE = "flower_strategy"  # fed.server: the strategy's own state, as tensors
 SAMPLING_STREAM = 0xF10  # seed stream of Flower's client sampling
 SKIP = object()  # a strategy attribute that is configuration, not state
@@ -179,12 +185,25 @@ class Flower(Method):
     def local_loss(self, fed, client):
         return proximal_term(fed, float(self._config.get("proximal-mu", 0.0)), ~self.personal_layers(fed))
 
+    def train(self, fed, client):
+        if not hasattr(self._strategy, "train_loss_key"):
+            return super().train(fed, client)
+        before = fed.train_loss(client)
+        fit = super().train(fed, client)
+        return dataclasses.replace(fit, extra={**fit.extra, RECEIVED_LOSS: before})
+
+    def metrics(self, update) -> dict:
+        """The reply's MetricRecord: the sample count, and the received model's loss where the strategy reads one."""
+        metrics = {getattr(self._strategy, "weighted_by_key", "num-examples"): update.num_samples}
+        if RECEIVED_LOSS in update.extra:
+            metrics[self._strategy.train_loss_key] = update.extra[RECEIVED_LOSS]
+        return metrics
+
     def aggregate(self, fed, updates):
         app, _ = flwr_modules()
         key = getattr(self._strategy, "arrayrecord_key", "arrays")
-        weight = getattr(self._strategy, "weighted_by_key", "num-examples")
         with flower_context(derive_seed(fed.config["seed"], SAMPLING_STREAM, fed.round, 1)):
-            replies = [app.Message(app.RecordDict({key: to_record(app, fed, state), "metrics": app.MetricRecord({weight: u.num_samples})}),
+            replies = [app.Message(app.RecordDict({key: to_record(app, fed, state), "metrics": app.MetricRecord(self.metrics(u))}),
                                    reply_to=self._instructions[u.client]) for u, state in zip(updates.items, updates.states)]
             arrays, _ = self._strategy.aggregate_train(fed.round, replies)
         saved = {k: to_state(v, app) for k, v in vars(self._strategy).items() if not k.startswith("__")}
