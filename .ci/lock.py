@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements.lock"
 CONDA_ENV = REPO / "workflows" / "envs" / "fedrank.yaml"
 TEST_EXTRA = "test"
+OPTIONAL_EXTRAS = ("flower",)  # features that need more packages (method flower): locked too, so their tests run on pinned versions
+LOCKED_EXTRAS = (TEST_EXTRA, *OPTIONAL_EXTRAS)
 
 
 def canonical(name: str) -> str:
@@ -61,9 +63,9 @@ def pins(names: set[str]) -> list[str]:
 
 
 def lock_text() -> str:
-    return (f"# The tested environment of fedrank (pip install -e \".[{TEST_EXTRA}]\" and all it pulls in) on Python "
+    return (f"# The tested environment of fedrank (pip install -e \".[{','.join(LOCKED_EXTRAS)}]\" and all it pulls in) on Python "
             f"{platform.python_version()}, {sys.platform}.\n# Written by .ci/lock.py; CI installs it: pip install -c requirements.lock -e \".[test]\"\n"
-            + "\n".join(pins(closure(project_requirements((TEST_EXTRA,))))) + "\n")
+            + "\n".join(pins(closure(project_requirements(LOCKED_EXTRAS)))) + "\n")
 
 
 def conda_env_text() -> str:

@@ -225,8 +225,11 @@ def scoped_options(options: dict, where: str, hparams: dict[str, set[str]]) -> d
 
 
 def method_entries(study: str, spec: str | list, hparams: dict[str, set[str]]) -> list[dict]:
-    """The study's method variants as {name, fixed hyper-parameters}; `all` is every registered method."""
-    entries = [{"name": name} for name in hparams] if spec == "all" else [{"name": e} if isinstance(e, str) else dict(e) for e in spec]
+    """The study's method variants as {name, fixed hyper-parameters}; `all` is every registered
+    method but adapters (`in_all` False: Flower, named with its strategy)."""
+    from bench.methods import registry
+
+    entries = [{"name": name} for name, cls in registry().items() if cls.in_all] if spec == "all" else [{"name": e} if isinstance(e, str) else dict(e) for e in spec]
     for entry in entries:
         if entry["name"] not in hparams:
             raise UserError(f"config key 'studies.{study}.methods': unknown method '{entry['name']}'{closest(entry['name'], hparams)}; choose from {', '.join(hparams)} or `all`")
@@ -505,9 +508,11 @@ def plan_workflow(config: dict, allow_missing: bool = False) -> Plan:
     `config` is a checked workflow config with its defaults filled (see `load_workflow_config`).
     Every missing data root or weights file is found, not only the first: the error names them all,
     or with `allow_missing` (`fedrank plan` on a machine without the data) `plan.missing` holds them."""
+    from bench.methods import add_methods_path
     from bench.stats.settings import resolve_stats
 
     resolve_stats(config["stats"])  # a bad `stats:` key stops the DAG, not the last job
+    add_methods_path(config.get("methods_path", []))  # before the registry is read: `methods: all` includes them
     hparams = method_hparams()
     plan = Plan(results=config["results"], reports=config["reports"])
     with missing_inputs_recorded() as plan.missing:

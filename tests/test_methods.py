@@ -10,11 +10,11 @@ import torch
 
 import bench.methods
 from bench.config import resolve
-from bench.engine.federation import FitResult, Update, Updates
 from bench.engine.run import RunPaths, execute, play_round, Progress
 from bench.engine.setup import build_experiment
 from bench.errors import UserError
 from bench.methods import make_method, proximal_term, registry, resolve_method_config
+from bench.testing import report
 from conftest import REPO, tiny_config
 
 PAPER_METHODS = {"local", "fedavg", "fedprox", "fedavg_fc", "fedprox_fc", "fedlsc"}
@@ -23,14 +23,6 @@ PARTICIPATION = {"participation/took_part", "participation/reported", "participa
 
 def experiment(method: str, **overrides):
     return build_experiment(tiny_config(method=method, **overrides), torch.device("cpu"))
-
-
-def fake_updates(fed, states: torch.Tensor, sizes: list[int]) -> Updates:
-    """Every client reports `states[i]` (row i) after training on `sizes[i]` samples."""
-    fed.uploads.copy_(states)
-    fed.slots = {i: i for i in range(len(sizes))}
-    fit = FitResult(steps=1, samples=1, loss=0.0)
-    return Updates(fed.uploads, [Update(i, n, fit) for i, n in enumerate(sizes)])
 
 
 def round_bytes(exp) -> float:
@@ -73,7 +65,7 @@ def test_fedavg_is_the_sample_weighted_mean():
     exp = experiment("fedavg")
     fed, method = exp.fed, exp.method
     a, b = torch.full((fed.layout.size,), 1.0), torch.full((fed.layout.size,), 5.0)
-    new = method.aggregate(fed, fake_updates(fed, torch.stack([a, b, b]), [2, 1, 1]))
+    new = method.aggregate(fed, report(fed, torch.stack([a, b, b]), [2, 1, 1]))
     torch.testing.assert_close(new, torch.full((fed.layout.size,), 0.5 * 1 + 0.5 * 5.0))
 
 
@@ -85,7 +77,7 @@ def test_fc_variants_keep_the_classifier_personal():
         assert torch.equal(method.personal_layers(fed), head) and head.sum() == 2
         before = fed.global_state.clone()
         states = torch.randn(3, fed.layout.size)
-        new = method.aggregate(fed, fake_updates(fed, states, [1, 1, 1]))
+        new = method.aggregate(fed, report(fed, states, [1, 1, 1]))
         in_head = fed.layout.expand(head)
         torch.testing.assert_close(new[in_head], before[in_head])  # not aggregated
         torch.testing.assert_close(new[~in_head], states.mean(0)[~in_head])
@@ -217,7 +209,7 @@ def test_a_new_method_file_is_discovered(tmp_path, monkeypatch):
 
 def test_the_readme_example_method_runs(tmp_path):
     readme = (REPO / "README.md").read_text()
-    code = re.search(r"### Adding a method.*?```python\n(.*?)```", readme, re.S).group(1)
+    code = re.search(r"### Authoring a method.*?```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
     try:
         record = execute(tiny_config(method="fedexample", train__rounds=2), tmp_path / "run", show_progress=False)

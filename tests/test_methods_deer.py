@@ -17,7 +17,7 @@ from bench.errors import UserError
 from bench.methods.deer import clip_rows, lora_deviation, regulated_noise
 from bench.models.lora import A, B, LoRALinear, adapter_keys, add_lora
 from conftest import tiny_config
-from method_needs import needs
+from bench.testing import needs
 
 CPU = torch.device("cpu")
 FIT = FitResult(steps=1, samples=1, loss=0.0)

@@ -17,7 +17,7 @@ from bench.errors import UserError
 from bench.methods.fedbm import (batchnorm_statistics_loss, concept_distributions, concept_logits, concept_sampler, diversity_loss,
                                  lkcc_loss, read_concepts, sample_concepts)
 from conftest import tiny_config
-from method_needs import needs
+from bench.testing import needs
 
 CPU = torch.device("cpu")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.engine.federation import Update, Updates
+from bench.engine.federation import Updates
 from bench.engine.run import Progress, play_round
 from bench.engine.setup import build_experiment
 from bench.engine.trainer import FitResult, Step
@@ -16,6 +16,7 @@ from bench.methods.drift import STEP_WEIGHT, StepWeight, client_vector, local_mo
 from bench.methods.fedavg import FedAvg
 from bench.methods.feddyn import GRADIENT, H
 from bench.methods.scaffold import CONTROL, DELTA_CONTROL, Scaffold, corrected_gradients, updated_control
+from bench.testing import report
 from conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -33,16 +34,11 @@ def filled(fed, trainable: float, buffers: float) -> torch.Tensor:
 
 
 def reported(fed, states: list[torch.Tensor], clients: list[int], sizes: list[int], step_weights=None, extras=None) -> Updates:
-    """`clients` report `states` (rows of fed.uploads, in order) after training on `sizes` samples,
-    with `step_weights` and `extras` in their FitResult.extra."""
-    k = len(clients)
-    fed.uploads[:k] = torch.stack(states)
-    fed.slots = {c: row for row, c in enumerate(clients)}
-    step_weights = step_weights or [1.0] * k
-    extras = extras or [{}] * k
-    items = [Update(c, n, FitResult(steps=1, samples=n, loss=0.0, extra={STEP_WEIGHT: a, **e}))
-             for c, n, a, e in zip(clients, sizes, step_weights, extras)]
-    return Updates(fed.uploads[:k], items)
+    """`clients` report `states` after training on `sizes` samples, with `step_weights` and
+    `extras` in their Update.extra (the kit's report)."""
+    step_weights = step_weights or [1.0] * len(clients)
+    extras = [{STEP_WEIGHT: a, **e} for a, e in zip(step_weights, extras or [{}] * len(clients))]
+    return report(fed, torch.stack(states), sizes, clients=clients, extras=extras)
 
 
 def play(exp, rounds: int) -> None:

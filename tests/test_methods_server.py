@@ -9,36 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from bench.engine.federation import Update, Updates
 from bench.engine.run import Progress, play_round
-from bench.engine.setup import build_experiment
-from bench.engine.trainer import FitResult
 from bench.methods.fedbn import batchnorm_layers
 from bench.methods.fedper import last_layers
-from conftest import tiny_config
-
-CPU = torch.device("cpu")
-FIT = FitResult(steps=1, samples=1, loss=0.0)
-
-
-def experiment(method: str, **overrides):
-    return build_experiment(tiny_config(method=method, **overrides), CPU)
-
-
-def report(fed, states: torch.Tensor, sizes: list[int]) -> Updates:
-    """Every client reports states[i] after training on sizes[i] samples."""
-    fed.uploads.copy_(states)
-    fed.slots = {i: i for i in range(len(sizes))}
-    return Updates(fed.uploads, [Update(i, n, FIT) for i, n in enumerate(sizes)])
+from bench.testing import federation, report, shifted
 
 
 def two_rounds(method: str, deltas=(0.2, -0.1), **hparams) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Initial global state and the global state after each round in which every client moved
     every element by `deltas[r]` (so the mean update is exactly that)."""
-    exp = experiment(method, **{f"method__{k}": v for k, v in hparams.items()})
+    exp = federation(method, **{f"method__{k}": v for k, v in hparams.items()})
     fed, start, after = exp.fed, exp.fed.global_state.clone(), []
     for delta in deltas:
-        fed.global_state = exp.method.aggregate(fed, report(fed, (fed.global_state + delta).expand(3, -1).clone(), [5, 3, 2]))
+        fed.global_state = exp.method.aggregate(fed, report(fed, shifted(fed, [delta] * 3), [5, 3, 2]))
         after.append(fed.global_state.clone())
     return start, after, fed
 
@@ -82,7 +65,7 @@ def test_fedavgm_momentum_by_hand():
 
 
 def test_fedavgm_with_momentum_0_and_server_lr_1_equals_fedavg():
-    exps = {m: experiment(m, **({"method__momentum": 0.0, "method__server_lr": 1.0} if m == "fedavgm" else {})) for m in ("fedavg", "fedavgm")}
+    exps = {m: federation(m, **({"method__momentum": 0.0, "method__server_lr": 1.0} if m == "fedavgm" else {})) for m in ("fedavg", "fedavgm")}
     for exp in exps.values():
         exp.fed.round = 1
         play_round(exp, Progress())
@@ -92,11 +75,9 @@ def test_fedavgm_with_momentum_0_and_server_lr_1_equals_fedavg():
 
 
 def test_adaptive_server_with_partial_participation_uses_the_reporting_clients_only():
-    exp = experiment("fedadam", partition__clients=4)
+    exp = federation("fedadam", clients=4)
     fed = exp.fed
-    fed.uploads[:2] = fed.global_state + torch.tensor([[0.3], [0.1]])
-    fed.slots = {2: 0, 3: 1}
-    new = exp.method.aggregate(fed, Updates(fed.uploads[:2], [Update(2, 1, FIT), Update(3, 3, FIT)]))
+    new = exp.method.aggregate(fed, report(fed, shifted(fed, [0.3, 0.1]), [1, 3], clients=[2, 3]))
     # Delta = (1 * 0.3 + 3 * 0.1) / 4 = 0.15; m = 0.015; v = 0.999e-6 + 0.001 * 0.0225 = 2.3499e-5
     step = 0.01 * 0.015 / (math.sqrt(0.999e-6 + 0.001 * 0.0225) + 1e-3)
     torch.testing.assert_close(new[fed.trainable], fed.global_state[fed.trainable] + step, rtol=0, atol=2e-7)
@@ -122,7 +103,7 @@ def test_fedbn_finds_batchnorm_by_module_type():
 
 
 def test_fedbn_keeps_batchnorm_personal_and_sends_the_rest():
-    exp = experiment("fedbn")
+    exp = federation("fedbn")
     fed, method = exp.fed, exp.method
     personal = method.personal_layers(fed)
     assert all(isinstance(fed.model.get_submodule(k.rpartition(".")[0]), nn.BatchNorm2d) for k, p in zip(fed.layout.keys, personal.tolist()) if p)
@@ -130,7 +111,7 @@ def test_fedbn_keeps_batchnorm_personal_and_sends_the_rest():
 
 
 def test_fedper_keeps_the_last_layers_with_their_norms():
-    exp = experiment("fedper", model__widths=[4, 8, 16])
+    exp = federation("fedper", model__widths=[4, 8, 16])
     keys = exp.fed.layout.keys
     head_only = [k for k, p in zip(keys, last_layers(exp.fed, 1).tolist()) if p]
     assert head_only == ["head.weight", "head.bias"]  # layers = 1 is FedAvg-FC's head
@@ -139,7 +120,7 @@ def test_fedper_keeps_the_last_layers_with_their_norms():
 
 
 def test_central_trains_one_model_on_every_clients_data_and_sends_nothing():
-    exp = experiment("central")
+    exp = federation("central")
     fed = exp.fed
     fed.round = 1
     progress = Progress()

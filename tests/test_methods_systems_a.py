@@ -10,12 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench.engine.federation import Update, Updates
+from bench.engine.federation import Update
 from bench.engine.run import Progress, RunPaths, execute, play_round
 from bench.engine.setup import build_experiment
 from bench.engine.trainer import Batch, FitResult
 from bench.methods import cksp, fusedspacefed, prrfl, pflresfim
 from bench.methods.fourier import centred
+from bench.testing import report
 from conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -231,8 +232,7 @@ def test_pfa_aggregate_gives_each_client_its_own_weights_and_keeps_batchnorm_loc
     fed, method = exp.fed, exp.method
     fed.round, rounds = 3, fed.config["train"]["rounds"]
     states = fed.global_state + torch.randn(3, fed.layout.size)
-    fed.uploads.copy_(states)
-    new = method.aggregate(fed, Updates(fed.uploads, [Update(i, 10 * (i + 1), FitResult(1, 1, 0.0, extra={"stage": 2})) for i in range(3)]))
+    new = method.aggregate(fed, report(fed, states, [10, 20, 30], extras=[{"stage": 2}] * 3))
     views = {i: fed.layout.views(fed.to_clients[i]) for i in range(3)}
     sent = [fed.layout.views(s) for s in states]
     band = prrfl.progressive_band(0.7, 0.95, 3, rounds)

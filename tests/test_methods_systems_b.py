@@ -173,7 +173,7 @@ def test_feddf_distils_the_clients_ensemble_into_the_server_model():
 
 
 def test_heterogeneous_feddf_resumes_exactly_under_partial_participation(tmp_path, monkeypatch):
-    from conformance import PARTICIPATION
+    from bench.testing.conformance import PARTICIPATION
     from conftest import assert_resume_is_exact
 
     cfg = tiny_config(method="feddf", method__architectures=[{"name": "resnet10", "widths": [4, 8, 8, 8]}, {"name": "shufflenet_v2", "widths": [4, 8, 8, 8]}], train__rounds=2, data__public_fraction=0.2,

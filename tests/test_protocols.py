@@ -27,7 +27,7 @@ from bench.stats.settings import resolve_stats
 from bench.stats.synthetic import grid_configs, write_run
 from bench.workflow import plan_workflow, prepare_workflow_config
 from conftest import assert_resume_is_exact, tiny_config
-from method_needs import needs
+from bench.testing import needs
 
 PROTOCOL = {"partition__scheme": "natural", "partition__holdout": "east", "partition__val_fraction": 0.25, "eval__new_client_steps": 4}
 

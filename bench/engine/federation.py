@@ -190,8 +190,28 @@ class Federation:
         return self.trainer.fit(client, self.round, learners, epochs=epochs, indices=indices, stream=stream, work=self.straggling,
                                 on_epoch=on_epoch)
 
-    def record(self, name: str, values: torch.Tensor, dims: tuple[str, ...] = ()) -> None:
-        """Log a per-round diagnostic; dims name its axes from ("layer", "client"); () for a scalar."""
+    @torch.no_grad()
+    def train_loss(self, client: Client, model: nn.Module | None = None) -> float:
+        """Mean cross-entropy of `model` (default the client's) on the client's training split with
+        its *training* labels (label noise included; `predict` reads the true ones), in eval mode
+        and without augmentation: the loss the client's training objective sees (q-FFL's F_k(w^t))."""
+        model = self.model_of(client) if model is None else model
+        model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        with self.trainer.autocast():
+            for part in client.train.split(self.config["eval"]["batch_size"]):
+                x, _ = self.data.batch(part)
+                total += nn.functional.cross_entropy(model(x).float(), self.data.train_labels[part.to(self.device)], reduction="sum").double()
+        return float(total) / max(len(client.train), 1)
+
+    def record(self, name: str, values: torch.Tensor, dims: tuple[str, ...] = (), clients: Sequence[int] | None = None) -> None:
+        """Log a per-round diagnostic; dims name its axes from ("layer", "client"); () for a scalar.
+        A client axis is keyed by client id: position i is client `clients[i]` (e.g.
+        `updates.clients`, the reporting clients), or client i when it runs over every client."""
         if values.dim() != len(dims) or not set(dims) <= {"layer", "client"}:
             raise ValueError(f"diagnostic {name}: {values.dim()}-d values need matching dims from layer/client, got {dims}")
-        self.diagnostics.append({"name": name, "values": values.detach().float().cpu(), "dims": dims})
+        ids = list(range(len(self.clients))) if clients is None else [int(c) for c in clients]
+        if "client" in dims and values.shape[dims.index("client")] != len(ids):
+            raise ValueError(f"diagnostic {name}: its client axis has {values.shape[dims.index('client')]} entries for {len(ids)} clients; "
+                             "pass clients=[their ids] (e.g. updates.clients) when it covers only some clients")
+        self.diagnostics.append({"name": name, "values": values.detach().float().cpu(), "dims": dims, "clients": ids})

@@ -477,9 +477,15 @@ PROBE_SETTINGS = {"client_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1
 
 def probe_config(method: str, mode: str) -> dict:
     """One round of `method` on synthetic under one mode, its declarations not consulted."""
-    from bench.config import resolve
+    import copy
 
-    cfg = resolve({**PROBE, "method": {"name": method}})
+    from bench.config import resolve, set_key
+    from bench.testing import needs
+
+    cfg = copy.deepcopy({**PROBE, "method": {"name": method}})
+    for key, value in needs(method).items():  # what the method needs on synthetic (Method.test_setting)
+        set_key(cfg, key.replace("__", "."), value)
+    cfg = resolve(cfg)
     cfg["privacy"][mode] = PROBE_SETTINGS[mode]
     return cfg
 

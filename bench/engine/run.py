@@ -39,6 +39,7 @@ from bench.engine.trainer import FitResult, Learner, batches_per_epoch
 from bench.errors import Interrupted, Stopped, UserError
 from bench.heartbeat import Heartbeat
 from bench.io import MB, file_sha256, remove_stale_temporaries, torch_save, write_json
+from bench.methods import method_source
 from bench.models import count_parameters, describe_init
 
 log = logging.getLogger("fedrank")
@@ -142,7 +143,7 @@ def diagnostic_columns(round: int, fed) -> list[dict[str, list]]:
             "round": [round] * n,
             "name": [item["name"]] * n,
             "layer": keys[position["layer"]].tolist() if "layer" in position else [None] * n,
-            "client": position["client"].tolist() if "client" in position else [None] * n,
+            "client": np.asarray(item["clients"])[position["client"]].tolist() if "client" in position else [None] * n,
             "value": values.flatten().tolist(),
         })
     return out
@@ -331,6 +332,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
         "headline_scope": headline_scope(exp),
         "seed": cfg["seed"],
         "method": exp.method.config(),
+        "method_source": method_source(exp.method.name),
         "config": cfg,
         "config_digest": config_digest(cfg),
         "model": {

@@ -8,7 +8,11 @@ personal and a deputy model (Ditto, APFL, PRR-FL) reuses the seeding, clipping a
 instead of writing its own loop. The pieces a method can change: the loss (replace the
 cross-entropy or add a term), the parameters optimised, frozen modules (no gradients, BatchNorm
 statistics fixed), the indices trained on (a public split), a hook before every optimizer step
-(seeing the optimizer, learning rate and step) and a hook before every epoch.
+(seeing the optimizer, learning rate and step), a hook before every epoch, the optimizer of each
+learner (`optimizer={"optimizer": "sgd", "momentum": 0.0}` over `train`'s), and an inner solver:
+a learner with `inner_steps=K` takes K steps on each batch before the other learners take their
+one (pFedMe's personal model), and a learner with `forward=False` is not run on the batch (its
+loss reads only parameters, and its BatchNorm statistics stay as they are).
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ class Batch:
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor  # dataset indices of the batch
-    features: torch.Tensor
-    logits: torch.Tensor
+    features: torch.Tensor | None  # None for a learner with forward=False
+    logits: torch.Tensor | None
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
     epoch: int
     step: int
@@ -75,6 +79,9 @@ class Step:
     epoch: int
 
 
+OPTIMIZER_KEYS = {"optimizer", "momentum", "weight_decay"}  # train settings a learner may override
+
+
 @dataclass
 class Learner:
     """A model trained by a fit, with everything that differs from plain cross-entropy training."""
@@ -89,6 +96,16 @@ class Learner:
     state_key: str = "optimizer"  # client.state key of its optimizer/scheduler state (with train.persist_optimizer)
     persist: bool = True  # False: never keep its optimizer state (a fit at evaluation that must leave no state)
     lr: float | None = None  # learning rate (default train.lr)
+    optimizer: dict | None = None  # overrides of train's optimizer, momentum, weight_decay (a personal model on plain SGD)
+    inner_steps: int = 0  # K > 0: K steps on each batch, before the other learners' step (an inner solver)
+    forward: bool = True  # False: the model is not run on the batch; `loss` reads its parameters only
+
+    def __post_init__(self):
+        if not self.forward and self.loss is None:
+            raise TypeError(f"learner {self.name}: forward=False needs a loss (there are no logits for the cross-entropy)")
+        unknown = set(self.optimizer or {}) - OPTIMIZER_KEYS
+        if unknown:
+            raise TypeError(f"learner {self.name}: optimizer overrides {sorted(unknown)}; choose from {sorted(OPTIMIZER_KEYS)}")
 
     def objective(self, batch: Batch) -> torch.Tensor:
         loss = self.loss(batch) if self.loss is not None else F.cross_entropy(batch.logits, batch.y)
@@ -126,8 +143,8 @@ class LocalTrainer:
         self.seed = seed
         self.autocast = autocast
 
-    def make_optimizer(self, params: list[nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
-        cfg = self.cfg
+    def make_optimizer(self, params: list[nn.Parameter], lr: float | None = None, overrides: dict | None = None) -> torch.optim.Optimizer:
+        cfg = {**self.cfg, **(overrides or {})}
         lr = cfg["lr"] if lr is None else lr
         if cfg["optimizer"] == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=cfg["weight_decay"])
@@ -142,7 +159,7 @@ class LocalTrainer:
         chosen = learner.params if learner.params is not None else learner.model.parameters()
         params = [p for p in chosen if p.requires_grad and id(p) not in frozen]
         frozen_params = [p for module in learner.frozen for p in module.parameters() if p.requires_grad]
-        optimizer = self.make_optimizer(params, learner.lr)
+        optimizer = self.make_optimizer(params, learner.lr, learner.optimizer)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.cfg["lr_step"], gamma=self.cfg["lr_gamma"])
         saved = client.state.get(learner.state_key) if self.persists(learner) else None
         if saved:
@@ -228,36 +245,48 @@ class LocalTrainer:
 
     def _step(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int,
               client: Client, noise: torch.Generator | None = None) -> float:
-        """One optimizer step of every learner on the same batch (given `noise`: DP-SGD's clipped,
-        noised gradients); returns the first learner's lr."""
+        """One step of every learner on the same batch (K first for each inner solver, one by one;
+        then one joint step of the others); returns the first learner's lr."""
+        outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for run in runs:
+            for _ in range(run.learner.inner_steps):
+                self._update([run], x, y, index, epoch, step, outputs, 1 / run.learner.inner_steps, client, noise)
+        joint = [run for run in runs if not run.learner.inner_steps]
+        if joint:
+            self._update(joint, x, y, index, epoch, step, outputs, 1.0, client, noise)
+        return runs[0].optimizer.param_groups[0]["lr"]
+
+    def _update(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int,
+                outputs: dict[str, tuple[torch.Tensor, torch.Tensor]], share: float, client: Client, noise: torch.Generator | None) -> None:
+        """Forward, loss, backward (given `noise`: DP-SGD's clipped, noised per-example gradients),
+        `before_step`, clipping and an optimizer step of `runs` together; each running loss adds
+        `share` of this loss (1/K for an inner solver)."""
         if noise is None:
-            losses = self._losses(runs, x, y, index, epoch, step)
+            losses = self._losses(runs, x, y, index, epoch, step, outputs)
             for run in runs:
                 run.optimizer.zero_grad(set_to_none=True)
             torch.stack(losses).sum().backward()
         else:
-            losses = self.private.gradients(runs, len(x), lambda i: self._losses(runs, x[i], y[i], index[i], epoch, step), client.id, noise,
+            losses = self.private.gradients(runs, len(x), lambda i: self._losses(runs, x[i], y[i], index[i], epoch, step, {}), client.id, noise,
                                             batch=(x, y))
-        first_lr = runs[0].optimizer.param_groups[0]["lr"]
         for run, loss in zip(runs, losses):
             if run.learner.before_step is not None:
                 run.learner.before_step(Step(run.optimizer, run.optimizer.param_groups[0]["lr"], step, epoch))
             if self.cfg["clip_grad_norm"]:
                 nn.utils.clip_grad_norm_(run.params, self.cfg["clip_grad_norm"])
             run.optimizer.step()
-            run.total += loss.detach()
-        return first_lr
+            run.total += share * loss.detach()
 
-    def _losses(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int) -> list[torch.Tensor]:
-        """Every learner's loss on a batch."""
-        outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    def _losses(self, runs: list[_Run], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, step: int,
+                outputs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Every learner's loss on a batch; each forward pass (of a learner that makes one) goes into `outputs`."""
         losses = []
         with self.autocast():
             for run in runs:
-                model = run.learner.model
-                features = model.body(x)
-                outputs[run.learner.name] = (features, model.head(features))
+                if run.learner.forward:
+                    features = run.learner.model.body(x)
+                    outputs[run.learner.name] = (features, run.learner.model.head(features))
             for run in runs:
-                features, logits = outputs[run.learner.name]
+                features, logits = outputs[run.learner.name] if run.learner.forward else (None, None)
                 losses.append(run.learner.objective(Batch(x, y, index, features, logits, outputs, epoch, step)))
         return losses

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -84,6 +85,9 @@ class Method:
     # private_training: True when a client's records reach the shared upload only through fits on its training
     # split (record-level DP-SGD applies), or what else reads them.
     private_training: ClassVar[bool | str] = True
+    not_learning: ClassVar[str] = ""  # why it is not expected to learn the conformance suite's easy task (empty: it must)
+    in_all: ClassVar[bool] = True  # False: a study's `methods: all` leaves it out (an adapter that is named with its settings)
+    optional_packages: ClassVar[tuple[str, ...]] = ()  # importable modules it needs from an optional extra (tests skip without them)
 
     # ---- declaration -------------------------------------------------------------------
     @classmethod
@@ -117,6 +121,13 @@ class Method:
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0]
+
+    @classmethod
+    def test_setting(cls, scratch: Path) -> dict:
+        """Config overrides (`section__key`: value) this method needs on the test kit's synthetic
+        setting beyond a public split, e.g. a ViT or an input file made in `scratch`: the conformance
+        suite, `fedrank check-method` and the privacy compatibility probe run it with them."""
+        return {}
 
     def config(self) -> dict:
         return {"name": self.name, **{k: plain(getattr(self, k)) for k in self.hparams()}}
@@ -204,9 +215,11 @@ class Method:
         return fed.fit(client, loss=self.client_loss(fed, client), extra_loss=self.local_loss(fed, client))
 
     def upload(self, fed: Federation, client: Client, fit: FitResult) -> Update:
-        """What the client sends: its float state (snapshotted into its row of `fed.uploads`)."""
+        """What the client sends: its float state (snapshotted into its row of `fed.uploads`) and
+        the fit's `extra` (what `train` adds, e.g. a loss or a control variate) as `Update.extra`:
+        the one channel from client to server besides the state."""
         fed.layout_of(client).gather(fed.model_of(client), out=fed.upload_row(client))
-        return Update(client.id, client.num_samples, fit)
+        return Update(client.id, client.num_samples, fit, extra=dict(fit.extra))
 
     # ---- server side --------------------------------------------------------------------
     def aggregate(self, fed: Federation, updates: Updates) -> torch.Tensor:

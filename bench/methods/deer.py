@@ -84,6 +84,9 @@ def clip_rows(deltas: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Te
 
 
 # ---- the methods -----------------------------------------------------------------------------------
+TINY_VIT = {"name": "vit", "embed_dim": 16, "depth": 1, "num_heads": 2}  # the test setting's ViT
+
+
 @dataclass(kw_only=True)
 class FederatedLoRA(Method):
     """LoRA adapters on a frozen body, the head and the trained factors averaged (not registered)."""
@@ -94,6 +97,10 @@ class FederatedLoRA(Method):
     targets: tuple = hparam(["qkv"], "adapt every Linear of the body whose module name contains one of these (qkv: a ViT's attention)")
     noise_multiplier: float = hparam(0.0, "DP noise multiplier sigma (0: no clipping, no noise); noise std sigma * clip / sqrt(K) per client", minimum=0)
     clip: float = hparam(2.0, "DP clipping bound C on each client's update (L2 norm; the reference's default C = 2)", exclusiveMinimum=0)
+
+    @classmethod
+    def test_setting(cls, scratch):
+        return {"model": dict(TINY_VIT)}  # LoRA adapts a ViT's attention
 
     def model(self, base, spec):
         add_lora(base.body, tuple(self.targets), self.rank, self.alpha)

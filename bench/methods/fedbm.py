@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,7 @@ from torch import nn
 from bench.config import existing_path
 from bench.engine.seeds import derive_seed
 from bench.errors import UserError
+from bench.io import atomic_path
 from bench.methods import Method, Recipe, hparam, register, uniform
 
 GENERATOR_STREAM = 0xFB  # seed stream of the generator's initialisation and training
@@ -82,6 +84,16 @@ def read_concepts(path: str, num_classes: int) -> torch.Tensor:
     if not torch.isfinite(concepts).all():
         raise UserError(f"config key 'method.concepts': {file} holds non-finite values")
     return F.normalize(concepts.float(), dim=-1)
+
+
+def standin_concepts(path: Path, classes: int = 4, prompts: int = 5, dim: int = 16, seed: int = 0) -> Path:
+    """A deterministic stand-in for a text encoder's concept file (tests, `fedrank check-method`):
+    each class's prompts scattered around its own random centre, so the classes' distributions differ."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, 1, dim, generator=generator)
+    with atomic_path(path) as partial:  # whole or not at all: parallel test processes share the file
+        torch.save(centres + 0.3 * torch.randn(classes, prompts, dim, generator=generator), partial)
+    return path
 
 
 def concept_distributions(concepts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,6 +197,12 @@ class FedBM(Method):
     generator_lr: float = hparam(3e-4, "generator learning rate (Adam, betas 0.5, 0.999)", exclusiveMinimum=0)
     generator_batch: int = hparam(64, "samples per generator step", minimum=2)
     generator_width: int = hparam(16, "channels of the generator's last block (the reference: 64)", minimum=1)
+
+    @classmethod
+    def test_setting(cls, scratch):
+        # a stand-in concept file; the generator every round, briefly: two rounds then cover CGDE's state, bytes and resumption
+        return {"method__concepts": str(standin_concepts(scratch / "fedbm_standin_concepts.pt")),
+                "method__generator_every": 1, "method__generator_steps": 2, "method__generator_batch": 8}
     pseudo_batch: int = hparam(16, "generated images added to every local batch once the generator exists", minimum=0)
     lambda_div: float = hparam(1.0, "weight of the generator's diversity regulariser", minimum=0)
     lambda_dis: float = hparam(0.1, "weight of the generator's BatchNorm-statistics (stability) regulariser", minimum=0)

@@ -99,6 +99,6 @@ class FedLSC(Method):
         if fed.round == 1:
             fed.server["personal"] = select_personal_layers(layer_similarity, self.per).cpu()
         fed.record("layer_similarity", layer_similarity, ("layer",))
-        fed.record("client_weight", weights, ("layer", "client"))
+        fed.record("client_weight", weights, ("layer", "client"), clients=updates.clients)
         fed.record("personal", self.personal_layers(fed).float(), ("layer",))
         return new_state

@@ -52,6 +52,6 @@ class FedNova(Method):
 
     def aggregate(self, fed, updates):
         samples = updates.num_samples
-        step_weights = torch.tensor([u.fit.extra[STEP_WEIGHT] for u in updates.items], dtype=samples.dtype, device=samples.device)
+        step_weights = torch.tensor([u.extra[STEP_WEIGHT] for u in updates.items], dtype=samples.dtype, device=samples.device)
         normalized = normalized_average(fed.global_state, updates.states, samples / samples.sum(), step_weights)
         return self.shared_only(fed, torch.where(fed.trainable, normalized, self.weighted_mean(updates)))

@@ -171,7 +171,7 @@ def with_gradient(fit: FitResult, gradient: torch.Tensor | None) -> FitResult:
 
 def record_gradient_dissimilarity(fed, updates) -> None:
     """Both forms of Gamma over the reporting clients' probed gradients (needs two clients)."""
-    gradients = [u.fit.extra["gradient"] for u in updates.items if "gradient" in u.fit.extra]
+    gradients = [u.extra["gradient"] for u in updates.items if "gradient" in u.extra]
     if len(gradients) < 2:
         return
     stacked = torch.stack(gradients).double()

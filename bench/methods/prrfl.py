@@ -184,7 +184,7 @@ class PRRFL(Method):
         for client, row in zip(updates.clients, rows):
             fed.to_clients[client] = row.clone()
         stages = torch.full((len(fed.clients),), math.nan)
-        stages[updates.clients] = torch.tensor([float(u.fit.extra["stage"]) for u in updates.items])
+        stages[updates.clients] = torch.tensor([float(u.extra["stage"]) for u in updates.items])
         fed.record("pfa_band", torch.tensor(band), ())
         fed.record("det_stage", stages, ("client",))
         return self.shared_only(fed, mean)

@@ -86,7 +86,7 @@ class Scaffold(Method):
     def aggregate(self, fed, updates):
         x = fed.global_state
         mean = updates.states.mean(0)
-        deltas = torch.stack([u.fit.extra[DELTA_CONTROL] for u in updates.items])
+        deltas = torch.stack([u.extra[DELTA_CONTROL] for u in updates.items])
         fed.server[CONTROL] = fed.server[CONTROL] + deltas.sum(0) / len(fed.clients)
         return self.shared_only(fed, torch.where(fed.trainable, x + self.server_lr * (mean - x), mean))
 
