@@ -5,6 +5,7 @@ workflow (`methods: all`) and the rankings without any other edit."""
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import pkgutil
 
@@ -44,10 +45,17 @@ def check_declared_search(cls: type[Method]) -> None:
 
 def registry() -> dict[str, type[Method]]:
     """All methods, discovered by importing every module of this package."""
-    for info in pkgutil.iter_modules(__path__):
+    import_methods(tuple(__path__))
+    return dict(sorted(_REGISTRY.items()))
+
+
+@functools.cache
+def import_methods(path: tuple[str, ...]) -> None:
+    """Import every module on the methods path, once per path (a workflow resolves thousands of
+    runs, and listing the folders for each was a fifth of its DAG's build)."""
+    for info in pkgutil.iter_modules(path):
         if info.name not in _INFRASTRUCTURE:
             importlib.import_module(f"{__name__}.{info.name}")
-    return dict(sorted(_REGISTRY.items()))
 
 
 def resolve_method_config(section: dict) -> dict:
