@@ -166,11 +166,13 @@ def by_method(runs: pd.DataFrame) -> pd.DataFrame:
 def untuned_method(config: dict) -> dict:
     """The method section with tuned hyper-parameters at their defaults: a tuned method is one
     treatment across settings ('fedprox'), whatever mu each setting selected."""
-    from bench.methods import registry
-
     method = dict(config["method"])
     tuned = [key.removeprefix("method.") for key in config.get("train", {}).get("tuned", {}) if key.startswith("method.")]
-    fields = registry()[method["name"]].hparams() if tuned else {}
+    if not tuned:
+        return method
+    from bench.methods import registry  # imports torch: only where a run was tuned
+
+    fields = registry()[method["name"]].hparams()
     return {**method, **{hp: json.loads(json.dumps(fields[hp].default)) for hp in tuned}}
 
 
