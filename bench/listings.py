@@ -77,3 +77,11 @@ def method_names() -> list[str]:
         return 0
 
     return rendered("method-names", print_names, argparse.Namespace()).split()
+
+
+def method_schemas() -> dict[str, dict]:
+    """`fedrank methods --json` as data: each method's config schema (defaults included), read
+    back like a listing, so the statistics name treatments without importing torch."""
+    from bench.commands.run import cmd_methods
+
+    return json.loads(rendered("methods", cmd_methods, argparse.Namespace(json=True)))

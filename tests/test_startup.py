@@ -126,3 +126,14 @@ def test_the_record_holds_the_start_up_time(tmp_path):
     record = execute(tiny_config(train__rounds=1), tmp_path / "run", show_progress=False)
     stored = json.loads(RunPaths(tmp_path / "run").record.read_text())
     assert stored["timing"]["startup_seconds"] == record["timing"]["startup_seconds"] > 0
+
+
+def test_the_statistics_read_the_method_defaults_the_registry_declares(tmp_path, monkeypatch):
+    from bench.methods import registry
+    from bench.methods.base import plain
+    from bench.stats.collect import method_defaults
+
+    monkeypatch.setenv("FEDRANK_CACHE_DIR", str(tmp_path))
+    declared = {name: {"name": name, **{k: plain(f.default) for k, f in cls.hparams().items()}} for name, cls in registry().items()}
+    for _ in range(2):  # rendered and stored, then read back
+        assert method_defaults() == declared

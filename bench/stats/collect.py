@@ -278,11 +278,12 @@ def assign_studies(runs: pd.DataFrame, manifest: pd.DataFrame | None) -> tuple[p
 # ---- treatments -----------------------------------------------------------------------------
 def method_defaults() -> dict[str, dict]:
     """Registered methods' hyper-parameter defaults by method name, as a run's config holds them
-    (tuples as lists), so a paper name or label that leaves one at its default matches."""
-    from bench.methods import registry
-    from bench.methods.base import plain
+    (tuples as lists), so a paper name or label that leaves one at its default matches. Read
+    from the stored `fedrank methods --json` (bench.listings): no torch import while no source changed."""
+    from bench.listings import method_schemas
 
-    return {name: {"name": name, **{k: plain(f.default) for k, f in cls.hparams().items()}} for name, cls in registry().items()}
+    return {name: {"name": name, **{k: p["default"] for k, p in schema["properties"].items() if k != "name"}}
+            for name, schema in method_schemas().items()}
 
 
 def format_value(value) -> str:
