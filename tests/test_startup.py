@@ -19,7 +19,7 @@ import bench.listings as listings
 from bench.cli import main
 from bench.commands.run import cmd_datasets, cmd_methods, cmd_models
 from bench.data import load_dataset
-from bench.data.split import computed_split, global_split
+from bench.data.split import computed_split, global_split, store_splits
 from bench.engine.run import RunPaths, execute
 from conftest import REPO, tiny_config
 
@@ -97,8 +97,10 @@ def test_the_global_split_is_stored_and_read_back(tmp_path, monkeypatch):
     data = tiny_config(data__name="digits", data__image_size=8)["data"]
     dataset = load_dataset(data)
     expected = computed_split(dataset, 0.2, 3)
-    for _ in range(2):  # computed and stored, then read back
+    for stored_before in (False, True):  # computed, stored once its run is built, then read back
         train, test = global_split(dataset, 0.2, 3, tmp_path)
+        assert bool(list(tmp_path.glob("splits/*"))) == stored_before
+        store_splits()
         np.testing.assert_array_equal(train, expected[0])
         np.testing.assert_array_equal(test, expected[1])
     (stored,) = (tmp_path / "splits").glob("digits-*.npz")
@@ -106,6 +108,7 @@ def test_the_global_split_is_stored_and_read_back(tmp_path, monkeypatch):
     global_split(dataset, 0.2, 3, tmp_path)
     monkeypatch.undo()
     np.testing.assert_array_equal(global_split(dataset, 0.2, 4, tmp_path)[1], computed_split(dataset, 0.2, 4)[1])
+    store_splits()
     assert len(list((tmp_path / "splits").glob("*.npz"))) == 2  # another seed, another key
     stored.write_bytes(b"truncated")
     np.testing.assert_array_equal(global_split(dataset, 0.2, 3, tmp_path)[1], expected[1])  # unreadable: computed again

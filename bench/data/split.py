@@ -1,8 +1,9 @@
 """The global held-out test split: stratified by class, never separating a patient/lesion group.
 
-A computed split is stored under the data cache, keyed by everything it depends on (labels,
-groups, fraction, seed, scikit-learn's version): the runs after the first of a dataset read it
-instead of importing scikit-learn (about 1.5 s of every run's start-up)."""
+A computed split is stored under the data cache (`store_splits`, once its run is built), keyed by
+everything it depends on (labels, groups, fraction, seed, scikit-learn's version): the runs after
+the first of a dataset read it instead of importing scikit-learn (about 1.5 s of every run's
+start-up)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,20 @@ def global_split(ds: ImageDataset, test_fraction: float, seed: int, cache_dir: s
             return saved["train"], saved["test"]
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):  # absent or unreadable: compute it (again)
         train, test = computed_split(ds, test_fraction, seed)
-    with atomic_path(stored) as tmp, tmp.open("wb") as f:
-        np.savez(f, train=train, test=test)
+    UNSTORED[stored] = (train, test)
     return train, test
+
+
+UNSTORED: dict[Path, tuple[np.ndarray, np.ndarray]] = {}  # splits computed by this process, not yet written
+
+
+def store_splits() -> None:
+    """Write the splits this process computed. The engine calls it once the run that needed
+    them is built: a run refused for bad input leaves no file behind."""
+    while UNSTORED:
+        path, (train, test) = UNSTORED.popitem()
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez(f, train=train, test=test)
 
 
 def split_key(ds: ImageDataset, test_fraction: float, seed: int) -> str:

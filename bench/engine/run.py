@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from bench.config import config_digest, run_id
+from bench.data.split import store_splits
 from bench.dictionary import write_run_table
 from bench.engine.evaluate import evaluate
 from bench.engine.federation import MAIN, Client, Updates
@@ -388,6 +389,7 @@ def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
     device = select_device(cfg["runtime"]["device"])
     configure_torch(cfg["runtime"], device)
     exp = build_experiment(cfg, device)  # bad input fails here, before anything is written
+    store_splits()
     paths.root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(paths.root)
     started, clock = utc_now(), time.perf_counter()
