@@ -389,7 +389,6 @@ def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
     device = select_device(cfg["runtime"]["device"])
     configure_torch(cfg["runtime"], device)
     exp = build_experiment(cfg, device)  # bad input fails here, before anything is written
-    store_splits()
     paths.root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(paths.root)
     started, clock = utc_now(), time.perf_counter()
@@ -400,6 +399,7 @@ def execute(cfg: dict, out_dir: str | Path, show_progress: bool = True) -> dict:
     else:
         log.info("resuming %s from round %d", paths.root.name, progress.next_round)
     exp.method.prepare(exp.fed)
+    store_splits()  # the run is accepted: what it computed for later runs can be kept
     startup = process_age()  # imports, config, data and models: what this process paid before training
     try:
         status = loop(cfg, exp, progress, paths, digest, show_progress)
