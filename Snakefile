@@ -43,7 +43,8 @@ try:
             print("every run of this packed job finished before it was stopped: nothing to do", flush=True)
             os._exit(0)
         os.execv(sys.executable, [sys.executable, "-m", "snakemake", *packed[1:]])
-    PLAN = reused_plan(config)  # every run resolved (or the plan stored for this config): bad values fail here, before any job starts
+    # Every run resolved (or the plan stored for this config): bad values fail here, before any job starts.
+    PLAN = reused_plan(config)
 except UserError as exc:
     raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
 RESULTS = config["results"]
