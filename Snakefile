@@ -18,13 +18,13 @@ from snakemake.utils import min_version, validate
 
 from bench.config import read_yaml
 from bench.errors import UserError
+from bench.plan_cache import reused_plan
 from bench.workflow import (
     WORKFLOW_SCHEMA,
     check_config,
     closing_lines,
     concurrent_group_job,
     job_attempts,
-    plan_workflow,
 )
 
 min_version("9.0")
@@ -51,7 +51,8 @@ try:
             print("every run of this packed job finished before it was stopped: nothing to do", flush=True)
             os._exit(0)
         os.execv(sys.executable, [sys.executable, "-m", "snakemake", *packed[1:]])
-    PLAN = plan_workflow(config)  # every run resolved: bad values fail here, before any job starts
+    # Every run resolved (or the plan stored for this config): bad values fail here, before any job starts.
+    PLAN = reused_plan(config)
 except UserError as exc:
     raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
 RESULTS = config["results"]

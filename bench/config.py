@@ -15,7 +15,7 @@ import os
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -100,8 +100,7 @@ def type_hint(error: jsonschema.exceptions.ValidationError) -> str:
 def validate(schema: dict, cfg: dict, prefix: str = "") -> None:
     """Raise a one-line UserError for the first schema violation or non-finite number, naming the key path."""
     reject_non_finite(cfg, prefix)
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
+    error = schema_error(schema, cfg)
     if error is None:
         return
     key = dotted(prefix, error.absolute_path)
@@ -110,6 +109,54 @@ def validate(schema: dict, cfg: dict, prefix: str = "") -> None:
         raise UserError(f"config key '{key}': {error.message}; valid keys: {', '.join(allowed)}")
     hint = type_hint(error)
     raise UserError(f"config key '{key}': {error.message}" + (f" ({hint})" if hint else ""))
+
+
+def schema_error(schema: dict, cfg: Any) -> jsonschema.exceptions.ValidationError | None:
+    """The best-matching violation of `schema` by `cfg`, or None. A run config is checked in
+    parts: its top-level keys, then each section against its own schema, a section text found
+    valid once being valid again: a workflow resolves thousands of runs that share most sections,
+    and checking each whole run was half of its DAG's build. (The run schema relates no two
+    sections, so the parts are the whole; with two bad sections the first in the schema's order
+    is reported, as the whole check reports it.)"""
+    if schema is not run_schema() or not isinstance(cfg, dict):
+        return best_error(schema, cfg)
+    outline, sections = run_schema_parts()
+    error = best_error(outline, cfg)
+    for key, (sub, text) in sections.items():
+        if error is not None:
+            break
+        if key in cfg and not known_valid(text, cfg[key]):
+            error = best_error(sub, cfg[key])
+            if error is not None:
+                error.path.appendleft(key)
+    return error
+
+
+@cache
+def run_schema_parts() -> tuple[dict, dict[str, tuple[dict, str]]]:
+    """The run schema's top level (its sections left open) and each section's schema with its text."""
+    schema = run_schema()
+    sections = schema["properties"]
+    return {**schema, "properties": {key: True for key in sections}}, {key: (sub, json.dumps(sub, sort_keys=True)) for key, sub in sections.items()}
+
+
+def best_error(schema: dict, value: Any) -> jsonschema.exceptions.ValidationError | None:
+    return jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+
+
+def known_valid(schema_text: str, value: Any) -> bool:
+    """Whether `value` is valid, from the verdicts remembered by JSON text; a value JSON does not
+    hold exactly (a tuple, a date YAML read) is left to the caller's full check."""
+    try:
+        text = json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return False
+    return json.loads(text) == value and section_valid(schema_text, text)
+
+
+@lru_cache(maxsize=8192)
+def section_valid(schema_text: str, value_text: str) -> bool:
+    return best_error(json.loads(schema_text), json.loads(value_text)) is None
 
 
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")

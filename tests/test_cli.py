@@ -110,3 +110,16 @@ def test_the_workflow_manifest_job_stores_the_plan_status_reads():
     validate(as_snakemake_has_it, WORKFLOW_SCHEMA)  # fills defaults, studies' own included
     manifest_job = prepare_workflow_config(json.loads(json.dumps(as_snakemake_has_it)))  # what `fedrank plan --config-json` gets
     assert plan_key(manifest_job) == plan_key(load_workflow_config(REPO / "configs" / "default.yaml"))
+
+
+def test_stored_plans_and_listings_see_methods_outside_the_package(tmp_path, monkeypatch):
+    """A method file on FEDRANK_METHODS_PATH (or the compatibility table, a JSON file) changes
+    what `fedrank methods` lists: the stored listings and plans are keyed by it."""
+    from bench.plan_cache import code_fingerprint
+
+    monkeypatch.setenv("FEDRANK_METHODS_PATH", str(tmp_path))
+    before = code_fingerprint()
+    (tmp_path / "mine.py").write_text("# a method\n")
+    after = code_fingerprint()
+    assert before != after and any(name.endswith("mine.py") for name, _, _ in after)
+    assert any(name.endswith("privacy_compatibility.json") for name, _, _ in after)

@@ -56,15 +56,16 @@ def class_name(name: str) -> str:
 
 
 def cmd_new_method(args: argparse.Namespace) -> int:
+    import bench
     from bench.errors import UserError
-    from bench.methods import __path__ as methods_path, registry
+    from bench.listings import method_names
 
     name = args.name
     if not NAME.match(name) or keyword.iskeyword(name):
         raise UserError(f"method name '{name}': use lower-case letters, digits and underscores, starting with a letter (e.g. fedfoo)")
-    if name in registry():
+    if name in method_names():
         raise UserError(f"method name '{name}' is taken (see `fedrank methods`); choose another")
-    out = Path(args.out) if args.out else Path(methods_path[0]) / f"{name}.py"
+    out = Path(args.out) if args.out else Path(bench.__file__).parent / "methods" / f"{name}.py"
     if out.exists():
         raise UserError(f"{out} exists; choose another name or --out")
     if not out.parent.is_dir():

@@ -8,6 +8,8 @@ import logging
 import textwrap
 from pathlib import Path
 
+from bench.listings import remembered
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_config, resolve_json, run_id
@@ -199,7 +201,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "hyper-parameter with its default and bounds: the keys `method.<hp>` of a run config and of workflow grids.",
     )
     methods.add_argument("--json", action="store_true", help="print each method's config JSON schema")
-    methods.set_defaults(func=cmd_methods)
+    methods.set_defaults(func=remembered("methods", cmd_methods))
 
     models = sub.add_parser(
         "models", help="list models with their options",
@@ -207,11 +209,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "models with pretrained weights the command that makes the local weights file `model.weights` reads "
                     "(fedrank never downloads weights).",
     )
-    models.set_defaults(func=cmd_models)
+    models.set_defaults(func=remembered("models", cmd_models))
 
     datasets = sub.add_parser(
         "datasets", help="list datasets",
         description="Every dataset loader `data.name` can take: what it is, whether it needs `data.root` (a folder you "
                     "downloaded; see README, section Data and weights) and its default image size.",
     )
-    datasets.set_defaults(func=cmd_datasets)
+    datasets.set_defaults(func=remembered("datasets", cmd_datasets))

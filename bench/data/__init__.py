@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from pathlib import Path
@@ -13,8 +14,10 @@ from bench.errors import UserError
 __all__ = ["DATASETS", "ImageDataset", "register_dataset", "import_loaders", "load_dataset", "resolve_data_config", "sites_path"]
 
 
+@functools.cache
 def import_loaders() -> None:
-    """Import every module under bench/data/sources: adding a dataset is adding a file there."""
+    """Import every module under bench/data/sources: adding a dataset is adding a file there
+    (once per process: a workflow resolves thousands of runs)."""
     from bench.data import sources
 
     for info in pkgutil.iter_modules(sources.__path__):

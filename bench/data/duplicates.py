@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from bench.data.cache import SourceFiles
 
@@ -47,10 +45,19 @@ def near_pairs(phashes: np.ndarray, distance: int) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
 
 
+def components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected-component id of each of n nodes joined by the (E, 2) edges. scipy.sparse is
+    imported here, not with the module: a run whose data is cached never needs it."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
 def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
     """Connected components of the copy graph: a cluster id per image, -1 for images without copies."""
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else coo_matrix((n, n))
-    _, component = connected_components(graph, directed=False)
+    component = components(n, pairs)
     sizes = np.bincount(component)
     clustered = sizes[component] > 1
     out = np.full(n, -1, dtype=np.int64)
@@ -84,8 +91,7 @@ def merge_groups(groups: np.ndarray | None, clusters: np.ndarray | None) -> np.n
     members = np.flatnonzero(clusters >= 0)
     _, first, cluster_of = np.unique(clusters[members], return_index=True, return_inverse=True)
     edges = np.stack([node[members[first]][cluster_of], node[members]], axis=1)  # each member linked to its cluster's first
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(names), len(names)))
-    _, component = connected_components(graph, directed=False)
+    component = components(len(names), edges)
     _, first_of_component = np.unique(component, return_index=True)  # names are sorted: the first is the smallest
     return names[first_of_component][component][node]
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy.fft import dctn
 
 from bench.errors import UserError
 
@@ -83,7 +82,10 @@ def decode_image(path: str, size: int, color_constancy: float | None = None) -> 
 
 def dihedral_hashes(grey: np.ndarray) -> np.ndarray:
     """64-bit DCT perceptual hashes (bits: low frequencies above their median) of the 8
-    flips/rotations of a square greyscale thumbnail, identity first, as uint64."""
+    flips/rotations of a square greyscale thumbnail, identity first, as uint64. (scipy.fft is
+    imported here: a run whose data is cached never hashes.)"""
+    from scipy.fft import dctn
+
     views = [np.rot90(grey, k) for k in range(4)]
     views += [v.T for v in views]
     weights = np.left_shift(np.uint64(1), np.arange(HASH_LOW * HASH_LOW, dtype=np.uint64))

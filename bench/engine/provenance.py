@@ -7,11 +7,13 @@ import platform
 import re
 import socket
 import subprocess
+import time
 import tomllib
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+import psutil
 import torch
 
 import bench
@@ -19,6 +21,11 @@ import bench
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start and imports included)."""
+    return time.time() - psutil.Process().create_time()
 
 
 def git_revision() -> str:

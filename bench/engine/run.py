@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from bench.config import config_digest, run_id
+from bench.data.split import store_splits
 from bench.dictionary import write_run_table
 from bench.engine.evaluate import evaluate
 from bench.engine.federation import MAIN, Client, Updates
@@ -33,7 +34,7 @@ from bench.engine.lock import run_folder_lock
 from bench.engine.outputs import check_output_folder, clear_failed_run, finished_record, read_checkpoint
 from bench.engine.participation import draw_round
 from bench.engine.paths import RunPaths
-from bench.engine.provenance import environment, utc_now
+from bench.engine.provenance import environment, process_age, utc_now
 from bench.engine.setup import Experiment, build_experiment, configure_torch, select_device
 from bench.engine.trainer import FitResult, Learner, batches_per_epoch
 from bench.errors import Interrupted, Stopped, UserError
@@ -318,7 +319,8 @@ def model_size(model, layout) -> dict:
     return {"parameters": count_parameters(model), "state_floats": layout.size, "state_layers": layout.layers, "state_bytes": layout.nbytes()}
 
 
-def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, started: str, wall: float, error: str | None = None) -> dict:
+def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, started: str, wall: float, startup: float,
+               error: str | None = None) -> dict:
     fed = exp.fed
     full_round = 2 * len(fed.clients) * fed.layout.nbytes()
     sent = sum(row["value"] for row in progress.metrics if row["scope"] == "comm" and row["metric"] == "bytes")
@@ -375,6 +377,7 @@ def run_record(cfg: dict, exp: Experiment, progress: Progress, status: str, star
             "started_at": started,
             "finished_at": utc_now(),
             "wall_seconds": wall,
+            "startup_seconds": startup,
             "seconds_per_round": sum(progress.round_seconds) / max(len(progress.round_seconds), 1),
             "round_seconds": progress.round_seconds,
             "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(fed.device) / MB if fed.device.type == "cuda" else None,
@@ -435,14 +438,16 @@ def train(cfg: dict, exp: Experiment, paths: RunPaths, digest: str, show_progres
             log.info("resuming %s from round %d", paths.root.name, progress.next_round)
         exp.resumes_from = progress.next_round
         exp.method.prepare(exp.fed)
+        store_splits()  # the run is accepted: what it computed for later runs can be kept
+        startup = process_age()  # imports, config, data and models: what this process paid before training
         try:
             status = loop(cfg, exp, progress, paths, digest, show_progress)
         except Exception as exc:
             if not out_of_space(exc):
-                record = run_record(cfg, exp, progress, "failed", started, time.perf_counter() - clock, f"{type(exc).__name__}: {exc}")
+                record = run_record(cfg, exp, progress, "failed", started, time.perf_counter() - clock, startup, f"{type(exc).__name__}: {exc}")
                 write_outputs(paths, progress, record)
             raise
-        record = run_record(cfg, exp, progress, status, started, time.perf_counter() - clock)
+        record = run_record(cfg, exp, progress, status, started, time.perf_counter() - clock, startup)
         write_outputs(paths, progress, record)
     if not cfg["runtime"]["keep_checkpoint"]:
         paths.checkpoint.unlink(missing_ok=True)

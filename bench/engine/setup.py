@@ -16,6 +16,7 @@ from bench.data.noise import noisy_training_labels
 from bench.data.partition import Partition, make_partition, split_local
 from bench.data.split import global_split
 from bench.engine.batches import TensorData
+from bench.engine.dynamo import defer_dynamo
 from bench.engine.federation import MAIN, Client, Federation
 from bench.engine.layout import StateLayout
 from bench.engine.participation import clients_per_round
@@ -51,9 +52,11 @@ def use_huge_pages() -> None:
 
 
 def configure_torch(runtime: dict, device: torch.device) -> None:
-    """Huge pages, threads and deterministic kernels (bit-identical reruns on CPU; as far as CUDA
-    allows on GPU)."""
+    """Huge pages, torch._dynamo only if something is compiled, threads and deterministic kernels
+    (bit-identical reruns on CPU; as far as CUDA allows on GPU)."""
     use_huge_pages()
+    if not runtime["compile"]:
+        defer_dynamo()
     if runtime["threads"]:
         torch.set_num_threads(runtime["threads"])
     if runtime["deterministic"]:
@@ -182,7 +185,7 @@ def initial_models(builders: dict[str, Callable[[], torch.nn.Module]], seed: int
 
 def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     dataset = load_dataset(cfg["data"])
-    pool, test = global_split(dataset, cfg["data"]["test_fraction"], cfg["data"]["split_seed"])
+    pool, test = global_split(dataset, cfg["data"]["test_fraction"], cfg["data"]["split_seed"], cfg["data"]["cache_dir"])
     pool, public = public_split(dataset, pool, cfg["data"]["public_fraction"], cfg["data"]["split_seed"])
     partition = partition_dataset(dataset, pool, test, cfg)
     on_device = device.type == "cuda" if cfg["data"]["on_device"] == "auto" else bool(cfg["data"]["on_device"])

@@ -13,6 +13,7 @@ of one name are a one-line error naming both files. `method_source` says where a
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -75,15 +76,22 @@ def check_declared_search(cls: type[Method]) -> None:
 
 def registry() -> dict[str, type[Method]]:
     """All methods: this package's modules, the `fedrank.methods` entry points and the files of
-    the methods path (imported once per process)."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _INFRASTRUCTURE:
-            importlib.import_module(f"{__name__}.{info.name}")
+    the methods path (each imported once per process)."""
+    import_methods(tuple(__path__))
     load_entry_points()
     for folder in methods_path():
         for file in sorted(folder.glob("*.py")):
             load_method_file(file)
     return dict(sorted(_REGISTRY.items()))
+
+
+@functools.cache
+def import_methods(path: tuple[str, ...]) -> None:
+    """Import every module of this package, once per path (a workflow resolves thousands of
+    runs, and listing the folder for each was a fifth of its DAG's build)."""
+    for info in pkgutil.iter_modules(path):
+        if info.name not in _INFRASTRUCTURE:
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def load_entry_points() -> None:

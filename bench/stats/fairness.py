@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.stats.collect import Results, read_client_metrics
+from bench.stats.collect import Results, as_text, read_client_metrics
 from bench.stats.scores import base_metric, lower_is_better, per_run
 from bench.stats.selection import RUN_LEVEL, at_selection
 
@@ -75,7 +75,7 @@ def unseen_centre_scores(results: Results, selection: pd.DataFrame, metric: str,
         return pd.DataFrame(columns=["run_id", "metric", "value"])
     held = runs[runs["partition.holdout"].notna()].set_index("run_id")["headline_scope"]
     rows = results.metrics[(results.metrics["metric"] == metric) & results.metrics["scope"].isin(["heldout", "heldout_tuned"])]
-    rows = rows.assign(run_id=rows["run_id"].astype(str), scope=rows["scope"].astype(str))
+    rows = rows.assign(run_id=as_text(rows["run_id"]), scope=rows["scope"].astype(str))
     rows = rows[rows["run_id"].isin(held.index)]
     tuned = set(rows.loc[rows["scope"] == "heldout_tuned", "run_id"])
     wanted = np.where(held.reindex(rows["run_id"]).eq("personal").to_numpy() & rows["run_id"].isin(tuned).to_numpy(), "heldout_tuned", "heldout")

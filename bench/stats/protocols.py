@@ -18,7 +18,7 @@ from bench.stats.aggregate import aggregate_scores
 from bench.stats.analysis import Analysis
 from bench.stats.bootstrap import grouped_mean_ci
 from bench.stats.captions import interval_phrase
-from bench.stats.collect import format_value, sort_key
+from bench.stats.collect import as_text, format_value, sort_key
 from bench.stats.fairness import SPREAD, fairness_metric
 from bench.stats.render import Table, fmt, fmt_ci, fmt_p
 from bench.stats.scores import STATS_STATUS, base_metric
@@ -124,7 +124,7 @@ def per_class_table(analysis: Analysis) -> list[Table]:
     if not classes or finals.empty:
         return []
     keys = ["study", "setting", "setting_order", "method", "method_order"]
-    means = completed(analysis)[[*keys, "run_id"]].merge(finals.assign(run_id=finals["run_id"].astype(str)), on="run_id")
+    means = completed(analysis)[[*keys, "run_id"]].merge(finals.assign(run_id=as_text(finals["run_id"])), on="run_id")
     wide = means.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", observed=True).reset_index()
     data = wide.sort_values(["setting_order", "method_order", "method"], ignore_index=True)
     display = pd.DataFrame({"setting": [heading(s, t) for s, t in zip(data["study"], data["setting"])], "method": data["method"]})
@@ -146,7 +146,7 @@ def unseen_rows(analysis: Analysis, prefix: str) -> pd.DataFrame:
 def centre_mean(analysis: Analysis, rows: pd.DataFrame, name: str) -> pd.DataFrame:
     """Per context and method: the mean over held-out centres, with a CI over seeds (the
     per-seed mean over centres)."""
-    finals = analysis.finals[analysis.finals["metric"] == name].assign(run_id=lambda f: f["run_id"].astype(str))
+    finals = analysis.finals[analysis.finals["metric"] == name].assign(run_id=lambda f: as_text(f["run_id"]))
     settings = rows[["study", "setting", "context"]].drop_duplicates()
     runs = completed(analysis)[["study", "setting", "method", "method_order", "seed", "run_id"]].merge(settings, on=["study", "setting"]).merge(finals, on="run_id")
     per_seed = runs.groupby(["study", "context", "method", "method_order", "seed"], as_index=False)["value"].mean()

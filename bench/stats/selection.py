@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
-from bench.stats.collect import Results, read_client_metrics
+from bench.stats.collect import Results, as_text, read_client_metrics
 from bench.stats.scores import base_metric, final_scores, orient, per_run
 
 RUN_LEVEL = -1
@@ -44,17 +44,22 @@ def last_rounds(curves: pd.DataFrame, last_k: int) -> pd.DataFrame:
     rounds = curves[["run_id", "round"]].drop_duplicates().sort_values(["run_id", "round"], ascending=[True, False])
     kept = rounds[rounds.groupby("run_id", observed=True).cumcount() < last_k].copy()
     kept["weight"] = 1.0 / kept.groupby("run_id", observed=True)["round"].transform("size")
-    return kept.assign(client=RUN_LEVEL, run_id=kept["run_id"].astype(str))[["run_id", "client", "round", "weight"]]
+    return kept.assign(client=RUN_LEVEL, run_id=as_text(kept["run_id"]))[["run_id", "client", "round", "weight"]]
 
 
 def best_rounds(values: pd.DataFrame, keys: list[str], budget: pd.Series, metric: str, settings: dict) -> pd.DataFrame:
     """Per `keys` group, the candidate round with the best (oriented) value; the earliest of
     equals. `budget` is each run's round budget (by run_id)."""
-    values = values.assign(run_id=values["run_id"].astype(str))
+    values = values.assign(run_id=as_text(values["run_id"]))
     first = np.ceil(settings["selection_after"] * budget.reindex(values["run_id"]).to_numpy())
     candidates = values[values["round"].to_numpy() >= np.minimum(first, values.groupby("run_id")["round"].transform("max").to_numpy())]
     ordered = candidates.assign(score=orient(candidates["value"].to_numpy(), metric, settings)).sort_values([*keys, "score", "round"], ascending=[True] * len(keys) + [False, True])
     return ordered.drop_duplicates(keys)[[*keys, "round"]].assign(weight=1.0)
+
+
+def run_ids(rows: pd.DataFrame) -> set[str]:
+    """The distinct run ids of `rows` (a set of a million-row column, element by element, took seconds)."""
+    return set(map(str, rows["run_id"].unique()))
 
 
 def validation_rounds(results: Results, curves: pd.DataFrame, settings: dict) -> pd.DataFrame:
@@ -63,11 +68,11 @@ def validation_rounds(results: Results, curves: pd.DataFrame, settings: dict) ->
     runs = per_run(results).set_index("run_id")
     budget = runs["train.rounds"]
     rows = results.metrics[results.metrics["metric"] == metric]
-    scored = set(curves["run_id"].astype(str))
-    by_scope = {scope: rows[rows["scope"] == scope].assign(run_id=lambda f: f["run_id"].astype(str)) for scope in ("val", "local_val")}
+    scored = run_ids(curves)
+    by_scope = {scope: rows[rows["scope"] == scope].assign(run_id=lambda f: as_text(f["run_id"])) for scope in ("val", "local_val")}
     global_val = by_scope["val"][by_scope["val"]["run_id"].isin(scored)]
-    client_val = by_scope["local_val"][by_scope["local_val"]["run_id"].isin(scored - set(global_val["run_id"]))]
-    lacking = sorted(scored - set(global_val["run_id"]) - set(client_val["run_id"]))
+    client_val = by_scope["local_val"][by_scope["local_val"]["run_id"].isin(scored - run_ids(global_val))]
+    lacking = sorted(scored - run_ids(global_val) - run_ids(client_val))
     if lacking:
         raise UserError(f"stats.selection=best_val: {len(lacking)} run(s) have no validation {metric} (e.g. {lacking[0]}): run them with "
                         "partition.val_fraction > 0, or choose stats.selection=last")
@@ -100,7 +105,7 @@ def client_rounds(selection: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFram
 def at_selection(rows: pd.DataFrame, selection: pd.DataFrame, per_client: bool) -> pd.DataFrame:
     """Weighted values of `rows` (run_id, round, [client,] metric, value) at the selected rounds:
     run_id, [client,] metric, value."""
-    rows = rows.assign(run_id=rows["run_id"].astype(str))
+    rows = rows.assign(run_id=as_text(rows["run_id"]))
     keys = ["run_id", "client"] if per_client else ["run_id"]
     rounds = client_rounds(selection, rows) if per_client else selection[selection["client"] == RUN_LEVEL].drop(columns="client")
     picked = rows.merge(rounds, on=[*keys, "round"])
@@ -115,7 +120,7 @@ def selected_scores(results: Results, curves: pd.DataFrame, selection: pd.DataFr
     if rule == "last":
         return final_scores(curves, settings["last_k"])
     own = selection.loc[selection["client"] != RUN_LEVEL, "run_id"].unique()
-    whole = at_selection(curves[~curves["run_id"].astype(str).isin(own)], selection, per_client=False)
+    whole = at_selection(curves[~as_text(curves["run_id"]).isin(own)], selection, per_client=False)
     clients = read_client_metrics(results, "personal", metrics, list(own))
     mean = at_selection(clients, selection, per_client=True).groupby(["run_id", "metric"], as_index=False)["value"].mean()
     return pd.concat([whole, mean], ignore_index=True)
@@ -131,7 +136,7 @@ def validation_scores(records: list, settings: dict) -> dict[str, float]:
     results = load_results(records, settings, progress=False)
     selection = validation_rounds(results, headline_curves(results), settings)
     metric = selection_metric(settings)
-    rows = results.metrics[results.metrics["metric"] == metric].assign(run_id=lambda f: f["run_id"].astype(str))
+    rows = results.metrics[results.metrics["metric"] == metric].assign(run_id=lambda f: as_text(f["run_id"]))
     has_global = set(rows.loc[rows["scope"] == "val", "run_id"])
     whole = rows[((rows["scope"] == "val") & rows["run_id"].isin(has_global)) | ((rows["scope"] == "local_val") & ~rows["run_id"].isin(has_global))]
     scores = at_selection(whole[["run_id", "round", "metric", "value"]], selection, per_client=False).set_index("run_id")["value"].to_dict()

@@ -187,7 +187,7 @@ def run_record(cfg: dict, status: str, stop: int, classes: list[str], sent: int,
         "environment": {"fedrank": "synthetic", "python": "-", "packages": package_versions(), "cuda": cuda_versions(), "device": "none",
                         "git_revision": "synthetic", "host": "-", "platform": "-"},
         "timing": {"started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00", "wall_seconds": float(sum(seconds)),
-                   "seconds_per_round": float(np.mean(seconds)) if seconds else 0.0, "round_seconds": seconds, "peak_gpu_memory_mb": None},
+                   "startup_seconds": 3.0, "seconds_per_round": float(np.mean(seconds)) if seconds else 0.0, "round_seconds": seconds, "peak_gpu_memory_mb": None},
     }
 
 

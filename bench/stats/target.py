@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.io import MB
-from bench.stats.collect import Results
+from bench.stats.collect import Results, as_text
 from bench.stats.scores import lower_is_better, matches_run, per_run
 
 REACH_STATUSES = ("completed", "diverged")  # a failed run crashed: not an outcome of the method
@@ -33,7 +33,7 @@ def communication(results: Results) -> pd.DataFrame:
     comm = results.metrics[(results.metrics["scope"] == "comm") & (results.metrics["metric"] == "bytes")]
     comm = comm[["run_id", "round", "value"]].sort_values(["run_id", "round"])
     comm = comm.assign(mb=comm["value"] / MB, cum_mb=comm.groupby("run_id", observed=True)["value"].cumsum() / MB).drop(columns="value")
-    return comm.assign(run_id=comm["run_id"].astype(str))
+    return comm.assign(run_id=as_text(comm["run_id"]))
 
 
 def run_targets(results: Results, curves: pd.DataFrame, settings: dict, comm: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -46,8 +46,8 @@ def run_targets(results: Results, curves: pd.DataFrame, settings: dict, comm: pd
     goals = pd.DataFrame([{"data.name": name, "target_metric": goal["metric"], "target": goal["value"]} for name, goal in settings["targets"].items()])
     runs = runs[["run_id", "data.name", "train.rounds"]].merge(goals, on="data.name").set_index("run_id")
     points = curves[matches_run(curves, "metric", runs["target_metric"])]
-    target = runs["target"].reindex(points["run_id"].astype(str)).to_numpy()
-    lower = runs["target_metric"].map(lambda m: lower_is_better(m, settings)).reindex(points["run_id"].astype(str)).to_numpy()
+    target = runs["target"].reindex(as_text(points["run_id"])).to_numpy()
+    lower = runs["target_metric"].map(lambda m: lower_is_better(m, settings)).reindex(as_text(points["run_id"])).to_numpy()
     hit = points[np.where(lower, points["value"].to_numpy() <= target, points["value"].to_numpy() >= target)]
     first = hit.groupby("run_id", observed=True)["round"].min().rename("reach_round")
     first.index = first.index.astype(str)
