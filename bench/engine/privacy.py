@@ -40,9 +40,11 @@ with a shuffling loader and most DP-FL papers make; captions say so.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
 import tempfile
+import types
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -74,13 +76,20 @@ def rdp_orders() -> list[float]:
     return [1 + x / 4 for x in range(1, 40)] + list(range(11, 64)) + list(range(64, 257, 8)) + [384, 512, 768, 1024]
 
 
+def opacus(module: str) -> types.ModuleType:
+    """An Opacus module, imported with the real torch._dynamo in place: Opacus imports torch.distributed,
+    which fails half-way under the stand-in an uncompiled run starts with (bench/engine/dynamo.py)."""
+    from bench.engine.dynamo import real_dynamo
+
+    real_dynamo()
+    return importlib.import_module(f"opacus.{module}")
+
+
 @functools.lru_cache(maxsize=1024)
 def rdp_per_step(noise_multiplier: float, sample_rate: float) -> tuple[float, ...]:
     """Renyi DP at each of `rdp_orders` of one subsampled Gaussian release (cached: a run asks for
     the same (sigma, q) every round, and the fractional orders take a second at large q)."""
-    from opacus.accountants.analysis import rdp
-
-    return tuple(rdp.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=rdp_orders()))
+    return tuple(opacus("accountants.analysis.rdp").compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=rdp_orders()))
 
 
 def rdp_curve(noise_multiplier: float, sample_rate: float, steps: int) -> list[float]:
@@ -90,8 +99,7 @@ def rdp_curve(noise_multiplier: float, sample_rate: float, steps: int) -> list[f
 
 def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
     """Epsilon at delta after `steps` releases at sampling rate q with noise sigma (0 steps: 0)."""
-    from opacus.accountants.analysis import rdp
-
+    rdp = opacus("accountants.analysis.rdp")
     if steps == 0:
         return 0.0
     eps, _ = rdp.get_privacy_spent(orders=rdp_orders(), rdp=rdp_curve(noise_multiplier, sample_rate, steps), delta=delta)
@@ -309,9 +317,7 @@ def guard_records(fed, sgd: PrivateSGD) -> None:
 
 def group_norm(model: torch.nn.Module) -> torch.nn.Module:
     """The model with every BatchNorm replaced by GroupNorm(gcd(32, C), C) (Opacus's ModuleValidator.fix)."""
-    from opacus.validators import ModuleValidator
-
-    return ModuleValidator.fix(model) if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) else model
+    return opacus("validators").ModuleValidator.fix(model) if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) else model
 
 
 def norm_layers(model: torch.nn.Module) -> dict[str, int]:

@@ -228,4 +228,4 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     held = partition.holdout
     holdout = None if held is None else Client(len(clients), torch.as_tensor(held.train, device=index_device), torch.as_tensor(held.test, device=index_device))
     return Experiment(fed, method, dataset, test_index, len(pool), torch.cat([c.val for c in clients]), holdout, held and held.name,
-                      attach_privacy(cfg, fed, method))
+                      privacy=attach_privacy(cfg, fed, method))
