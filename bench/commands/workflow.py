@@ -14,7 +14,6 @@ def load_plan(args: argparse.Namespace, reuse: bool = False):
     """The checked config and its plan, expanded afresh (and stored for `status`), or with
     `reuse` the plan stored for exactly this config and code where there is one."""
     from bench.config import parse_config_json
-    from bench.io import check_writable
     from bench.plan_cache import store_plan, stored_plan
     from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
@@ -22,8 +21,6 @@ def load_plan(args: argparse.Namespace, reuse: bool = False):
         config = prepare_workflow_config(parse_config_json(args.config_json))
     else:
         config = load_workflow_config(args.config)
-    for key in ("results", "reports"):
-        check_writable(Path(config[key]), f"config key '{key}':", f"choose a folder you can write in for {key}")
     plan = stored_plan(config) if reuse else None
     if plan is None:
         plan = plan_workflow(config)
@@ -51,9 +48,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from bench.compute import gpu_hours, run_flops
-    from bench.io import write_csv, write_text
+    from bench.io import check_writable, write_csv, write_text
 
     config, plan = load_plan(args)
+    for key in ("results", "reports"):  # what the workflow will write: refused now, not by its first job
+        check_writable(Path(config[key]), f"config key '{key}':", f"choose a folder you can write in for {key}")
     if args.config_of:
         if args.config_of not in plan.runs:
             from bench.errors import UserError
