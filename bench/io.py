@@ -98,8 +98,8 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)  # through a Python file object: a full disk is an OSError with its errno (ENOSPC)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -24,7 +24,7 @@ from bench.stats.aggregate import aggregate_scores
 from bench.stats.analysis import analyse
 from bench.stats.collect import load_results
 from bench.stats.settings import resolve_stats
-from bench.stats.synthetic import grid_configs, write_run
+from bench.stats.synthetic import grid_configs, record_metrics_sha256, write_run
 from bench.workflow import plan_workflow, prepare_workflow_config
 from conftest import assert_resume_is_exact, tiny_config
 from bench.testing import needs
@@ -172,6 +172,7 @@ def hand_made(root, method: str, rows: list[tuple], **config) -> str:
     frame = pd.DataFrame(rows, columns=["round", "scope", "client", "metric", "value"])
     frame["client"] = frame["client"].astype("Int64")
     write_parquet(path.parent / "metrics.parquet", frame)
+    record_metrics_sha256(path)
     return json.loads(path.read_text())["run_id"]
 
 
@@ -262,6 +263,7 @@ def test_runs_made_before_the_clinical_metrics_existed_still_report(tmp_path):
         path = write_run(tmp_path / "runs", cfg)
         metrics = pd.read_parquet(path.parent / "metrics.parquet")
         write_parquet(path.parent / "metrics.parquet", metrics[~metrics["metric"].astype(str).str.startswith("specificity/")])
+        record_metrics_sha256(path)
     produce(tmp_path / "runs", tmp_path / "out", resolve_stats({}), None, ("tables",), progress=False)
     table = pd.read_csv(tmp_path / "out" / "tables" / "per_class.csv")
     shown = (tmp_path / "out" / "tables" / "per_class.md").read_text()

@@ -494,32 +494,36 @@ def test_two_runs_started_at_once_on_one_folder_leave_exactly_one_run(tmp_path):
     assert pd.read_parquet(out / "metrics.parquet")["run_id"].eq(json.loads((out / "run.json").read_text())["run_id"]).all()
 
 
-def stop_in_round(monkeypatch, round: int, error: BaseException) -> None:
-    """Raise `error` when round `round`'s checkpoint is written (the disk fills) or the round starts (Ctrl-C)."""
+def stop_in_round(monkeypatch, round: int, error: BaseException | None) -> None:
+    """From round `round` on, checkpoints are written to /dev/full (a real ENOSPC, as on a full
+    disk) when `error` is None; else `error` is raised as the round starts (Ctrl-C)."""
     import bench.engine.run as engine_run
+    import bench.io
 
-    if isinstance(error, OSError):
-        real = engine_run.torch_save
+    if error is None:
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full on this machine to fill a disk with")
+        checkpoints = iter(range(1, 1000))
 
-        def save(path, obj):
-            if obj["progress"]["next_round"] == round + 1:
-                raise error
-            real(path, obj)
+        def full_from_round(path, mode="r", *args, **kwargs):
+            if "checkpoint.pt" in str(path) and next(checkpoints) >= round:
+                path = "/dev/full"
+            return open(path, mode, *args, **kwargs)
 
-        monkeypatch.setattr(engine_run, "torch_save", save)
-    else:
-        real_play = engine_run.play_round
+        monkeypatch.setattr(bench.io, "open", full_from_round, raising=False)
+        return
+    real_play = engine_run.play_round
 
-        def play(exp, progress, *beat):
-            if exp.fed.round == round:
-                raise error
-            return real_play(exp, progress, *beat)
+    def play(exp, progress, *beat):
+        if exp.fed.round == round:
+            raise error
+        return real_play(exp, progress, *beat)
 
-        monkeypatch.setattr(engine_run, "play_round", play)
+    monkeypatch.setattr(engine_run, "play_round", play)
 
 
 @pytest.mark.parametrize("error, code, message", [
-    (OSError(28, "No space left on device"), 2, r"no space left on /\S* \(No space left on device\) while writing .*; free space and rerun the same command to resume from round 2"),
+    (None, 2, r"no space left on /\S* \(No space left on device\) while writing .*; free space and rerun the same command to resume from round 2"),
     (KeyboardInterrupt(), 130, r"interrupted: .* keeps its checkpoint; run the same command again to resume from round 2"),
 ])
 def test_a_full_disk_or_ctrl_c_stops_in_one_line_and_the_same_command_resumes(error, code, message, finished, tmp_path, monkeypatch, capsys):

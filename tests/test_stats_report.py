@@ -207,11 +207,13 @@ def test_numeric_columns_are_right_aligned_and_the_header_says_what_a_row_is():
 
 
 def test_one_seed_has_no_bands_or_intervals_and_coinciding_curves_are_said_so(tmp_path):
-    import shutil
+    from bench.stats.synthetic import record_metrics_sha256
 
     paths = write_study(tmp_path / "runs", {"method": ["fedavg", "fedprox", "local"], "seed": [0], "train.rounds": [6]})
     by_method = {json.loads(p.read_text())["method"]["name"]: p.parent for p in paths}
-    shutil.copy(by_method["fedavg"] / "metrics.parquet", by_method["fedprox"] / "metrics.parquet")  # FedProx's curve = FedAvg's
+    fedprox = pd.read_parquet(by_method["fedavg"] / "metrics.parquet").assign(run_id=by_method["fedprox"].name)  # FedProx's curve = FedAvg's
+    fedprox.to_parquet(by_method["fedprox"] / "metrics.parquet", index=False)
+    record_metrics_sha256(by_method["fedprox"] / "run.json")
     out = tmp_path / "out"
     assert report("report", "--runs", str(tmp_path / "runs"), "--out", str(out)) == 0
     captions = json.loads((out / "report.json").read_text())["captions"]

@@ -10,7 +10,7 @@ from statsmodels.duration.survfunc import SurvfuncRight
 from bench.stats.collect import load_results
 from bench.stats.scores import headline_curves
 from bench.stats.settings import resolve_stats
-from bench.stats.synthetic import grid_configs, write_run
+from bench.stats.synthetic import grid_configs, record_metrics_sha256, write_run
 from bench.stats.target import censored_median, rounds_to_target, run_targets
 
 
@@ -43,6 +43,7 @@ def curve_runs(tmp_path, accuracies: dict[tuple[str, int], list[float]], status:
         hit = (metrics["scope"] == "global") & (metrics["metric"] == "accuracy")
         metrics.loc[hit, "value"] = np.array(curve)[metrics.loc[hit, "round"].to_numpy() - 1]
         metrics.to_parquet(path.parent / "metrics.parquet", index=False)
+        record_metrics_sha256(path)
         paths.append(path)
     return paths
 
@@ -91,6 +92,7 @@ def test_lower_is_better_targets(tmp_path):
     loss = (metrics["scope"] == "global") & (metrics["metric"] == "loss")
     metrics.loc[loss, "value"] = 2.0 / metrics.loc[loss, "round"]  # 2, 1, 0.67, 0.5, ...
     metrics.to_parquet(metrics_path, index=False)
+    record_metrics_sha256(metrics_path.parent / "run.json")
     settings = resolve_stats({"targets": {"ham10000": {"metric": "loss", "value": 0.5}}})
     results = load_results(tmp_path, settings, progress=False)
     assert run_targets(results, headline_curves(results), settings)["round"].item() == 4

@@ -14,7 +14,7 @@ from bench.errors import UserError
 from bench.methods import Method, Recipe, check_declared_search, hparam, registry
 from bench.search import check_recipe, choices, intuniform, loguniform, shared_space, space_from_json, uniform
 from bench.stats.settings import resolve_stats
-from bench.stats.synthetic import grid_configs, write_run
+from bench.stats.synthetic import grid_configs, record_metrics_sha256, write_run
 from bench.tuning import draw_trials, select, slug
 from bench.workflow import plan_workflow, prepare_workflow_config
 
@@ -157,6 +157,7 @@ def trial_study(root, val_scores: list[float], statuses: list[str] | None = None
         val = (metrics["scope"] == "val") & (metrics["metric"] == "accuracy")
         metrics.loc[val, "value"] = score * np.linspace(0.5, 1.0, val.sum())  # the last round is the best
         metrics.to_parquet(record.parent / "metrics.parquet", index=False)
+        record_metrics_sha256(record)
         trials.append({"trial": i, "values": {"train.lr": lrs[i]}, "runs": [record.parent.name]})
     return {"key": "s/digits/all/fedavg", "label": "fedavg", "results": str(root), "dims": {}, "trials": trials}
 
@@ -192,6 +193,7 @@ def test_the_test_set_never_chooses(tmp_path):
         test = metrics["scope"].isin(["global", "local", "personal"])
         metrics.loc[test, "value"] = rng.permutation(metrics.loc[test, "value"].to_numpy())[::-1] * rng.uniform(0, 1)
         metrics.to_parquet(path, index=False)
+        record_metrics_sha256(path.parent / "run.json")
     after = select(spec, SETTINGS)
     assert after["selected"] == before["selected"] and [t["score"] for t in after["trials"]] == [t["score"] for t in before["trials"]]
 

@@ -15,7 +15,6 @@ def load_plan(args: argparse.Namespace, reuse: bool = False, allow_missing: bool
     """The checked config and its plan, expanded afresh (and stored for `status`), or with
     `reuse` the plan stored for exactly this config and code where there is one."""
     from bench.config import parse_config_json
-    from bench.io import check_writable
     from bench.plan_cache import store_plan, stored_plan
     from bench.workflow import load_workflow_config, plan_workflow, prepare_workflow_config
 
@@ -23,8 +22,6 @@ def load_plan(args: argparse.Namespace, reuse: bool = False, allow_missing: bool
         config = prepare_workflow_config(parse_config_json(args.config_json))
     else:
         config = load_workflow_config(args.config)
-    for key in ("results", "reports"):
-        check_writable(Path(config[key]), f"config key '{key}':", f"choose a folder you can write in for {key}")
     plan = stored_plan(config) if reuse else None
     if plan is None:
         plan = plan_workflow(config, allow_missing)
@@ -52,9 +49,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from bench.compute import gpu_hours, run_flops
-    from bench.io import write_csv, write_text
+    from bench.io import check_writable, write_csv, write_text
 
     config, plan = load_plan(args, allow_missing=not (args.config_of or args.write_manifest or args.write_stats))
+    for key in ("results", "reports"):  # what the workflow will write: refused now, not by its first job
+        check_writable(Path(config[key]), f"config key '{key}':", f"choose a folder you can write in for {key}")
     if args.config_of:
         if args.config_of not in plan.runs:
             from bench.errors import UserError

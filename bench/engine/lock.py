@@ -4,8 +4,9 @@ Two `fedrank run` processes on one folder would both train and overwrite each ot
 second one stops instead, with one line naming the holder (host and pid). The kernel drops a flock
 when its process dies (kill -9 included), so a lock file left by a killed run is free to take: it is
 recovered with a log line. The file is removed on release; a process that locked a file just removed
-by its holder sees another inode at the path and tries again (the usual flock + unlink protocol, as
-in e.g. py-filelock's UnixFileLock, tox-dev/filelock src/filelock/_unix.py).
+by its holder sees another inode (or none) at the path and tries again. py-filelock's UnixFileLock
+(tox-dev/filelock, src/filelock/_unix.py) guards the same race by checking that the locked file
+still has a link; comparing inodes also catches a file created anew in between.
 
 Shared filesystems: on Linux, flock on NFS (v3 with lockd, v4) is emulated with byte-range locks and
 holds across nodes; on Lustre it needs the `flock` mount option (`localflock` locks per node only,
@@ -44,7 +45,7 @@ def holder_text(fd: int) -> str:
 def try_lock(path: Path) -> int | None:
     """An fd holding the flock of the file now at `path`; None when flock is unsupported here."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

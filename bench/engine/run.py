@@ -427,7 +427,7 @@ def already_finished(paths: RunPaths, cfg: dict, digest: str) -> dict | None:
 
 def train(cfg: dict, exp: Experiment, paths: RunPaths, digest: str, show_progress: bool) -> dict:
     """Play the run's remaining rounds in its locked folder and write its outputs."""
-    with stopping_in_one_line(paths.root, lambda: exp.resumes_from):
+    with stopping_in_one_line(paths.root, lambda: what_a_rerun_does(exp, cfg["train"]["rounds"])):
         remove_stale_temporaries(paths.root)
         started, clock = utc_now(), time.perf_counter()
         progress = load_checkpoint(paths, exp, digest)
@@ -454,23 +454,29 @@ def train(cfg: dict, exp: Experiment, paths: RunPaths, digest: str, show_progres
     return record
 
 
+def what_a_rerun_does(exp: Experiment, rounds: int) -> str:
+    if exp.resumes_from > rounds:
+        return "write its outputs (every round is trained)"
+    return f"resume from round {exp.resumes_from}"
+
+
 def out_of_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager
-def stopping_in_one_line(root: Path, resumes_at: Callable[[], int]) -> Iterator[None]:
+def stopping_in_one_line(root: Path, rerun_will: Callable[[], str]) -> Iterator[None]:
     """Ctrl-C and a full disk stop the run with one line saying how it continues; the last
     checkpoint (written atomically, so never half-written) stays, and the same command resumes."""
     try:
         yield
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted: {root} keeps its checkpoint; run the same command again to resume from round {resumes_at()}") from None
+        raise Interrupted(f"interrupted: {root} keeps its checkpoint; run the same command again to {rerun_will()}") from None
     except OSError as exc:
         if not out_of_space(exc):
             raise
         raise Stopped(f"no space left on {mount_point(root)} ({exc.strerror}) while writing {root}; free space and rerun the same "
-                      f"command to resume from round {resumes_at()}") from None
+                      f"command to {rerun_will()}") from None
 
 
 def mount_point(path: Path) -> Path:

@@ -206,6 +206,15 @@ def write_run(root: Path, cfg: dict, status: str = "completed", stop: int | None
     return folder / "run.json"
 
 
+def record_metrics_sha256(record: Path) -> None:
+    """Record in a run.json the SHA-256 of its folder's metrics.parquet as it is now: for a test that
+    hand-edits a synthetic run's metrics, as the engine records the file it wrote (reports refuse
+    a metrics file that is not the recorded one)."""
+    import json
+
+    write_json(record, {**json.loads(record.read_text()), "metrics_sha256": file_sha256(record.parent / "metrics.parquet")})
+
+
 def grid_configs(grid: dict[str, list], base: dict | None = None) -> list[dict]:
     """Run configs of a grid of dotted keys (like a workflow grid); the method is resolved by name."""
     from bench.methods import resolve_method_config
