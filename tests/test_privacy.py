@@ -245,3 +245,22 @@ def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs
     written = all_figures(analysis, tmp_path / "figures", progress=False, only=("privacy_utility",))
     png = [path for path in written if path.suffix == ".png"]
     assert len(png) == 1 and "δ = 1e-05" in written[png[0]] and "RDP accountant" in written[png[0]]
+
+
+@pytest.mark.parametrize("vectorise", [True, False])
+def test_dp_sgd_without_clipping_or_noise_trains_exactly_as_the_plain_trainer(vectorise):
+    """With C far above every gradient and sigma C ~ 1e-11, a DP-SGD fit ends where the plain
+    fit of the same (GroupNorm) model from the same state ends: the private path adds nothing else."""
+    cfg = tiny_config(train__rounds=1, privacy__sample_dp={"clip": 1e9, "noise_multiplier": 1e-20})
+    exp = build_experiment(cfg, torch.device("cpu"))
+    fed, client = exp.fed, exp.fed.clients[0]
+    exp.privacy.sgd.vectorise = vectorise
+    start = fed.layout.gather(fed.model)
+    fed.fit(client)
+    private = fed.layout.gather(fed.model)
+    fed.layout.scatter(fed.model, start)
+    fed.trainer.private = None
+    del fed.data.batch  # the guard against reads outside DP-SGD: the plain fit reads the records in the clear
+    fed.fit(client)
+    assert torch.allclose(private, fed.layout.gather(fed.model), atol=1e-5)
+    assert not torch.allclose(private, start)
