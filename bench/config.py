@@ -387,17 +387,19 @@ def semantic_view(cfg: dict) -> dict:
 
 def with_later_keys(cfg: dict) -> dict:
     """A recorded run config with the HASHED_WHEN_SET keys it predates filled in at their
-    defaults, so runs made before and after those keys existed compare as the same setting."""
-    out = copy.deepcopy(cfg)
+    defaults, so runs made before and after those keys existed compare as the same setting.
+    Only the sections it fills are copied (a deep copy of every config was a fifth of reading
+    10,000 runs); the rest is shared with `cfg`."""
+    out = dict(cfg)
     for section in SECTIONS_HASHED_WHEN_SET:
-        out[section] = {**schema_default(section, None), **out.get(section, {})}
+        out[section] = {**copy.deepcopy(schema_default(section, None)), **out.get(section, {})}
     for section, keys in HASHED_WHEN_SET.items():
         if isinstance(out.get(section), dict):
-            for key in keys:
-                out[section].setdefault(key, schema_default(section, key))
+            missing = {key: copy.deepcopy(schema_default(section, key)) for key in keys if key not in out[section]}
+            out[section] = {**out[section], **missing}
     for mode in ("client_dp", "sample_dp"):  # off (null) or on, a DP mode has the same fields, so runs differ in values, not keys
         fields = run_schema()["properties"]["privacy"]["properties"][mode]["properties"]
-        out["privacy"][mode] = {key: (out["privacy"][mode] or {}).get(key) for key in fields}
+        out["privacy"] = {**out["privacy"], mode: {key: (out["privacy"][mode] or {}).get(key) for key in fields}}
     return out
 
 

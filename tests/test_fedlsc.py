@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from bench.engine.layerwise import layerwise_weighted_sum
 from bench.engine.layout import StateLayout
 from bench.methods.fedlsc import (
     layer_cosine_similarity,
-    layerwise_weighted_sum,
     mean_similarity_to_others,
     select_personal_layers,
     similarity_weights,

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.engine.layerwise import layerwise_weighted_sum, update_grams
 from bench.engine.layout import StateLayout
 from bench.methods import Method, Recipe, hparam, loguniform, proximal_term, register
 
 
 def layer_cosine_similarity(states: torch.Tensor, reference: torch.Tensor, layout: StateLayout) -> torch.Tensor:
     """Eq.1-2: (L, N, N) cosine similarities of the clients' per-layer updates states - reference."""
+    from bench.engine.layerwise import update_grams  # numba: imported by FedLSC runs only, not by every registry listing
+
     return cosine_from_grams(update_grams(states, reference, layout))
 
 
@@ -91,6 +92,8 @@ class FedLSC(Method):
         return proximal_term(fed, self.mu, ~self.personal_layers(fed))
 
     def aggregate(self, fed, updates):
+        from bench.engine.layerwise import layerwise_weighted_sum
+
         similarity = layer_cosine_similarity(updates.states, fed.global_state, fed.layout)
         mean_similarity = mean_similarity_to_others(similarity)
         weights = similarity_weights(mean_similarity, self.tau)
