@@ -4,6 +4,7 @@ and the test kit itself (bench.testing)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pandas as pd
@@ -102,7 +103,19 @@ def test_the_default_upload_carries_the_fits_extra_to_the_server():
     torch.testing.assert_close(fed.uploads[0], fed.layout.gather(fed.model))
 
 
-@register
+@contextlib.contextmanager
+def registered(cls: type[Method]):
+    """`cls` in the registry for the test only: registered at import, a test method would join every
+    registry-driven test collected after this module (the conformance suite)."""
+    import bench.methods
+
+    register(cls)
+    try:
+        yield
+    finally:
+        bench.methods._REGISTRY.pop(cls.name, None)
+
+
 class RecordsReporters(Method):
     """Records each reporting client's id on the client axis (a test method)."""
 
@@ -114,14 +127,10 @@ class RecordsReporters(Method):
 
 
 def test_a_client_axis_is_keyed_by_client_id_under_partial_participation(tmp_path):
-    import bench.methods
-
-    try:
+    with registered(RecordsReporters):
         cfg = tiny_config(method="records_reporters_test", partition__clients=10, partition__min_samples=8, train__participation=0.3, train__rounds=3)
         execute(cfg, tmp_path, show_progress=False)
         diagnostics = pd.read_parquet(RunPaths(tmp_path).diagnostics)
-    finally:
-        bench.methods._REGISTRY.pop("records_reporters_test", None)
     rows = diagnostics[diagnostics["name"] == "reporter_id"]
     reported = diagnostics[(diagnostics["name"] == "participation/reported") & (diagnostics["value"] == 1)]
     assert len(rows) == 3 * 3  # 3 of 10 clients in each of 3 rounds
@@ -138,7 +147,6 @@ def test_a_client_axis_over_some_clients_needs_their_ids():
     assert fed.diagnostics[-1]["clients"] == [1, 3]
 
 
-@register
 class Frozen(Method):
     """Never moves the global model (a broken method for the learning check)."""
 
@@ -149,15 +157,11 @@ class Frozen(Method):
 
 
 def test_the_learning_check_fails_a_method_that_does_not_learn_and_passes_fedavg(tmp_path):
-    import bench.methods
-
-    try:
+    with registered(Frozen):
         with pytest.raises(AssertionError, match="does not learn the easy synthetic task"):
             check_learns("frozen_test", tmp_path / "frozen")
         Frozen.not_learning = "a test method"
         assert check_learns("frozen_test", tmp_path / "marked").startswith("not expected to learn here: a test method")
-    finally:
-        bench.methods._REGISTRY.pop("frozen_test", None)
     assert "balanced accuracy" in check_learns("fedavg", tmp_path / "fedavg")
 
 

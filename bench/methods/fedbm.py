@@ -188,6 +188,7 @@ class FedBM(Method):
     """FedBM: a frozen classifier from language concept embeddings (LKCC) and a shared generator's pseudo data (CGDE)."""
 
     name = "fedbm"
+    mean_of_updates = True  # the weighted mean; the generator learns from the new global model only
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.9}, source="meiluzhu/FedBM utils.init_optimizer and main.py: SGD, momentum 0.9")
     concepts: str = hparam("", "file of class concept embeddings, classes x prompts x dim (torch.save); README 'FedBM concept embeddings'")
     temperature: float = hparam(12.5, "temperature T of the concept classifier", exclusiveMinimum=0,

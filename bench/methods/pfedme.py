@@ -58,6 +58,7 @@ class PFedMe(Method):
     """pFedMe: personal models solved K steps per batch around the local model (Moreau envelopes)."""
 
     name = "pfedme"
+    mean_of_updates = True  # the server mixes the clients' weighted mean into w (line 11 of Alg. 1)
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0, "train.lr": 0.005},
                     source="Dinh et al. NeurIPS 2020, Alg. 1 line 8 (a plain SGD step of w); eta = 0.005 in the authors' README runs (CharlieDinh/pFedMe)")
     lam: float = hparam(15.0, "regularisation lam of the personal model towards the local model", exclusiveMinimum=0,

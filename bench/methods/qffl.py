@@ -50,6 +50,8 @@ class QFFL(Method):
     """q-FFL: q-FedAvg's step, weighting clients by their loss to the power q (fair accuracy)."""
 
     name = "qffl"
+    mean_of_updates = "its step weights each client's own update by that client's loss to the power q"
+    private_training = "it sends each client's loss on its training records, computed outside DP-SGD"
     not_learning = ("L = 1/lr is the Lipschitz estimate of plain SGD; under the default Adam solver ||Delta w_k||^2 = L^2 ||w - wbar_k||^2 "
                     "dwarfs L F_k and the q = 1 step nearly vanishes (it learns under `recipes: paper`'s SGD, or at q = 0)")
     recipe = Recipe(settings={"train.optimizer": "sgd", "train.momentum": 0.0},
