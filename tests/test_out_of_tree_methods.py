@@ -96,6 +96,7 @@ def test_methods_all_in_a_workflow_config_includes_the_methods_path(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(METHODS_PATH_ENV, raising=False)
     config = prepare_workflow_config({"methods_path": ["my-methods"], "seeds": 1, "results": str(tmp_path / "runs"),
+                                      "base": {"data": {"public_fraction": 0.2}},  # feddf, fedmd, mdhfl need one
                                       "studies": {"all": {"datasets": ["synthetic"], "methods": "all"}}})
     plan = plan_workflow(config)
     methods = {run.resolved["method"]["name"] for run in plan.runs.values()}

@@ -86,7 +86,7 @@ class Method:
     # split (record-level DP-SGD applies), or what else reads them.
     private_training: ClassVar[bool | str] = True
     not_learning: ClassVar[str] = ""  # why it is not expected to learn the conformance suite's easy task (empty: it must)
-    in_all: ClassVar[bool] = True  # False: a study's `methods: all` leaves it out (an adapter that is named with its settings)
+    in_all: ClassVar[bool] = True  # False: a study's `methods: all` leaves it out (an adapter named with its settings, a method needing a ViT or an input file)
     optional_packages: ClassVar[tuple[str, ...]] = ()  # importable modules it needs from an optional extra (tests skip without them)
 
     # ---- declaration -------------------------------------------------------------------
