@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -137,7 +138,9 @@ def test_a_name_clash_is_one_line_naming_both_files(tmp_path, monkeypatch, forge
 
 def test_check_method_passes_a_good_file_and_names_the_failing_check_and_hooks_of_a_broken_one(tmp_path, capsys, forget):
     good = method_folder(tmp_path, "fedchecked_ext", "FedChecked") / "fedchecked_ext.py"
+    level = logging.getLogger("fedrank").level
     assert main(["check-method", str(good)]) == 0
+    assert logging.getLogger("fedrank").level == level  # quiet while the suite ran, and only then
     out = capsys.readouterr().out
     assert "PASS learns" in out and "FAIL" not in out and "server_lr: number = 1.0" in out and "bytes per round" in out
     broken = tmp_path / "nan_aggregate_ext.py"
@@ -170,3 +173,4 @@ def test_a_method_in_a_methods_path_folder_is_run_and_ranked_by_the_workflow(tmp
     records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*fedranked_ext*/run.json")]
     assert len(records) == 2 and all(r["status"] == "completed" and r["method_source"]["file"] == str((folder / "fedranked_ext.py").resolve())
                                       for r in records)
+

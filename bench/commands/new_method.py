@@ -129,27 +129,36 @@ def byte_accounting(folder: Path) -> str:
 def cmd_check_method(args: argparse.Namespace) -> int:
     import logging
 
+    quiet = logging.getLogger("fedrank")
+    level, failed = quiet.level, 0
+    quiet.setLevel(logging.WARNING)  # the suite's runs log every round; the verdicts are the output
+    try:
+        for name in methods_to_check(args.target):
+            failed += check_one(name)
+    finally:
+        quiet.setLevel(level)  # for whatever runs next in this process
+    return 1 if failed else 0
+
+
+def check_one(name: str) -> int:
+    """Print the conformance checks of method `name`; returns how many did not pass."""
     from bench.methods import method_source
     from bench.testing.conformance import run_suite
 
-    failed = 0
-    logging.getLogger("fedrank").setLevel(logging.WARNING)  # the suite's runs log every round; the verdicts are the output
-    for name in methods_to_check(args.target):
-        source = method_source(name)
-        package = source["package"]
-        print(f"method {name}: {source['file']} (sha256 {str(source['sha256'])[:12]}, "
-              f"{'package ' + package['name'] + ' ' + str(package['version']) if package else 'no package'})")
-        print("hyper-parameters:", *describe_hyper_parameters(name), sep="\n")
-        with tempfile.TemporaryDirectory(prefix="fedrank-check-") as work:
-            outcomes = run_suite(name, Path(work))
-            for o in outcomes:
-                verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[o.passed]
-                print(f"{verdict} {o.check}" + (f" [look at: {o.hooks}]" if o.passed is False else "") + (f": {o.detail}" if o.detail else ""))
-            print(byte_accounting(Path(work) / "full" / "straight"))
-        bad = sum(o.passed is not True for o in outcomes)
-        print(f"{name}: {len(outcomes) - bad} of {len(outcomes)} checks passed")
-        failed += bad
-    return 1 if failed else 0
+    source = method_source(name)
+    package = source["package"]
+    print(f"method {name}: {source['file']} (sha256 {str(source['sha256'])[:12]}, "
+          f"{'package ' + package['name'] + ' ' + str(package['version']) if package else 'no package'})")
+    print("hyper-parameters:", *describe_hyper_parameters(name), sep="\n")
+    with tempfile.TemporaryDirectory(prefix="fedrank-check-") as work:
+        outcomes = run_suite(name, Path(work))
+        for o in outcomes:
+            verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[o.passed]
+            print(f"{verdict} {o.check}" + (f" [look at: {o.hooks}]" if o.passed is False else "") + (f": {o.detail}" if o.detail else ""))
+        print(byte_accounting(Path(work) / "full" / "straight"))
+    bad = sum(o.passed is not True for o in outcomes)
+    print(f"{name}: {len(outcomes) - bad} of {len(outcomes)} checks passed")
+    return bad
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
