@@ -19,6 +19,7 @@ from snakemake.utils import min_version, validate
 from bench.config import read_yaml
 from bench.errors import UserError
 from bench.plan_cache import reused_plan
+from bench.verified import reject_untrusted
 from bench.workflow import (
     WORKFLOW_SCHEMA,
     check_config,
@@ -57,6 +58,10 @@ except UserError as exc:
     raise WorkflowError(str(exc)) from None  # the one-line message, without a traceback
 RESULTS = config["results"]
 REPORTS = config["reports"]
+if workflow.is_main_process:
+    # A finished run whose outputs do not verify (unreadable, another run's metrics, rounds missing)
+    # is rerun: Snakemake alone would keep it, as its files are there (bench.verified says why).
+    reject_untrusted(RESULTS, PLAN.run_ids_on_disk())
 # Every rule's software, for `--software-deployment-method conda`: this checkout, pip-installed.
 ENV = "envs/fedrank.yaml"
 

@@ -119,16 +119,34 @@ class Plan:
     def selection_file(self, key: str) -> str:
         return f"{self.reports}/tuning/selections/{key}.json"
 
-    def add_tested(self, key: str, selection: dict) -> list[Run]:
-        """The test runs of a tuned pair on its selected configuration, added to its study and group."""
+    def tested_runs(self, key: str, selection: dict) -> list[Run]:
+        """The test runs of a tuned pair on its selected configuration."""
         pair = self.pairs[key]
         if selection.get("key") != key:
             raise UserError(f"{self.selection_file(key)} is the selection of '{selection.get('key')}', not of {key}: delete it and rerun")
-        runs = [pair.variant.run(selection["selected"]["values"], seed, tuned=list(pair.dims)) for seed in pair.test_seeds]
+        return [pair.variant.run(selection["selected"]["values"], seed, tuned=list(pair.dims)) for seed in pair.test_seeds]
+
+    def add_tested(self, key: str, selection: dict) -> list[Run]:
+        """The test runs of a tuned pair on its selected configuration, added to its study and group."""
+        pair = self.pairs[key]
+        runs = self.tested_runs(key, selection)
         group = self.groups[f"{pair.study}/{pair.dataset}/{pair.setting}"]
         for run in runs:
             self.add(group, run, pair.label)
         return runs
+
+    def run_ids_on_disk(self) -> list[str]:
+        """Every planned run id, and those of the tuned test runs whose selection is on disk (not
+        added to the plan: the workflow adds them once their `select` checkpoint is done)."""
+        from bench.tuning import read_selection
+
+        tested = []
+        for key in self.pairs:
+            try:
+                tested += [run.id for run in self.tested_runs(key, read_selection(self.selection_file(key)))]
+            except (OSError, ValueError, KeyError, TypeError, UserError):
+                continue  # not selected yet, or a selection its checkpoint writes again
+        return [*self.runs, *tested]
 
     def add_selected(self) -> None:
         """The test runs of every pair whose selection file exists (outside the workflow's DAG:

@@ -7,6 +7,7 @@ file or an empty folder behind. `pytest tests/test_reliability.py -q` prints the
 from __future__ import annotations
 
 import json
+import os
 import logging
 import re
 import shutil
@@ -581,3 +582,32 @@ def test_the_default_workflow_profile_reruns_incomplete_jobs_and_the_readme_says
     assert yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["rerun-incomplete"] is True
     robustness = (REPO / "README.md").read_text().split("**Robustness.**")[1].split("\n\n")[0]
     assert "--rerun-incomplete" in robustness and "flock" in robustness
+
+
+def test_the_workflow_start_finds_untrusted_runs_and_rechecks_only_what_changed(finished, tmp_path, monkeypatch):
+    """`bench.verified`: a run whose outputs do not verify loses its run.json (so Snakemake reruns
+    it); a run that verified is remembered by its files' size and mtime, and re-read only once
+    one of them changes."""
+    import bench.verified as verified
+
+    results = tmp_path / "runs"
+    for name in ("good", "cut", "gone", "failed"):
+        shutil.copytree(finished, results / name)
+    (results / "cut" / "metrics.parquet").write_bytes((finished / "metrics.parquet").read_bytes()[:-100])
+    (results / "gone" / "diagnostics.parquet").unlink()
+    (results / "failed" / "run.json").write_text(json.dumps({"status": "failed"}))
+    (results / "unrun").mkdir()
+    names = ["good", "cut", "gone", "failed", "unrun"]
+    assert verified.untrusted_runs(results, names) == {
+        "cut": "run.json says completed but metrics.parquet is unreadable (ArrowInvalid)",
+        "gone": "run.json says completed but diagnostics.parquet is missing"}
+    checked, check = [], verified.run_problem
+    monkeypatch.setattr(verified, "run_problem", lambda folder: checked.append(folder.name) or check(folder))
+    assert verified.untrusted_runs(results, names).keys() == {"cut", "gone"} and checked == ["cut", "gone"]  # good and failed remembered
+    checked.clear()
+    (results / "good" / "metrics.parquet").write_bytes((results / "good" / "metrics.parquet").read_bytes())
+    os.utime(results / "good" / "metrics.parquet", ns=(1, 1))
+    assert verified.untrusted_runs(results, ["good"]) == {} and checked == ["good"]
+    monkeypatch.undo()
+    assert verified.reject_untrusted(results, names) == ["cut", "gone"]
+    assert not (results / "cut" / "run.json").exists() and (results / "good" / "run.json").exists()

@@ -187,3 +187,31 @@ def test_a_killed_training_job_is_retried_and_resumes_from_its_checkpoint(tmp_pa
     execute(resolve(run.config), tmp_path / "straight", show_progress=False)
     straight, resumed = (pd.read_parquet(RunPaths(d).metrics) for d in (tmp_path / "straight", run_dir))
     pd.testing.assert_frame_equal(straight, resumed, check_exact=True)
+
+
+def test_a_run_whose_metrics_do_not_verify_is_rerun_by_the_workflow(tmp_path):
+    """A finished run whose metrics.parquet is another run's is rerun by a plain `snakemake`
+    (Snakemake alone keeps it: its files are all there); the dry run says so, and why."""
+    config = {
+        "results": str(tmp_path / "runs"), "reports": str(tmp_path / "reports"), "seeds": [0, 1],
+        "base": {"data": {"name": "synthetic"}, "model": {"name": "small_cnn", "widths": [8]}, "train": {"rounds": 2}},
+        "studies": {"one": {"datasets": ["synthetic"], "methods": ["fedavg"]}},
+    }
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(config))
+    first, second = (tmp_path / "runs" / run_id for run_id in plan_workflow(load_workflow_config(path)).runs)
+    targets = [str(folder / "run.json") for folder in (first, second)]
+    assert snakemake(*targets, "--cores", "1", "--configfile", str(path)).returncode == 0
+    written = (first / "metrics.parquet").read_bytes()
+    shutil.copyfile(second / "metrics.parquet", first / "metrics.parquet")
+
+    def scheduled() -> tuple[list[str], str]:
+        proc = snakemake("-n", *targets, "--cores", "1", "--configfile", str(path))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return re.findall(r"output: (\S+)/run.json", proc.stdout), proc.stdout + proc.stderr
+
+    outputs, out = scheduled()
+    assert outputs == [str(first)] and f"{first}: run.json says completed but its metrics.parquet holds the rows of run {second.name}" in out
+    assert snakemake(*targets, "--cores", "1", "--configfile", str(path)).returncode == 0
+    assert (first / "metrics.parquet").read_bytes() == written  # the same seeds, the same numbers
+    assert scheduled()[0] == []

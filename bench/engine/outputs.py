@@ -9,14 +9,13 @@ a damaged file is never trusted, and never stops a rerun.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from bench.engine.verify import record_mismatch
+from bench.engine.verify import FINAL_STATUSES, output_problem, read_record
 from bench.errors import UserError
 from bench.io import check_writable
 
@@ -24,20 +23,6 @@ if TYPE_CHECKING:
     from bench.engine.paths import RunPaths
 
 log = logging.getLogger("fedrank")
-
-FINAL_STATUSES = ("completed", "diverged")
-
-
-def read_record(path: Path) -> dict | None:
-    """A run.json as a dict; None when it is absent, or unreadable (logged: it is not trusted)."""
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("%s is unreadable (%s): not trusted, the run is not finished", path, type(exc).__name__)
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def recorded(paths: RunPaths, digest: str) -> dict | None:
@@ -67,21 +52,6 @@ def clear_failed_run(paths: RunPaths, digest: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def unreadable_output(paths: RunPaths) -> str | None:
-    """What is wrong with a run's metrics or diagnostics file, or None when both read back."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for path in (paths.metrics, paths.diagnostics):
-        if not path.is_file():
-            return f"{path.name} is missing"
-        try:
-            pq.read_table(path)
-        except (pa.ArrowException, OSError) as exc:
-            return f"{path.name} is unreadable ({type(exc).__name__})"
-    return None
-
-
 def finished_record(paths: RunPaths, digest: str, keep_checkpoint: bool) -> dict | None:
     """The record of this config's finished run whose outputs all read back, else None.
 
@@ -90,7 +60,7 @@ def finished_record(paths: RunPaths, digest: str, keep_checkpoint: bool) -> dict
     record = recorded(paths, digest)
     if record is None or record.get("status") not in FINAL_STATUSES:
         return None
-    problem = unreadable_output(paths) or record_mismatch(paths.root, record)
+    problem = output_problem(paths.root, record)
     if problem:
         log.warning("%s: run.json says %s but %s: running it again", paths.root, record["status"], problem)
         paths.record.unlink()

@@ -9,9 +9,27 @@ be the record's, and a completed run must have every round 1..rounds and its eva
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 from bench.io import file_sha256
+
+log = logging.getLogger("fedrank")
+FINAL_STATUSES = ("completed", "diverged")
+
+
+def read_record(path: Path) -> dict | None:
+    """A run.json as a dict; None when it is absent, or unreadable (logged: it is not trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s is unreadable (%s): not trusted, the run is not finished", path, type(exc).__name__)
+        return None
+    return record if isinstance(record, dict) else None
+
 
 NOT_EVALUATION = ("train", "comm")  # scopes written every round; the others at evaluation rounds
 
@@ -55,3 +73,23 @@ def record_mismatch(folder: str | Path, record: dict) -> str | None:
     config = record.get("config", {})
     return metrics_mismatch(folder, record.get("run_id"), record.get("status"), config.get("train", {}).get("rounds", 0),
                             config.get("eval", {}).get("every", 1), record.get("metrics_sha256"))
+
+
+def unreadable_output(folder: str | Path) -> str | None:
+    """What is wrong with a run's metrics or diagnostics file, or None when both read back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in (Path(folder) / "metrics.parquet", Path(folder) / "diagnostics.parquet"):
+        if not path.is_file():
+            return f"{path.name} is missing"
+        try:
+            pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            return f"{path.name} is unreadable ({type(exc).__name__})"
+    return None
+
+
+def output_problem(folder: str | Path, record: dict) -> str | None:
+    """Why a finished run's outputs cannot be trusted (unreadable, or not the run's), or None."""
+    return unreadable_output(folder) or record_mismatch(folder, record)
