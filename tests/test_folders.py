@@ -149,3 +149,21 @@ def test_short_federated_run_on_real_msld(shared_data, tmp_path):
     record = execute(cfg, tmp_path / "run", show_progress=False)
     assert record["status"] == "completed" and record["data"]["classes"] == ["Monkey Pox", "Others"]
     assert record["data"]["train_pool"] + record["data"]["global_test"] == 228
+
+
+def test_16_bit_greyscale_pngs_reach_the_cache_as_their_image_not_white(tmp_path):
+    """A folder of 16-bit greyscale PNGs (as some scanners export) through the dataset cache."""
+    from PIL import Image
+
+    root, ramps = tmp_path / "msid", {}
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(msid.CLASSES):
+        ramp = (np.linspace(0, 65535, 64)[None] * rng.uniform(0.3, 1.0, (64, 1))).astype(np.uint16)
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(ramp).save(root / cls / "scan.png")
+        ramps[cls] = ramp
+    ds = load_dataset(data_config("msid", root, tmp_path))
+    for cls, image in zip(ds.classes, ds.images):
+        expected = np.asarray(Image.fromarray((ramps[cls] >> 8).astype(np.uint8)).resize((8, 8), Image.BILINEAR), dtype=float)
+        assert image.min() < 64 and image.max() < 255  # a ramp scaled to 8 bits, not a flat white image
+        assert np.abs(image[0].astype(float) - expected).mean() < 12
