@@ -7,8 +7,8 @@ file or an empty folder behind. `pytest tests/test_reliability.py -q` prints the
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -611,3 +611,53 @@ def test_the_workflow_start_finds_untrusted_runs_and_rechecks_only_what_changed(
     monkeypatch.undo()
     assert verified.reject_untrusted(results, names) == ["cut", "gone"]
     assert not (results / "cut" / "run.json").exists() and (results / "good" / "run.json").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs mounted for the test, to fill for real (needs the right to mount: root)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or mounted.returncode}); the /dev/full case covers a full disk")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill_up(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * 65536)
+                file.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("fills_before, then", [("play_round", "resume from round 2"), ("write_outputs", r"write its outputs \(every round is trained\)")])
+def test_a_disk_that_really_fills_stops_in_one_line_and_the_run_resumes_once_space_is_freed(fills_before, then, finished, small_disk, monkeypatch, capsys):
+    """On a real filesystem, filled up at round 2 or just before the final outputs: one line,
+    the last checkpoint kept, nothing half-written; freeing space and rerunning ends as if never stopped."""
+    import bench.engine.run as engine_run
+
+    command, filled = run()(small_disk, finished), []
+    real = getattr(engine_run, fills_before)
+
+    def filling(*args):
+        if not filled and (fills_before == "write_outputs" or args[0].fed.round == 2):
+            filled.append(fill_up(small_disk))
+        return real(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_run, fills_before, filling)
+        assert main([*command, "--attempt", "3/3"]) == 2
+    assert re.search(rf"no space left on {small_disk} .*; free space and rerun the same command to {then}$", one_error_line(capsys))
+    assert sorted(p.name for p in (small_disk / "run").iterdir()) == ["checkpoint.pt"]
+    filled[0].unlink()
+    assert main(command) == 0
+    same_as_uninterrupted(small_disk, finished)
