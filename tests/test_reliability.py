@@ -363,6 +363,8 @@ CASES: dict[str, Case] = {
     # statistics and reports
     "report: results folder missing": Case(stats(runs=lambda tmp: tmp / "nowhere"), r"results folder .*nowhere not found"),
     "report: no runs in the results folder": Case(stats(runs=no_runs), r"no run records in"),
+    "report: a named run.json or folder that does not exist": Case(lambda tmp, finished: ["stats", "--quiet", str(tmp / "nowhere"), "--out", str(tmp / "out")],
+                                                                   r"nowhere does not exist; name run.json files or run folders, or pass --runs DIR"),
     "report: a bad statistics setting": Case(stats("--set", "alpha=3"), r"stats.alpha"),
     "report: study manifest missing": Case(stats("--studies", "{case}/nowhere.csv"), r"study manifest .*nowhere.csv not found"),
     "report: unknown headline metric": Case(stats("--set", "metric=auc"), r"stats.metric 'auc' is not in the runs' metrics"),
@@ -661,3 +663,12 @@ def test_a_disk_that_really_fills_stops_in_one_line_and_the_run_resumes_once_spa
     filled[0].unlink()
     assert main(command) == 0
     same_as_uninterrupted(small_disk, finished)
+
+
+def test_a_report_of_a_named_results_folder_or_run_folder_reads_their_runs(tmp_path):
+    """`fedrank report DIR` is what people type for `--runs DIR`: a results folder's runs, or a run folder's one."""
+    runs = runs_folder(tmp_path)
+    (run_dir,) = runs.iterdir()
+    for given in (runs, run_dir):
+        assert main(["stats", "--quiet", str(given), "--out", str(tmp_path / "out")]) == 0
+        assert set(pd.read_parquet(tmp_path / "out" / "results.parquet")["run_id"]) == {run_dir.name}

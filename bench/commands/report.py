@@ -8,6 +8,8 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from bench.errors import UserError
+
 COMMANDS = {
     "report": (("stats", "tables", "figures", "report"), "everything: tidy table, statistics, tables, figures, results.md/csv, convergence.png"),
     "stats": (("stats",), "the tidy results table (results.parquet) and every statistic (stats/*.parquet)"),
@@ -41,7 +43,19 @@ examples:
 
 
 def run_source(args: argparse.Namespace) -> Path | list[Path]:
-    return [Path(p) for p in args.records] or Path(args.runs)
+    """The run.json files named, a run folder's or a results folder's (a folder is what people
+    pass), else the --runs folder; a path that does not exist is one line naming it."""
+    if not args.records:
+        return Path(args.runs)
+    files = []
+    for given in map(Path, args.records):
+        if given.is_dir():
+            files += [given / "run.json"] if (given / "run.json").is_file() else sorted(given.glob("*/run.json"))
+        elif given.is_file():
+            files.append(given)
+        else:
+            raise UserError(f"{given} does not exist; name run.json files or run folders, or pass --runs DIR (default results/runs)")
+    return files
 
 
 def cmd(args: argparse.Namespace) -> int:
@@ -59,7 +73,6 @@ def cmd(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bench.errors import UserError
     from bench.io import output_folder, write_csv
     from bench.stats.collect import load_results
     from bench.stats.settings import load_stats_settings
