@@ -87,7 +87,7 @@ def test_client_dp_clips_each_update_and_adds_noise_of_the_stated_std_to_their_s
     cfg = tiny_config(privacy__client_dp={"clip": clip, "noise_multiplier": sigma})
     exp, updates, direction = client_dp_round(cfg, delta_norm=10 * clip)
     fed = exp.fed
-    mean = exp.privacy.server_view(fed, exp.method, updates).weighted_mean()
+    mean = exp.privacy.server_view(fed, exp.method, updates, {}).weighted_mean()
     clipped_mean = (clip * direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)).sum(0) / len(fed.clients)
     noise = mean - fed.global_state - clipped_mean
     expected = sigma * clip / len(fed.clients)
@@ -132,6 +132,18 @@ def test_dp_sgd_sums_clipped_per_example_gradients_and_adds_measured_noise():
     assert weight.grad.std().item() == pytest.approx(3.0 * clip / 4, rel=0.05)
 
 
+
+def test_group_norm_keeps_about_group_size_channels_per_group():
+    """8 channels at 4 per group: 2 groups; 12 at 8: 12 // 8 = 1; 12 at 5: 2 (12 // 5 = 2 divides 12);
+    30 at 4: 30 // 4 = 7 does not divide 30, so 6; group size 1 is instance norm."""
+    assert [privacy.norm_groups(c, s) for c, s in [(8, 4), (12, 8), (12, 5), (30, 4), (32, 1), (3, 16)]] == [2, 1, 2, 6, 32, 1]
+    from bench.models import build_model, resolve_model_config
+
+    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [8, 16]}), 3, 3, 8), group_size=4)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [(m.num_groups, m.num_channels) for m in norms] == [(2, 8), (4, 16)]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
 def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
     """The torch.func pass (plain cross-entropy learners) and the per-example loop (any loss) give
     the same clipped sums and losses on a small CNN with GroupNorm."""
@@ -139,7 +151,7 @@ def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
     from bench.models import build_model, resolve_model_config
 
     torch.manual_seed(0)
-    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [4, 8]}), 3, 3, 8))
+    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [4, 8]}), 3, 3, 8), group_size=4)
     params = [p for p in model.parameters() if p.requires_grad]
     run = SimpleNamespace(learner=Learner(model), params=params, optimizer=torch.optim.SGD(params, lr=0.1), total=torch.zeros(()))
     x, y = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 1, 0])
@@ -156,6 +168,67 @@ def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
         assert torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(looped_losses[0], vectorised_losses[0], atol=1e-5) and seen == [5, 5]
 
+
+
+def test_adaptive_clipping_raises_the_update_noise_so_sum_and_count_cost_sigma():
+    """sigma_Delta = (sigma^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021 Sec. 3.1): sigma 1, sigma_b 1
+    gives (1 - 1/4)^-1/2 = 2 / sqrt(3); a count noise at or below sigma / 2 leaves nothing for the sum."""
+    assert privacy.update_noise(1.0, 1.0) == pytest.approx(2 / math.sqrt(3))
+    assert privacy.update_noise(3.0, 5.0) == pytest.approx((1 / 9 - 1 / 100) ** -0.5)
+    with pytest.raises(UserError, match=r"^config key 'privacy.client_dp.adaptive.count_noise': 0.5 leaves no budget.*exceed 0.5"):
+        privacy.update_noise(1.0, 0.5)
+
+
+def test_adaptive_clip_takes_one_geometric_step_towards_the_target_quantile():
+    """3 of 4 sampled clients unclipped, no count noise: b = (3 - 4/2) / 4 + 1/2 = 0.75; gamma 0.5,
+    eta 0.2: C' = C exp(-0.2 * 0.25) = 2 exp(-0.05); too few unclipped raises C."""
+    adaptive = privacy.AdaptiveClip(target_quantile=0.5, clip_lr=0.2, count_noise=0.0)
+    fraction = adaptive.unclipped_fraction(3, 4, 4, torch.Generator().manual_seed(0))
+    assert fraction == pytest.approx(0.75)
+    assert adaptive.next_clip(2.0, fraction) == pytest.approx(2.0 * math.exp(-0.05))
+    assert adaptive.next_clip(2.0, adaptive.unclipped_fraction(0, 4, 4, torch.Generator())) == pytest.approx(2.0 * math.exp(0.1))
+    assert adaptive.unclipped_fraction(2, 3, 4, torch.Generator()) == pytest.approx((2 - 1.5) / 4 + 0.5)  # a dropout: fixed denominator
+
+
+def test_adaptive_clip_count_noise_has_the_stated_std():
+    adaptive = privacy.AdaptiveClip(target_quantile=0.5, clip_lr=0.2, count_noise=3.0)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([adaptive.unclipped_fraction(5, 10, 10, generator) for _ in range(4000)])
+    assert draws.std().item() == pytest.approx(3.0 / 10, rel=0.05)
+    assert abs(draws.mean().item() - 0.5) < 4 * 0.3 / math.sqrt(4000)
+
+
+def test_adaptive_client_dp_round_uses_the_carried_clip_and_records_the_next():
+    """All updates 10x the carried clip: every one clipped to the carried C (not the configured
+    one), b = (0 - k/2 + noise) / k + 1/2, and the next C goes to the ledger; noise std sigma_Delta C / k."""
+    sigma, count_noise = 1.0, 2.0
+    cfg = tiny_config(privacy__client_dp={"clip": 5.0, "noise_multiplier": sigma, "adaptive": {"count_noise": count_noise}})
+    exp, updates, direction = client_dp_round(cfg, delta_norm=3.0)
+    fed, k = exp.fed, len(exp.fed.clients)
+    ledger = {privacy.ADAPTIVE_CLIP: 0.3}
+    mean = exp.privacy.server_view(fed, exp.method, updates, ledger).weighted_mean()
+    recorded = {d["name"]: d["values"] for d in fed.diagnostics}
+    fraction = recorded["privacy/unclipped_fraction"].item()
+    assert recorded["privacy/clip"].item() == pytest.approx(0.3) and recorded["privacy/clip_fraction"].item() == 1.0
+    assert ledger[privacy.ADAPTIVE_CLIP] == pytest.approx(0.3 * math.exp(-0.2 * (fraction - 0.5)))
+    assert recorded["privacy/noise_std"].item() == pytest.approx(privacy.update_noise(sigma, count_noise) * 0.3 / k)
+    clipped_mean = (0.3 * direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)).sum(0) / k
+    assert (mean - fed.global_state - clipped_mean).std().item() == pytest.approx(privacy.update_noise(sigma, count_noise) * 0.3 / k, rel=0.05)
+    assert exp.privacy.describe()["client_dp"]["adaptive"]["update_noise_multiplier"] == pytest.approx(privacy.update_noise(sigma, count_noise))
+
+
+def test_adaptive_clipping_settings_are_checked_with_one_line():
+    from bench.config import resolve
+
+    with pytest.raises(UserError, match=r"^config key 'privacy.client_dp.adaptive.clip_lr': 0 "):
+        resolve(tiny_config(privacy__client_dp={**DP, "adaptive": {"clip_lr": 0}}))
+    with pytest.raises(UserError, match=r"^config key 'privacy.client_dp.adaptive'.*'quantile' was unexpected"):
+        resolve(tiny_config(privacy__client_dp={**DP, "adaptive": {"quantile": 0.5}}))
+    with pytest.raises(UserError, match=r"^config key 'privacy.sample_dp'.*'adaptive' was unexpected"):
+        resolve(tiny_config(privacy__sample_dp={**DP, "adaptive": {}}))
+    cfg = tiny_config(privacy__client_dp={**DP, "adaptive": {}})  # default count noise: clients per round / 20 < sigma / 2
+    with pytest.raises(UserError, match="count_noise"):
+        build_experiment(cfg, torch.device("cpu"))
 
 def test_run_ids_change_only_when_a_privacy_mode_is_set():
     plain = tiny_config()
