@@ -274,9 +274,9 @@ def test_secure_aggregation_leaves_fedavg_s_metrics_and_adds_the_protocol_bytes(
 
 def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path, monkeypatch):
     cfg = tiny_config(train__rounds=3, partition__clients=4, train__stragglers=0.5, model__widths=[4, 8],
-                      privacy__client_dp={"clip": 1.0, "target_epsilon": 4.0},
+                      privacy__client_dp={"clip": 1.0, "target_epsilon": 4.0, "adaptive": {"count_noise": 5.0}},
                       privacy__sample_dp={"clip": 1.0, "noise_multiplier": 1.1}, privacy__secure_aggregation=True)
-    record = assert_resume_is_exact(cfg, tmp_path, monkeypatch, crash_round=2)
+    record = assert_resume_is_exact(cfg, tmp_path, monkeypatch, crash_round=2)  # the adaptive clip is carried across the crash
     paths = RunPaths(tmp_path / "resumed")
     metrics = pd.read_parquet(paths.metrics)
     rows = metrics[metrics["scope"] == "privacy"]
@@ -294,7 +294,60 @@ def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path, 
         assert row.value == pytest.approx(privacy.epsilon(1.1, rate, int(steps.loc[row.round, row.client]), 1e-5))
     worst = rows[(rows["metric"] == "record_epsilon") & rows["client"].isna()].set_index("round")["value"]
     assert (worst == per_client.groupby("round")["value"].max()).all()
+    clips = pd.read_parquet(paths.diagnostics).query("name == 'privacy/clip'").set_index("round")["value"]
+    assert clips[1] == 1.0 and clips.nunique() == 3  # C moved after every round
     assert record["status"] == "completed"
+
+
+def record_epsilons(folder) -> pd.Series:
+    metrics = pd.read_parquet(RunPaths(folder).metrics)
+    return metrics[(metrics["scope"] == "privacy") & (metrics["metric"] == "record_epsilon") & metrics["client"].isna()].set_index("round")["value"]
+
+
+def test_record_level_target_epsilon_counts_a_method_s_extra_fits_and_an_undercount_is_flagged(tmp_path, monkeypatch, caplog):
+    """Ditto fits the global and the personal model every round (Method.private_epochs: 2 epochs):
+    the noise solved for the target covers both, so the realised epsilon ends within 1 % below it.
+    Planned as one fit, it passes the target: one warning line, and run.json says by how much."""
+    from bench.methods.ditto import Ditto
+
+    cfg = tiny_config(train__rounds=2, method={"name": "ditto"}, privacy__sample_dp={"clip": 1.0, "target_epsilon": 4.0})
+    execute(cfg, tmp_path / "declared", show_progress=False)
+    assert 0.99 * 4.0 <= record_epsilons(tmp_path / "declared")[2] <= 4.0
+    assert "epsilon_over_target" not in json.loads(RunPaths(tmp_path / "declared").record.read_text())["privacy"]
+    monkeypatch.setattr(Ditto, "private_epochs", lambda self, train: train["local_epochs"])
+    with caplog.at_level("WARNING", logger="fedrank"):
+        execute(cfg, tmp_path / "undercounted", show_progress=False)
+    realised = record_epsilons(tmp_path / "undercounted")[2]
+    assert realised > 1.01 * 4.0
+    warnings = [r.getMessage() for r in caplog.records if "passes target_epsilon" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "method ditto under privacy.sample_dp" in warnings[0]
+    over = json.loads(RunPaths(tmp_path / "undercounted").record.read_text())["privacy"]["epsilon_over_target"]
+    assert over == {"sample_dp": pytest.approx(realised)}
+
+
+def test_an_inner_solver_s_k_steps_on_a_batch_are_k_releases(tmp_path):
+    """pFedMe's personal model takes K = 3 noisy steps on every batch and the local model one: 4
+    DP-SGD releases per batch, at the client's sampling rate."""
+    cfg = tiny_config(train__rounds=1, method={"name": "pfedme", "inner_steps": 3}, privacy__sample_dp={"clip": 1.0, "noise_multiplier": 1.1})
+    execute(cfg, tmp_path / "run", show_progress=False)
+    paths = RunPaths(tmp_path / "run")
+    described = json.loads(paths.record.read_text())["privacy"]["sample_dp"]
+    steps = pd.read_parquet(paths.diagnostics).query("name == 'participation/steps' and round == 1").set_index("client")["value"]
+    metrics = pd.read_parquet(paths.metrics)
+    per_client = metrics[(metrics["metric"] == "record_epsilon") & metrics["client"].notna()].set_index("client")["value"]
+    for client, value in per_client.items():
+        assert value == pytest.approx(privacy.epsilon(1.1, described["sample_rates"][str(int(client))], 4 * int(steps[client]), 1e-5))
+
+
+def test_secure_aggregation_s_per_user_total_is_the_hand_count():
+    """Per user of n (a_K = a_S = 32 B), counted message by message: AdvertiseKeys sends 2 keys and
+    receives 2 from each other user (2n a_K); ShareKeys sends and receives 2 shares per other user
+    (4(n-1) a_S); Unmasking sends one share per other user ((n-1) a_S): 2n a_K + 5(n-1) a_S. n = 4:
+    256 + 480 = 736 bytes besides the masked vector."""
+    down, up = privacy.secure_aggregation_bytes(4, reported=True)
+    assert down + up == 736
+    for n in range(2, 9):
+        assert sum(privacy.secure_aggregation_bytes(n, reported=True)) == 2 * n * privacy.KEY_BYTES + 5 * (n - 1) * privacy.SHARE_BYTES
 
 
 def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs(tmp_path):
