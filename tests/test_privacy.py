@@ -371,6 +371,39 @@ def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs
     written = all_figures(analysis, tmp_path / "figures", progress=False, only=("privacy_utility",))
     png = [path for path in written if path.suffix == ".png"]
     assert len(png) == 1 and "δ = 1e-05" in written[png[0]] and "RDP accountant" in written[png[0]]
+    assert "passed the target by more than 1 %: none" in written[png[0]]
+    plain = analyse(load_results([runs / f"plain{seed}" / "run.json" for seed in (0, 1)], settings, progress=False), settings)
+    assert all_figures(plain, tmp_path / "plain_figures", progress=False, only=("privacy_utility",)) == {}
+
+
+def test_the_compatibility_table_has_a_row_per_registered_method_with_each_refusal_s_reason(tmp_path):
+    """tables/privacy_compatibility (csv, md, tex, html) in reports of studies with a privacy mode:
+    one row per registered method, 'runs' where the derived table says so, else the method's own
+    one-line reason; no such table without a privacy run."""
+    from bench.methods import registry
+    from bench.stats.analysis import analyse
+    from bench.stats.collect import load_results
+    from bench.stats.report import write_tables
+    from bench.stats.settings import resolve_stats
+    from bench.stats.tables import PRIVACY_MODE_TITLES, all_tables, privacy_compatibility_table
+
+    settings = resolve_stats({"metric": "balanced_accuracy"})
+    execute(tiny_config(train__rounds=1), tmp_path / "runs" / "plain", show_progress=False)
+    plain = analyse(load_results(tmp_path / "runs", settings, progress=False), settings)
+    assert privacy_compatibility_table(plain) == []
+    execute(tiny_config(train__rounds=1, privacy__secure_aggregation=True), tmp_path / "runs" / "secagg", show_progress=False)
+    analysis = analyse(load_results(tmp_path / "runs", settings, progress=False), settings)
+    [table] = [t for t in all_tables(analysis) if t.name == "privacy_compatibility"]
+    methods, derived = registry(), privacy.compatibility()
+    assert list(table.data["method"]) == sorted(methods)
+    for row in table.data.itertuples():
+        for mode in privacy.MODES:
+            expected = "runs" if derived[row.method][mode] else privacy.refusal(methods[row.method], mode)
+            assert getattr(row, mode) == expected and expected  # every refusal is declared with its reason
+    assert (table.data[list(privacy.MODES)] != "runs").any().any() and (table.data[list(privacy.MODES)] == "runs").any().any()
+    written = write_tables([table], tmp_path / "report")
+    assert sorted(p.suffix for p in written) == [".csv", ".html", ".md", ".tex"]
+    assert PRIVACY_MODE_TITLES["sample_dp"] in (tmp_path / "report" / "tables" / "privacy_compatibility.md").read_text()
 
 
 @pytest.mark.parametrize("vectorise", [True, False])
