@@ -105,10 +105,12 @@ def rdp_curve(noise_multiplier: float, sample_rate: float, steps: int) -> list[f
 
 def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
     """Epsilon at delta after `steps` releases at sampling rate q with noise sigma (0 steps: 0)."""
-    rdp = opacus("accountants.analysis.rdp")
-    if steps == 0:
-        return 0.0
-    eps, _ = rdp.get_privacy_spent(orders=rdp_orders(), rdp=rdp_curve(noise_multiplier, sample_rate, steps), delta=delta)
+    return 0.0 if steps == 0 else epsilon_of(rdp_curve(noise_multiplier, sample_rate, steps), delta)
+
+
+def epsilon_of(rdp: list[float], delta: float) -> float:
+    """Epsilon at delta of a composition's Renyi DP at each of `rdp_orders` (Balle et al. 2020's conversion)."""
+    eps, _ = opacus("accountants.analysis.rdp").get_privacy_spent(orders=rdp_orders(), rdp=list(rdp), delta=delta)
     return float(eps)
 
 
