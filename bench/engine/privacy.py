@@ -570,8 +570,8 @@ PROBE = {
     "train": {"rounds": 1, "lr": 0.003, "batch_size": 16},
     "runtime": {"threads": 1, "device": "cpu"},
 }
-PROBE_SETTINGS = {"client_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5},
-                  "sample_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5},
+PROBE_SETTINGS = {"client_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5, "adaptive": None},  # set after resolve: every key
+                  "sample_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5, "group_size": 4},
                   "secure_aggregation": True}
 
 
