@@ -396,7 +396,8 @@ def secure_aggregation_bytes(n: int, reported: bool) -> tuple[int, int]:
       round 2 MaskedInput:    the masked vector: the upload itself, m elements of R = 32 bits (the float32 state's size);
       round 4 Unmasking:      a user that reported sends one share per other user (n-1) a_S.
     Per user 2n a_K + 5(n-1) a_S + mR, the protocol's O(n + m) (its Sec. 7.1); consistency checks
-    (round 3) and signatures are left out."""
+    (round 3) and signatures are left out. tests/test_privacy.py checks this total against the
+    message-by-message hand count; it was not checked against the total printed in the paper."""
     down = 2 * (n - 1) * KEY_BYTES + 2 * (n - 1) * SHARE_BYTES
     up = 2 * KEY_BYTES + 2 * (n - 1) * SHARE_BYTES + ((n - 1) * SHARE_BYTES if reported else 0)
     return down, up
