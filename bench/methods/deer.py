@@ -103,6 +103,7 @@ class FederatedLoRA(Method):
 
     recipe = RECIPE
     in_all = False  # LoRA needs a ViT body; `methods: all` studies train CNNs (configs/deer_fedbm.yaml names them)
+    mean_of_updates = "its server clips and noises each client's update itself (the method's own DP) and measures their deviation"
     rank: int = hparam(8, "LoRA rank r (the reference's training_script.sh: lora_r=8)", minimum=1)
     alpha: float = hparam(8.0, "LoRA scaling numerator: the update is (alpha / r) B A (reference: alpha = 8)", exclusiveMinimum=0)
     targets: tuple = hparam(["qkv"], "adapt every Linear of the body whose module name contains one of these (qkv: a ViT's attention)")
