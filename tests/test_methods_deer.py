@@ -78,6 +78,15 @@ def reports(fed, moved: tuple[str, ...], scale: float = 0.1) -> Updates:
     return Updates(fed.uploads[: len(rows)], [Update(c.id, c.num_samples, FIT) for c in fed.clients])
 
 
+def at_round(exp, r: int):
+    """The experiment's federation at round r with every client sampled."""
+    from bench.engine.participation import draw_round
+
+    fed = exp.fed
+    fed.round, fed.plan = r, draw_round(fed.config["train"], fed.config["seed"], r, len(fed.clients))
+    return fed
+
+
 def adapters(fed, state: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     views = fed.layout.views(state)
     return [(views[a], views[b]) for a, b in adapter_keys(fed.layout.keys)]
@@ -166,8 +175,7 @@ def test_dp_noise_on_the_aggregate_has_std_sigma_clip_over_k():
     # clients upload the global state (no update), so the new state minus the old is the mean of K
     # per-client noises of std sigma C / sqrt(K): std sigma C / K = 2 * 0.5 / 3 on every uploaded element
     exp = experiment("fedavg_lora", method__noise_multiplier=2.0, method__clip=0.5, method__rank=16)
-    fed = exp.fed
-    fed.round = 1
+    fed = at_round(exp, 1)
     updates = reports(fed, (), scale=0.0)
     change = exp.method.aggregate(fed, updates) - fed.global_state
     uploaded = fed.layout.expand(exp.method.aggregated_layers(fed))
@@ -188,3 +196,46 @@ def test_the_small_vit_loads_weights_strictly_and_refuses_other_options(tmp_path
         build_model(resolve_model_config({"name": "vit", "embed_dim": 16, "depth": 2, "weights": str(weights)}), 5, 3, 8)
     with pytest.raises(UserError, match="not a multiple of patch_size"):
         build_model(resolve_model_config({"name": "vit"}), 5, 3, 10)
+
+
+def diagnostics(fed) -> dict[str, float]:
+    return {d["name"]: float(d["values"]) for d in fed.diagnostics if d["name"].startswith("dp/")}
+
+
+def test_plain_dp_noise_is_accounted_as_a_gaussian_of_sigma_per_round():
+    """FedAvg-LoRA's noise, sigma C on the sum of updates clipped to C, every client every round
+    (q = 1): epsilon after round r is the Gaussian mechanism's of sigma composed r times."""
+    privacy = pytest.importorskip("bench.engine.privacy")
+    pytest.importorskip("opacus")
+    exp = experiment("fedavg_lora", method__noise_multiplier=2.0, method__clip=0.5)
+    for r in (1, 2):
+        fed = at_round(exp, r)
+        fed.diagnostics.clear()
+        exp.method.aggregate(fed, reports(fed, (A, B)))
+        recorded = diagnostics(fed)
+        assert recorded["dp/noise_multiplier"] == 2.0
+        assert recorded["dp/epsilon"] == pytest.approx(privacy.epsilon(2.0, 1.0, r, 1e-5), rel=1e-6)  # recorded in float32
+
+
+def test_the_regulated_noise_s_floor_is_sigma_over_the_peer_s_largest_singular_value():
+    """A's noise pinv(B) N has covariance s^2 (B^T B)^-1: with B's singular values 4 and 0.5 its
+    smallest std is s / 4 (floor 1/4); singular values 0.5 and 0.25 give more noise than s in every
+    direction (floor 1); a zero singular value leaves a direction unnoised (floor 0, epsilon infinite)."""
+    pytest.importorskip("opacus")
+    exp = experiment("deer", method__noise_multiplier=1.0, method__rank=2)
+    fed = at_round(exp, 2)  # even round: A trains, its peer is B
+    views = fed.layout.views(fed.global_state)
+    b_keys = [key for key in fed.layout.keys if key.endswith("." + B)]
+    for singular, floor in (((4.0, 0.5), 0.25), ((0.5, 0.25), 1.0), ((1.0, 0.0), 0.0)):
+        for key in b_keys:
+            out, r = views[key].shape
+            peer = torch.zeros(out, r)
+            for i, value in enumerate(singular):
+                peer[i, i] = value
+            views[key].copy_(peer)
+        assert exp.method.noise_floor(fed) == pytest.approx(floor)
+    fed.diagnostics.clear()
+    exp.method.aggregate(fed, reports(fed, (A,)))
+    assert diagnostics(fed)["dp/noise_multiplier"] == 0.0 and math.isinf(diagnostics(fed)["dp/epsilon"])
+    exp.method.noise_regulator = False
+    assert exp.method.noise_floor(fed) == 1.0

@@ -87,7 +87,7 @@ def test_client_dp_clips_each_update_and_adds_noise_of_the_stated_std_to_their_s
     cfg = tiny_config(privacy__client_dp={"clip": clip, "noise_multiplier": sigma})
     exp, updates, direction = client_dp_round(cfg, delta_norm=10 * clip)
     fed = exp.fed
-    mean = exp.privacy.server_view(fed, exp.method, updates).weighted_mean()
+    mean = exp.privacy.server_view(fed, exp.method, updates, {}).weighted_mean()
     clipped_mean = (clip * direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)).sum(0) / len(fed.clients)
     noise = mean - fed.global_state - clipped_mean
     expected = sigma * clip / len(fed.clients)
@@ -132,6 +132,18 @@ def test_dp_sgd_sums_clipped_per_example_gradients_and_adds_measured_noise():
     assert weight.grad.std().item() == pytest.approx(3.0 * clip / 4, rel=0.05)
 
 
+
+def test_group_norm_keeps_about_group_size_channels_per_group():
+    """8 channels at 4 per group: 2 groups; 12 at 8: 12 // 8 = 1; 12 at 5: 2 (12 // 5 = 2 divides 12);
+    30 at 4: 30 // 4 = 7 does not divide 30, so 6; group size 1 is instance norm."""
+    assert [privacy.norm_groups(c, s) for c, s in [(8, 4), (12, 8), (12, 5), (30, 4), (32, 1), (3, 16)]] == [2, 1, 2, 6, 32, 1]
+    from bench.models import build_model, resolve_model_config
+
+    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [8, 16]}), 3, 3, 8), group_size=4)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [(m.num_groups, m.num_channels) for m in norms] == [(2, 8), (4, 16)]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
 def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
     """The torch.func pass (plain cross-entropy learners) and the per-example loop (any loss) give
     the same clipped sums and losses on a small CNN with GroupNorm."""
@@ -139,7 +151,7 @@ def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
     from bench.models import build_model, resolve_model_config
 
     torch.manual_seed(0)
-    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [4, 8]}), 3, 3, 8))
+    model = privacy.group_norm(build_model(resolve_model_config({"name": "small_cnn", "widths": [4, 8]}), 3, 3, 8), group_size=4)
     params = [p for p in model.parameters() if p.requires_grad]
     run = SimpleNamespace(learner=Learner(model), params=params, optimizer=torch.optim.SGD(params, lr=0.1), total=torch.zeros(()))
     x, y = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 1, 0])
@@ -156,6 +168,67 @@ def test_vectorised_per_example_gradients_equal_one_backward_pass_per_example():
         assert torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(looped_losses[0], vectorised_losses[0], atol=1e-5) and seen == [5, 5]
 
+
+
+def test_adaptive_clipping_raises_the_update_noise_so_sum_and_count_cost_sigma():
+    """sigma_Delta = (sigma^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021 Sec. 3.1): sigma 1, sigma_b 1
+    gives (1 - 1/4)^-1/2 = 2 / sqrt(3); a count noise at or below sigma / 2 leaves nothing for the sum."""
+    assert privacy.update_noise(1.0, 1.0) == pytest.approx(2 / math.sqrt(3))
+    assert privacy.update_noise(3.0, 5.0) == pytest.approx((1 / 9 - 1 / 100) ** -0.5)
+    with pytest.raises(UserError, match=r"^config key 'privacy.client_dp.adaptive.count_noise': 0.5 leaves no budget.*exceed 0.5"):
+        privacy.update_noise(1.0, 0.5)
+
+
+def test_adaptive_clip_takes_one_geometric_step_towards_the_target_quantile():
+    """3 of 4 sampled clients unclipped, no count noise: b = (3 - 4/2) / 4 + 1/2 = 0.75; gamma 0.5,
+    eta 0.2: C' = C exp(-0.2 * 0.25) = 2 exp(-0.05); too few unclipped raises C."""
+    adaptive = privacy.AdaptiveClip(target_quantile=0.5, clip_lr=0.2, count_noise=0.0)
+    fraction = adaptive.unclipped_fraction(3, 4, 4, torch.Generator().manual_seed(0))
+    assert fraction == pytest.approx(0.75)
+    assert adaptive.next_clip(2.0, fraction) == pytest.approx(2.0 * math.exp(-0.05))
+    assert adaptive.next_clip(2.0, adaptive.unclipped_fraction(0, 4, 4, torch.Generator())) == pytest.approx(2.0 * math.exp(0.1))
+    assert adaptive.unclipped_fraction(2, 3, 4, torch.Generator()) == pytest.approx((2 - 1.5) / 4 + 0.5)  # a dropout: fixed denominator
+
+
+def test_adaptive_clip_count_noise_has_the_stated_std():
+    adaptive = privacy.AdaptiveClip(target_quantile=0.5, clip_lr=0.2, count_noise=3.0)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([adaptive.unclipped_fraction(5, 10, 10, generator) for _ in range(4000)])
+    assert draws.std().item() == pytest.approx(3.0 / 10, rel=0.05)
+    assert abs(draws.mean().item() - 0.5) < 4 * 0.3 / math.sqrt(4000)
+
+
+def test_adaptive_client_dp_round_uses_the_carried_clip_and_records_the_next():
+    """All updates 10x the carried clip: every one clipped to the carried C (not the configured
+    one), b = (0 - k/2 + noise) / k + 1/2, and the next C goes to the ledger; noise std sigma_Delta C / k."""
+    sigma, count_noise = 1.0, 2.0
+    cfg = tiny_config(privacy__client_dp={"clip": 5.0, "noise_multiplier": sigma, "adaptive": {"count_noise": count_noise}})
+    exp, updates, direction = client_dp_round(cfg, delta_norm=3.0)
+    fed, k = exp.fed, len(exp.fed.clients)
+    ledger = {privacy.ADAPTIVE_CLIP: 0.3}
+    mean = exp.privacy.server_view(fed, exp.method, updates, ledger).weighted_mean()
+    recorded = {d["name"]: d["values"] for d in fed.diagnostics}
+    fraction = recorded["privacy/unclipped_fraction"].item()
+    assert recorded["privacy/clip"].item() == pytest.approx(0.3) and recorded["privacy/clip_fraction"].item() == 1.0
+    assert ledger[privacy.ADAPTIVE_CLIP] == pytest.approx(0.3 * math.exp(-0.2 * (fraction - 0.5)))
+    assert recorded["privacy/noise_std"].item() == pytest.approx(privacy.update_noise(sigma, count_noise) * 0.3 / k)
+    clipped_mean = (0.3 * direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)).sum(0) / k
+    assert (mean - fed.global_state - clipped_mean).std().item() == pytest.approx(privacy.update_noise(sigma, count_noise) * 0.3 / k, rel=0.05)
+    assert exp.privacy.describe()["client_dp"]["adaptive"]["update_noise_multiplier"] == pytest.approx(privacy.update_noise(sigma, count_noise))
+
+
+def test_adaptive_clipping_settings_are_checked_with_one_line():
+    from bench.config import resolve
+
+    with pytest.raises(UserError, match=r"^config key 'privacy.client_dp.adaptive.clip_lr': 0 "):
+        resolve(tiny_config(privacy__client_dp={**DP, "adaptive": {"clip_lr": 0}}))
+    with pytest.raises(UserError, match=r"^config key 'privacy.client_dp.adaptive'.*'quantile' was unexpected"):
+        resolve(tiny_config(privacy__client_dp={**DP, "adaptive": {"quantile": 0.5}}))
+    with pytest.raises(UserError, match=r"^config key 'privacy.sample_dp'.*'adaptive' was unexpected"):
+        resolve(tiny_config(privacy__sample_dp={**DP, "adaptive": {}}))
+    cfg = tiny_config(privacy__client_dp={**DP, "adaptive": {}})  # default count noise: clients per round / 20 < sigma / 2
+    with pytest.raises(UserError, match="count_noise"):
+        build_experiment(cfg, torch.device("cpu"))
 
 def test_run_ids_change_only_when_a_privacy_mode_is_set():
     plain = tiny_config()
@@ -201,9 +274,9 @@ def test_secure_aggregation_leaves_fedavg_s_metrics_and_adds_the_protocol_bytes(
 
 def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path, monkeypatch):
     cfg = tiny_config(train__rounds=3, partition__clients=4, train__stragglers=0.5, model__widths=[4, 8],
-                      privacy__client_dp={"clip": 1.0, "target_epsilon": 4.0},
+                      privacy__client_dp={"clip": 1.0, "target_epsilon": 4.0, "adaptive": {"count_noise": 5.0}},
                       privacy__sample_dp={"clip": 1.0, "noise_multiplier": 1.1}, privacy__secure_aggregation=True)
-    record = assert_resume_is_exact(cfg, tmp_path, monkeypatch, crash_round=2)
+    record = assert_resume_is_exact(cfg, tmp_path, monkeypatch, crash_round=2)  # the adaptive clip is carried across the crash
     paths = RunPaths(tmp_path / "resumed")
     metrics = pd.read_parquet(paths.metrics)
     rows = metrics[metrics["scope"] == "privacy"]
@@ -221,7 +294,60 @@ def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path, 
         assert row.value == pytest.approx(privacy.epsilon(1.1, rate, int(steps.loc[row.round, row.client]), 1e-5))
     worst = rows[(rows["metric"] == "record_epsilon") & rows["client"].isna()].set_index("round")["value"]
     assert (worst == per_client.groupby("round")["value"].max()).all()
+    clips = pd.read_parquet(paths.diagnostics).query("name == 'privacy/clip'").set_index("round")["value"]
+    assert clips[1] == 1.0 and clips.nunique() == 3  # C moved after every round
     assert record["status"] == "completed"
+
+
+def record_epsilons(folder) -> pd.Series:
+    metrics = pd.read_parquet(RunPaths(folder).metrics)
+    return metrics[(metrics["scope"] == "privacy") & (metrics["metric"] == "record_epsilon") & metrics["client"].isna()].set_index("round")["value"]
+
+
+def test_record_level_target_epsilon_counts_a_method_s_extra_fits_and_an_undercount_is_flagged(tmp_path, monkeypatch, caplog):
+    """Ditto fits the global and the personal model every round (Method.private_epochs: 2 epochs):
+    the noise solved for the target covers both, so the realised epsilon ends within 1 % below it.
+    Planned as one fit, it passes the target: one warning line, and run.json says by how much."""
+    from bench.methods.ditto import Ditto
+
+    cfg = tiny_config(train__rounds=2, method={"name": "ditto"}, privacy__sample_dp={"clip": 1.0, "target_epsilon": 4.0})
+    execute(cfg, tmp_path / "declared", show_progress=False)
+    assert 0.99 * 4.0 <= record_epsilons(tmp_path / "declared")[2] <= 4.0
+    assert "epsilon_over_target" not in json.loads(RunPaths(tmp_path / "declared").record.read_text())["privacy"]
+    monkeypatch.setattr(Ditto, "private_epochs", lambda self, train: train["local_epochs"])
+    with caplog.at_level("WARNING", logger="fedrank"):
+        execute(cfg, tmp_path / "undercounted", show_progress=False)
+    realised = record_epsilons(tmp_path / "undercounted")[2]
+    assert realised > 1.01 * 4.0
+    warnings = [r.getMessage() for r in caplog.records if "passes target_epsilon" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "method ditto under privacy.sample_dp" in warnings[0]
+    over = json.loads(RunPaths(tmp_path / "undercounted").record.read_text())["privacy"]["epsilon_over_target"]
+    assert over == {"sample_dp": pytest.approx(realised)}
+
+
+def test_an_inner_solver_s_k_steps_on_a_batch_are_k_releases(tmp_path):
+    """pFedMe's personal model takes K = 3 noisy steps on every batch and the local model one: 4
+    DP-SGD releases per batch, at the client's sampling rate."""
+    cfg = tiny_config(train__rounds=1, method={"name": "pfedme", "inner_steps": 3}, privacy__sample_dp={"clip": 1.0, "noise_multiplier": 1.1})
+    execute(cfg, tmp_path / "run", show_progress=False)
+    paths = RunPaths(tmp_path / "run")
+    described = json.loads(paths.record.read_text())["privacy"]["sample_dp"]
+    steps = pd.read_parquet(paths.diagnostics).query("name == 'participation/steps' and round == 1").set_index("client")["value"]
+    metrics = pd.read_parquet(paths.metrics)
+    per_client = metrics[(metrics["metric"] == "record_epsilon") & metrics["client"].notna()].set_index("client")["value"]
+    for client, value in per_client.items():
+        assert value == pytest.approx(privacy.epsilon(1.1, described["sample_rates"][str(int(client))], 4 * int(steps[client]), 1e-5))
+
+
+def test_secure_aggregation_s_per_user_total_is_the_hand_count():
+    """Per user of n (a_K = a_S = 32 B), counted message by message: AdvertiseKeys sends 2 keys and
+    receives 2 from each other user (2n a_K); ShareKeys sends and receives 2 shares per other user
+    (4(n-1) a_S); Unmasking sends one share per other user ((n-1) a_S): 2n a_K + 5(n-1) a_S. n = 4:
+    256 + 480 = 736 bytes besides the masked vector."""
+    down, up = privacy.secure_aggregation_bytes(4, reported=True)
+    assert down + up == 736
+    for n in range(2, 9):
+        assert sum(privacy.secure_aggregation_bytes(n, reported=True)) == 2 * n * privacy.KEY_BYTES + 5 * (n - 1) * privacy.SHARE_BYTES
 
 
 def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs(tmp_path):
@@ -245,6 +371,39 @@ def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs
     written = all_figures(analysis, tmp_path / "figures", progress=False, only=("privacy_utility",))
     png = [path for path in written if path.suffix == ".png"]
     assert len(png) == 1 and "δ = 1e-05" in written[png[0]] and "RDP accountant" in written[png[0]]
+    assert "passed the target by more than 1 %: none" in written[png[0]]
+    plain = analyse(load_results([runs / f"plain{seed}" / "run.json" for seed in (0, 1)], settings, progress=False), settings)
+    assert all_figures(plain, tmp_path / "plain_figures", progress=False, only=("privacy_utility",)) == {}
+
+
+def test_the_compatibility_table_has_a_row_per_registered_method_with_each_refusal_s_reason(tmp_path):
+    """tables/privacy_compatibility (csv, md, tex, html) in reports of studies with a privacy mode:
+    one row per registered method, 'runs' where the derived table says so, else the method's own
+    one-line reason; no such table without a privacy run."""
+    from bench.methods import registry
+    from bench.stats.analysis import analyse
+    from bench.stats.collect import load_results
+    from bench.stats.report import write_tables
+    from bench.stats.settings import resolve_stats
+    from bench.stats.tables import PRIVACY_MODE_TITLES, all_tables, privacy_compatibility_table
+
+    settings = resolve_stats({"metric": "balanced_accuracy"})
+    execute(tiny_config(train__rounds=1), tmp_path / "runs" / "plain", show_progress=False)
+    plain = analyse(load_results(tmp_path / "runs", settings, progress=False), settings)
+    assert privacy_compatibility_table(plain) == []
+    execute(tiny_config(train__rounds=1, privacy__secure_aggregation=True), tmp_path / "runs" / "secagg", show_progress=False)
+    analysis = analyse(load_results(tmp_path / "runs", settings, progress=False), settings)
+    [table] = [t for t in all_tables(analysis) if t.name == "privacy_compatibility"]
+    methods, derived = registry(), privacy.compatibility()
+    assert list(table.data["method"]) == sorted(methods)
+    for row in table.data.itertuples():
+        for mode in privacy.MODES:
+            expected = "runs" if derived[row.method][mode] else privacy.refusal(methods[row.method], mode)
+            assert getattr(row, mode) == expected and expected  # every refusal is declared with its reason
+    assert (table.data[list(privacy.MODES)] != "runs").any().any() and (table.data[list(privacy.MODES)] == "runs").any().any()
+    written = write_tables([table], tmp_path / "report")
+    assert sorted(p.suffix for p in written) == [".csv", ".html", ".md", ".tex"]
+    assert PRIVACY_MODE_TITLES["sample_dp"] in (tmp_path / "report" / "tables" / "privacy_compatibility.md").read_text()
 
 
 @pytest.mark.parametrize("vectorise", [True, False])

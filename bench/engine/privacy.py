@@ -8,11 +8,12 @@ strategy (the method never knows):
   norm C; N(0, sigma^2 C^2) is added to the sum of the clipped updates; the method's aggregation
   sees only the noisy mean, the sum divided by the number of clients sampled (McMahan et al.'s
   fixed-denominator estimator: one client moves it by at most C / m, whoever drops out). Every
-  client weighs the same: sample-count weights would change a client's sensitivity.
+  client weighs the same: sample-count weights would change a client's sensitivity. With
+  `adaptive` (Andrew et al., NeurIPS 2021) C follows a quantile of the update norms (`AdaptiveClip`).
 * Record-level DP-SGD (Abadi et al., CCS 2016), `privacy.sample_dp`: in every local fit on a
   client's own training split each example's gradient is clipped to C and N(0, sigma^2 C^2) is
   added to the batch's sum (`PrivateSGD`). BatchNorm, which mixes the examples of a batch, is
-  replaced by GroupNorm (Opacus's `ModuleValidator.fix`). Reading a client's training records
+  replaced by GroupNorm of `group_size` channels per group (`group_norm`). Reading a client's training records
   anywhere else stops the run with one line (`guard_records`).
 * Secure aggregation (Bonawitz et al., CCS 2017), `privacy.secure_aggregation`: the server sees
   only the sum of the reporting clients' uploads; the bytes add the protocol's messages
@@ -28,7 +29,7 @@ methods` shows (bench/methods/privacy_compatibility.json; a test keeps it curren
 Accountant: Opacus's RDP accountant: the Renyi DP of the Poisson-subsampled Gaussian mechanism
 (Mironov, Talwar & Zhang 2019), composed over rounds or steps and turned into epsilon at delta with
 Balle et al. (2020)'s conversion. Google's dp-accounting computes the same RDP bound; Opacus is
-chosen because it is PyTorch's DP library (its ModuleValidator also replaces BatchNorm) and because
+chosen because it is PyTorch's DP library and because
 dp-accounting pins attrs < 24, which conflicts with requirements.lock. Sampling: the accountant
 assumes each client (record) is sampled independently with rate q. fedrank samples a fixed number
 m of the N clients per round (q = m / N; with full participation q = 1 and no amplification is
@@ -42,6 +43,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import logging
 import math
 import tempfile
 import types
@@ -57,7 +59,11 @@ from bench.engine.seeds import derive_seed
 from bench.engine.trainer import batches_per_epoch
 from bench.errors import UserError
 
+log = logging.getLogger("fedrank")
+
 CLIENT_NOISE_STREAM = 0xDC11  # seed stream of the client-level noise (per round)
+COUNT_NOISE_STREAM = 0xDC12  # seed stream of adaptive clipping's noise on the unclipped count (per round)
+ADAPTIVE_CLIP = "client_dp_clip"  # the adaptive clip's key in the run's checkpointed privacy ledger
 SAMPLE_NOISE_STREAM = 0xD5A3  # seed stream of DP-SGD's noise (per round, client and fit)
 MODES = ("client_dp", "sample_dp", "secure_aggregation")
 ACCOUNTANT = "Opacus RDP accountant (Poisson-subsampled Gaussian; epsilon by Balle et al. 2020's conversion)"
@@ -99,10 +105,12 @@ def rdp_curve(noise_multiplier: float, sample_rate: float, steps: int) -> list[f
 
 def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
     """Epsilon at delta after `steps` releases at sampling rate q with noise sigma (0 steps: 0)."""
-    rdp = opacus("accountants.analysis.rdp")
-    if steps == 0:
-        return 0.0
-    eps, _ = rdp.get_privacy_spent(orders=rdp_orders(), rdp=rdp_curve(noise_multiplier, sample_rate, steps), delta=delta)
+    return 0.0 if steps == 0 else epsilon_of(rdp_curve(noise_multiplier, sample_rate, steps), delta)
+
+
+def epsilon_of(rdp: list[float], delta: float) -> float:
+    """Epsilon at delta of a composition's Renyi DP at each of `rdp_orders` (Balle et al. 2020's conversion)."""
+    eps, _ = opacus("accountants.analysis.rdp").get_privacy_spent(orders=rdp_orders(), rdp=list(rdp), delta=delta)
     return float(eps)
 
 
@@ -162,6 +170,40 @@ def gaussian(like: torch.Tensor, std: float, generator: torch.Generator) -> torc
 
 def noise_generator(device: torch.device, *parts: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+# ---- adaptive clipping (Andrew et al., NeurIPS 2021) ---------------------------------------
+def update_noise(noise_multiplier: float, count_noise: float) -> float:
+    """sigma_Delta, the noise multiplier of the update sum when the count of unclipped updates gets
+    N(0, sigma_b^2): the count of centred bits (b - 1/2) has sensitivity 1/2, so it is a Gaussian
+    query of multiplier 2 sigma_b, and the two together cost one Gaussian query of multiplier sigma
+    when sigma^-2 = sigma_Delta^-2 + (2 sigma_b)^-2 (Andrew et al. Sec. 3.1; as Flower's
+    compute_adaptive_noise_params and TF Privacy's QuantileAdaptiveClipSumQuery). The accountant
+    counts sigma, so epsilon covers both releases."""
+    if 2 * count_noise <= noise_multiplier:
+        raise UserError(f"config key 'privacy.client_dp.adaptive.count_noise': {count_noise:g} leaves no budget for the updates at noise "
+                        f"multiplier {noise_multiplier:g}; it must exceed {noise_multiplier / 2:g} (raise it, or lower the noise)")
+    return (noise_multiplier ** -2 - (2 * count_noise) ** -2) ** -0.5
+
+
+@dataclass
+class AdaptiveClip:
+    """Adaptive clipping's geometric update: after a round whose noised fraction of unclipped
+    updates is b, C <- C exp(-clip_lr (b - target_quantile)), so C tracks the target quantile of the
+    update norms (Andrew et al. Alg. 1; TF Privacy's QuantileEstimatorQuery, geometric)."""
+
+    target_quantile: float
+    clip_lr: float
+    count_noise: float  # sigma_b
+
+    def unclipped_fraction(self, unclipped: int, reporting: int, sampled: int, generator: torch.Generator) -> float:
+        """b = (sum of (b_i - 1/2) + N(0, sigma_b^2)) / clients sampled + 1/2: the centred count's noised
+        mean over the fixed denominator of the update mean."""
+        noise = float(torch.randn((), generator=generator, dtype=torch.float64)) * self.count_noise
+        return (unclipped - reporting / 2 + noise) / sampled + 0.5
+
+    def next_clip(self, clip: float, unclipped_fraction: float) -> float:
+        return clip * math.exp(-self.clip_lr * (unclipped_fraction - self.target_quantile))
 
 
 # ---- the server's view ----------------------------------------------------------------------
@@ -315,9 +357,25 @@ def guard_records(fed, sgd: PrivateSGD) -> None:
     fed.data.batch = batch
 
 
-def group_norm(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with every BatchNorm replaced by GroupNorm(gcd(32, C), C) (Opacus's ModuleValidator.fix)."""
-    return opacus("validators").ModuleValidator.fix(model) if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) else model
+def norm_groups(channels: int, group_size: int) -> int:
+    """GroupNorm's group count for `channels` at about `group_size` channels per group: the largest
+    divisor of `channels` not above channels / group_size (at least 1 group, LayerNorm-like)."""
+    most = max(1, channels // group_size)
+    return max(g for g in range(1, most + 1) if channels % g == 0)
+
+
+def group_norm(model: torch.nn.Module, group_size: int) -> torch.nn.Module:
+    """The model with every BatchNorm(C) replaced by GroupNorm(norm_groups(C, group_size), C), with
+    BatchNorm's eps and affine setting (Wu & He, ECCV 2018). Not Opacus's ModuleValidator.fix: its
+    gcd(32, C) groups make every layer of a model narrower than 32 channels an instance norm, which
+    leaves a small CNN at chance under DP-SGD (configs/privacy.yaml's controls); DP-SGD papers keep
+    several channels per group (De et al. 2022: 16 groups on WRN-16-4, >= 4 channels each)."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                groups = norm_groups(child.num_features, group_size)
+                setattr(module, child_name, torch.nn.GroupNorm(groups, child.num_features, eps=child.eps, affine=child.affine))
+    return model
 
 
 def norm_layers(model: torch.nn.Module) -> dict[str, int]:
@@ -338,7 +396,8 @@ def secure_aggregation_bytes(n: int, reported: bool) -> tuple[int, int]:
       round 2 MaskedInput:    the masked vector: the upload itself, m elements of R = 32 bits (the float32 state's size);
       round 4 Unmasking:      a user that reported sends one share per other user (n-1) a_S.
     Per user 2n a_K + 5(n-1) a_S + mR, the protocol's O(n + m) (its Sec. 7.1); consistency checks
-    (round 3) and signatures are left out."""
+    (round 3) and signatures are left out. tests/test_privacy.py checks this total against the
+    message-by-message hand count; it was not checked against the total printed in the paper."""
     down = 2 * (n - 1) * KEY_BYTES + 2 * (n - 1) * SHARE_BYTES
     up = 2 * KEY_BYTES + 2 * (n - 1) * SHARE_BYTES + ((n - 1) * SHARE_BYTES if reported else 0)
     return down, up
@@ -351,20 +410,28 @@ class Privacy:
 
     section: dict
     method: str
-    client_noise: float | None = None  # sigma of client-level DP
+    client_noise: float | None = None  # sigma of client-level DP (what the accountant counts)
+    update_noise: float | None = None  # the update sum's sigma: client_noise, or sigma_Delta under adaptive clipping
+    adaptive: AdaptiveClip | None = None
     client_rate: float = 1.0  # q: clients sampled per round / clients
     sample_noise: float | None = None  # sigma of DP-SGD
     sample_rates: dict[int, float] = field(default_factory=dict)  # client -> q = batch size / its training images
     norm_layers: dict[str, int] = field(default_factory=dict)  # the main model's normalisation layers (BatchNorm replaced)
     sgd: PrivateSGD | None = None
+    overspent: dict[str, float] = field(default_factory=dict)  # mode -> realised epsilon, where it passed its target by more than 1 %
     start: torch.Tensor | None = None  # (clients, P): each reporting client's state as received this round
 
     def describe(self) -> dict:
         """run.json's `privacy`: the modes, the noise used (solved for a target epsilon), the accountant, the sampling."""
         out: dict = {"modes": active(self.section), "accountant": ACCOUNTANT}
+        if self.overspent:
+            out["epsilon_over_target"] = dict(self.overspent)
         if self.section["client_dp"]:
             out["client_dp"] = {**self.section["client_dp"], "noise_multiplier": self.client_noise, "sample_rate": self.client_rate,
                                 "sampling": "a fixed number of clients per round, accounted as Poisson sampling at that rate"}
+            if self.adaptive is not None:
+                out["client_dp"]["adaptive"] = {**self.section["client_dp"]["adaptive"], "count_noise": self.adaptive.count_noise,
+                                                "update_noise_multiplier": self.update_noise}
         if self.section["sample_dp"]:
             out["sample_dp"] = {**self.section["sample_dp"], "noise_multiplier": self.sample_noise, "sample_rates": self.sample_rates,
                                 "norm_layers": self.norm_layers,
@@ -380,30 +447,38 @@ class Privacy:
         if self.start is not None and client.id in fed.slots and client.arch == MAIN:
             fed.layout_of(client).gather(fed.model_of(client), out=self.start[fed.slots[client.id]])
 
-    def server_view(self, fed, method, updates: Updates):
-        """The Updates the method's aggregation sees: all of them, or only their (noisy) mean."""
+    def server_view(self, fed, method, updates: Updates, ledger: dict):
+        """The Updates the method's aggregation sees: all of them, or only their (noisy) mean;
+        `ledger` (checkpointed with the run's progress) carries the adaptive clip between rounds."""
         if self.section["client_dp"]:
-            mean = self.noisy_mean(fed, method, updates)
+            mean = self.noisy_mean(fed, method, updates, ledger)
             return SumOnlyUpdates(mean, mean, updates.clients, self.method, "client_dp")
         if self.section["secure_aggregation"]:
             return SumOnlyUpdates(updates.mean(), updates.weighted_mean(), updates.clients, self.method, "secure_aggregation")
         return updates
 
-    def noisy_mean(self, fed, method, updates: Updates) -> torch.Tensor:
+    def noisy_mean(self, fed, method, updates: Updates, ledger: dict) -> torch.Tensor:
         """Received state + (sum of clipped updates + N(0, sigma^2 C^2)) / clients sampled, over the uploaded layers."""
-        dp, k = self.section["client_dp"], len(updates.items)
+        k = len(updates.items)
+        clip = ledger.get(ADAPTIVE_CLIP, self.section["client_dp"]["clip"])
         start = self.start[:k]
         uploaded = torch.stack([fed.layout.expand(method.uploaded_layers(fed, fed.clients[c]).to(fed.device)) for c in updates.clients])
-        clipped, norms = clip_rows((updates.states - start) * uploaded, dp["clip"])
+        clipped, norms = clip_rows((updates.states - start) * uploaded, clip)
         union = uploaded.any(0)
-        noise = gaussian(fed.global_state, self.client_noise * dp["clip"], noise_generator(fed.device, fed.config["seed"], fed.round, CLIENT_NOISE_STREAM))
+        noise = gaussian(fed.global_state, self.update_noise * clip, noise_generator(fed.device, fed.config["seed"], fed.round, CLIENT_NOISE_STREAM))
         sampled = len(fed.plan.sampled)
+        if self.adaptive is not None:
+            fraction = self.adaptive.unclipped_fraction(int((norms <= clip).sum()), k, sampled,
+                                                        noise_generator(torch.device("cpu"), fed.config["seed"], fed.round, COUNT_NOISE_STREAM))
+            ledger[ADAPTIVE_CLIP] = self.adaptive.next_clip(clip, fraction)
+            fed.record("privacy/clip", torch.tensor(clip), ())
+            fed.record("privacy/unclipped_fraction", torch.tensor(fraction), ())
         reference = torch.where(union, start.mean(0), fed.global_state)
         norm_of = torch.full((len(fed.clients),), math.nan)
         norm_of[updates.clients] = norms.float().cpu()
         fed.record("privacy/update_norm", norm_of, ("client",))
-        fed.record("privacy/clip_fraction", (norms > dp["clip"]).float().mean().cpu(), ())
-        fed.record("privacy/noise_std", torch.tensor(self.client_noise * dp["clip"] / sampled), ())
+        fed.record("privacy/clip_fraction", (norms > clip).float().mean().cpu(), ())
+        fed.record("privacy/noise_std", torch.tensor(self.update_noise * clip / sampled), ())
         return reference + torch.where(union, clipped.sum(0) + noise, torch.zeros_like(noise)) / sampled
 
     def add_protocol_bytes(self, sent: dict, participants: list, reporting: set[int]) -> None:
@@ -414,6 +489,18 @@ class Privacy:
             sent["bytes_down"] += down
             sent["bytes_up"] += up
 
+    def check_target(self, mode: str, realised: float) -> None:
+        """Warn, with one line the first time, when the realised epsilon passes `target_epsilon` by more
+        than 1 % (releases the plan did not count, e.g. a method's undeclared extra fits); run.json
+        and the report's privacy figure show it."""
+        target = self.section[mode].get("target_epsilon")
+        if target is None or realised <= 1.01 * target:
+            return
+        if mode not in self.overspent:
+            log.warning("method %s under privacy.%s: realised epsilon %.3g passes target_epsilon %g by more than 1 %%; declare its "
+                        "DP-SGD releases per round (Method.private_epochs)", self.method, mode, realised, target)
+        self.overspent[mode] = realised
+
     def rows(self, fed, totals: dict) -> list[dict]:
         """This round's `privacy` metrics (and DP-SGD diagnostics); `totals` (checkpointed with the
         run's progress) accumulates each client's DP-SGD releases."""
@@ -422,6 +509,7 @@ class Privacy:
             dp = self.section["client_dp"]
             rows.append({"round": r, "scope": "privacy", "client": None, "metric": "client_epsilon",
                          "value": epsilon(self.client_noise, self.client_rate, r, dp["delta"])})
+            self.check_target("client_dp", rows[-1]["value"])
         if self.sgd is not None:
             dp = self.section["sample_dp"]
             for client, steps in self.sgd.steps.items():
@@ -429,6 +517,7 @@ class Privacy:
             values = {c.id: epsilon(self.sample_noise, self.sample_rates[c.id], totals.get(c.id, 0), dp["delta"]) for c in fed.clients}
             rows += [{"round": r, "scope": "privacy", "client": c, "metric": "record_epsilon", "value": v} for c, v in values.items()]
             rows.append({"round": r, "scope": "privacy", "client": None, "metric": "record_epsilon", "value": max(values.values())})
+            self.check_target("sample_dp", max(values.values()))
             share = torch.full((len(fed.clients),), math.nan)
             for client, (clipped, seen) in self.sgd.clipped.items():
                 if client < len(fed.clients) and seen:
@@ -441,8 +530,8 @@ class Privacy:
 
 def attach(cfg: dict, fed, method) -> Privacy | None:
     """The run's Privacy (None when every mode is off), with noise solved for a target epsilon over
-    the run's rounds (client level) or local steps (record level: every round, the smallest
-    client's rate) before round 1."""
+    the run's rounds (client level) or local steps (record level: every round's DP-SGD releases,
+    `Method.private_epochs`, at the smallest client's rate) before round 1."""
     section = cfg["privacy"]
     if not active(section):
         return None
@@ -454,11 +543,17 @@ def attach(cfg: dict, fed, method) -> Privacy | None:
         dp = section["client_dp"]
         privacy.client_rate = clients_per_round(cfg["train"]["participation"], n) / n
         privacy.client_noise = dp.get("noise_multiplier") or noise_for(dp["target_epsilon"], privacy.client_rate, rounds, dp["delta"], "client_dp")
+        privacy.update_noise = privacy.client_noise
+        if dp["adaptive"]:
+            count_noise = dp["adaptive"]["count_noise"] or clients_per_round(cfg["train"]["participation"], n) / 20
+            privacy.adaptive = AdaptiveClip(dp["adaptive"]["target_quantile"], dp["adaptive"]["clip_lr"], count_noise)
+            privacy.update_noise = update_noise(privacy.client_noise, count_noise)
         privacy.start = torch.empty_like(fed.uploads)
     if section["sample_dp"]:
         dp, train = section["sample_dp"], cfg["train"]
         privacy.sample_rates = {c.id: min(1.0, train["batch_size"] / max(len(c.train), 1)) for c in fed.clients}
-        planned = {c.id: rounds * train["local_epochs"] * batches_per_epoch(len(c.train), train["batch_size"]) for c in fed.clients}
+        epochs = method.private_epochs(train)
+        planned = {c.id: rounds * epochs * batches_per_epoch(len(c.train), train["batch_size"]) for c in fed.clients}
         privacy.sample_noise = dp.get("noise_multiplier") or max(
             noise_for(dp["target_epsilon"], privacy.sample_rates[c], planned[c], dp["delta"], "sample_dp") for c in planned)
         privacy.sgd = PrivateSGD(dp["clip"], privacy.sample_noise, cfg["seed"], method.name, vectorise=cfg["runtime"]["precision"] == "fp32")
@@ -476,8 +571,8 @@ PROBE = {
     "train": {"rounds": 1, "lr": 0.003, "batch_size": 16},
     "runtime": {"threads": 1, "device": "cpu"},
 }
-PROBE_SETTINGS = {"client_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5},
-                  "sample_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5},
+PROBE_SETTINGS = {"client_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5, "adaptive": None},  # set after resolve: every key
+                  "sample_dp": {"clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5, "group_size": 4},
                   "secure_aggregation": True}
 
 

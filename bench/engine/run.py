@@ -56,7 +56,7 @@ class Progress:
     round_seconds: list[float] = field(default_factory=list)
     diverged_round: int | None = None
     resumed_from: int | None = None
-    privacy_releases: dict = field(default_factory=dict)  # client -> DP-SGD releases so far (privacy.sample_dp)
+    privacy_releases: dict = field(default_factory=dict)  # client -> DP-SGD releases so far (privacy.sample_dp); the adaptive clip (client_dp)
 
 
 # ---- evaluation -----------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def play_round(exp: Experiment, progress: Progress, beat: Heartbeat | None = Non
     record_participation(fed, participants, fits)
     if items:
         updates = Updates(fed.uploads[: len(items)], items)
-        new_state = method.aggregate(fed, updates if privacy is None else privacy.server_view(fed, method, updates))
+        new_state = method.aggregate(fed, updates if privacy is None else privacy.server_view(fed, method, updates, progress.privacy_releases))
         if not (torch.isfinite(new_state).all() and all(torch.isfinite(s).all() for s in fed.to_clients.values())):
             log.warning("round %d: the aggregated state is not finite: run diverged", r)
             return None

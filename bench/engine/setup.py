@@ -157,15 +157,15 @@ def architectures(cfg: dict, method: Method, clients: int) -> tuple[dict[str, di
 
 
 def model_builders(sections: dict[str, dict], spec: ModelSpec, method: Method, device: torch.device,
-                   runtime: dict, group_norm: bool = False) -> dict[str, Callable[[], torch.nn.Module]]:
+                   runtime: dict, group_size: int | None = None) -> dict[str, Callable[[], torch.nn.Module]]:
     """A fresh-model function per architecture: the builder, the method's `model` hook, BatchNorm
-    replaced by GroupNorm (`group_norm`: DP-SGD needs each example's gradient alone), then the
+    replaced by GroupNorm of `group_size` channels per group (when given: DP-SGD needs each example's gradient alone), then the
     runtime's memory format and compilation."""
 
     def private(model: torch.nn.Module) -> torch.nn.Module:
         from bench.engine.privacy import group_norm as replace
 
-        return replace(model) if group_norm else model
+        return replace(model, group_size) if group_size else model
 
     def builder(section: dict) -> Callable[[], torch.nn.Module]:
         return lambda: prepare_model(private(method.model(build_model(section, spec.num_classes, spec.channels, spec.image_size), spec)).to(device), runtime)
@@ -195,7 +195,7 @@ def build_experiment(cfg: dict, device: torch.device) -> Experiment:
     method = make_method(cfg["method"])
     sections, arch_of = architectures(cfg, method, partition.clients)
     spec = ModelSpec(dataset.num_classes, dataset.channels, dataset.image_size)
-    builders = model_builders(sections, spec, method, device, cfg["runtime"], group_norm=cfg["privacy"]["sample_dp"] is not None)
+    builders = model_builders(sections, spec, method, device, cfg["runtime"], group_size=(cfg["privacy"]["sample_dp"] or {}).get("group_size"))
     models = initial_models(builders, cfg["seed"])
     layouts = {name: StateLayout(model) for name, model in models.items()}
     index_device = data.labels.device

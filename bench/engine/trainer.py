@@ -235,7 +235,7 @@ class LocalTrainer:
                 for p in run.frozen_params:
                     p.requires_grad_(True)
         if private is not None:
-            private.spent(client.id, steps * len(runs))
+            private.spent(client.id, steps * sum(run.learner.inner_steps or 1 for run in runs))  # an inner solver releases K times a batch
         for run in runs:
             if self.persists(run.learner):
                 client.state[run.learner.state_key] = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}

@@ -90,6 +90,9 @@ class APFL(Method):
     def alpha_of(self, fed, client) -> torch.Tensor:
         return client.state.get(ALPHA, torch.tensor(self.alpha, device=fed.device))
 
+    def private_epochs(self, train):
+        return 2 * train["local_epochs"]  # w and v_i step in lock-step: two releases per batch
+
     def train(self, fed, client):
         personal = personal_model(fed, client)
         alpha = client.state[ALPHA] = self.alpha_of(fed, client).clone()

@@ -210,6 +210,13 @@ class Method:
         """A term added to the local loss (None: nothing added)."""
         return None
 
+    def private_epochs(self, train: dict) -> int:
+        """Epochs of DP-SGD releases one round of training makes on a client's training split, each
+        learner and each inner step counted: record-level `target_epsilon` solves the noise over
+        rounds x this x batches per epoch (bench/engine/privacy.py). One fit of train.local_epochs
+        by default; a method with more fits or lock-step learners says how many."""
+        return train["local_epochs"]
+
     def train(self, fed: Federation, client: Client) -> FitResult:
         """Local optimisation of the client's model on its data."""
         return fed.fit(client, loss=self.client_loss(fed, client), extra_loss=self.local_loss(fed, client))

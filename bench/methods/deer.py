@@ -46,11 +46,21 @@ Choices that differ from the reference, and why:
   rounds and local epochs, and DEeR's round count in the paper is half of fedrank's.
 - The update is clipped as one vector (DP-FedAvg); the reference clips every tensor to C on its own.
 - The noise multiplier is a hyper-parameter here; the reference solves it from a target epsilon
-  (utils.compute_noise_multiplier). This module reports no epsilon.
+  (utils.compute_noise_multiplier). The epsilon it spends is accounted after every round
+  (`dp/epsilon` at `delta`, diagnostics) with the engine's accountant (bench/engine/privacy.py, Opacus
+  RDP, q = clients per round / clients): the sum of the clipped updates (sensitivity C) gets Gaussian
+  noise whose smallest standard deviation in any direction is sigma_r C, a Gaussian mechanism of
+  multiplier sigma_r (`dp/noise_multiplier`). Plain noise: sigma_r = sigma. Regulated noise on a
+  factor has covariance s^2 (P^T P)^-1 (A, peer P = B) or s^2 (P P^T)^-1 (B, peer P = A), smallest
+  s^2 / sigma_max(P)^2, so sigma_r = sigma min(1, 1 / sigma_max(P)) over the regulated factors, and 0
+  (epsilon infinite) while a peer is rank-deficient (B still zero): the regulator buys its utility
+  with privacy whenever the peer's largest singular value exceeds 1. No `target_epsilon`: the
+  multiplier of a regulated round depends on the peer, so it cannot be solved before round 1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -93,11 +103,13 @@ class FederatedLoRA(Method):
 
     recipe = RECIPE
     in_all = False  # LoRA needs a ViT body; `methods: all` studies train CNNs (configs/deer_fedbm.yaml names them)
+    mean_of_updates = "its server clips and noises each client's update itself (the method's own DP) and measures their deviation"
     rank: int = hparam(8, "LoRA rank r (the reference's training_script.sh: lora_r=8)", minimum=1)
     alpha: float = hparam(8.0, "LoRA scaling numerator: the update is (alpha / r) B A (reference: alpha = 8)", exclusiveMinimum=0)
     targets: tuple = hparam(["qkv"], "adapt every Linear of the body whose module name contains one of these (qkv: a ViT's attention)")
     noise_multiplier: float = hparam(0.0, "DP noise multiplier sigma (0: no clipping, no noise); noise std sigma * clip / sqrt(K) per client", minimum=0)
     clip: float = hparam(2.0, "DP clipping bound C on each client's update (L2 norm; the reference's default C = 2)", exclusiveMinimum=0)
+    delta: float = hparam(1e-5, "delta of the epsilon accounted for the DP noise (dp/epsilon)", exclusiveMinimum=0, exclusiveMaximum=1)
 
     @classmethod
     def test_setting(cls, scratch):
@@ -135,6 +147,7 @@ class FederatedLoRA(Method):
             deltas, clipped = clip_rows(deltas, self.clip)
             deltas = deltas + self.noise(fed, len(states))
             fed.record("dp/clip_fraction", clipped.float().mean(), ())
+            self.account(fed, self.noise_multiplier * self.noise_floor(fed))
         new_state = fed.global_state.clone()
         new_state[mask] += deltas.mean(0)
         return new_state
@@ -158,6 +171,22 @@ class FederatedLoRA(Method):
     def noise_of(self, key: str, shape: torch.Size, peers: dict, std: float, generator: torch.Generator) -> torch.Tensor:
         """Plain Gaussian noise for one tensor (the baselines' and DEeR's without the regulator)."""
         return torch.randn(shape, generator=generator) * std
+
+    def noise_floor(self, fed) -> float:
+        """The smallest noise standard deviation in any direction of the upload, over the plain one's (1: plain noise)."""
+        return 1.0
+
+    def account(self, fed, noise_multiplier: float) -> None:
+        """Add this round's Renyi DP (Gaussian of `noise_multiplier`, sampled at clients per round /
+        clients) to the run's (fed.server: checkpointed) and record epsilon at delta so far."""
+        from bench.engine.privacy import epsilon_of, rdp_orders, rdp_per_step
+
+        orders, rate = rdp_orders(), len(fed.plan.sampled) / len(fed.clients)
+        step = rdp_per_step(noise_multiplier, rate) if noise_multiplier > 0 else [math.inf] * len(orders)
+        total = [a + b for a, b in zip(fed.server.get("dp_rdp", [0.0] * len(orders)), step)]
+        fed.server["dp_rdp"] = total
+        fed.record("dp/noise_multiplier", torch.tensor(noise_multiplier), ())
+        fed.record("dp/epsilon", torch.tensor(math.inf if math.isinf(min(total)) else epsilon_of(total, self.delta)), ())
 
 
 @register
@@ -192,6 +221,18 @@ class DEeR(FederatedLoRA):
 
     def trained_factors(self, fed):
         return (B,) if fed.round % 2 else (A,)
+
+    def noise_floor(self, fed):
+        """min(1, 1 / sigma_max(peer)) over the regulated factors uploaded this round; 0 when a peer is rank-deficient."""
+        if not self.noise_regulator:
+            return 1.0
+        peers, floor = fed.layout.views(fed.global_state.cpu()), 1.0
+        for key, up in zip(fed.layout.keys, self.aggregated_layers(fed).tolist()):
+            stem, _, factor = key.rpartition(".")
+            if up and factor in (A, B):
+                singular = torch.linalg.svdvals(peers[f"{stem}.{B if factor == A else A}"].double())
+                floor = 0.0 if singular.min() <= 1e-12 * max(float(singular.max()), 1.0) else min(floor, 1.0 / float(singular.max()))
+        return floor
 
     def noise_of(self, key, shape, peers, std, generator):
         stem, _, factor = key.rpartition(".")

@@ -45,6 +45,9 @@ class Ditto(Method):
     def personalized(self, fed):
         return True
 
+    def private_epochs(self, train):
+        return train["local_epochs"] + (self.personal_epochs or train["local_epochs"])  # the global fit, then the personal one
+
     def train(self, fed, client):
         fit = super().train(fed, client)
         personal = personal_model(fed, client)

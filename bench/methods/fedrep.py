@@ -38,6 +38,9 @@ class FedRep(Method):
     head_epochs: int = hparam(10, "local epochs of the head stage per round (body frozen)", minimum=1)
     personal_layers = FedAvgFC.personal_layers
 
+    def private_epochs(self, train):
+        return self.head_epochs + train["local_epochs"]  # the head stage, then the body stage
+
     def train(self, fed, client):
         model = fed.model_of(client)
         fed.fit(client, epochs=self.head_epochs, frozen=[model.body], stream=HEAD_STREAM, state_key="head_optimizer")

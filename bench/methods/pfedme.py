@@ -75,6 +75,9 @@ class PFedMe(Method):
     def personalized(self, fed):
         return True
 
+    def private_epochs(self, train):
+        return (self.inner_steps + 1) * train["local_epochs"]  # K steps of theta_i, then one of w, on every batch
+
     def train(self, fed, client):
         model = fed.model_of(client)
         theta = fed.extra_model("personal")

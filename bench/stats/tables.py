@@ -255,6 +255,49 @@ def privacy_columns(results, treatments: pd.Series) -> dict[str, list[str]]:
     return {column: [row[column] for row in rows] for column in ("DP-compatible", "SecAgg-compatible")}
 
 
+def privacy_runs(results) -> bool:
+    """Whether any run had a privacy mode on (a DP clip set, or secure aggregation)."""
+    runs = results.runs
+    dp = [runs[c].notna() for c in ("privacy.client_dp.clip", "privacy.sample_dp.clip") if c in runs]
+    secagg = runs["privacy.secure_aggregation"].fillna(False).astype(bool) if "privacy.secure_aggregation" in runs else pd.Series(False, index=runs.index)
+    return bool(any(on.any() for on in dp) or secagg.any())
+
+
+def privacy_compatibility_table(analysis: Analysis) -> list[Table]:
+    """Every registered method under each privacy mode: 'runs', or the one-line reason it is refused
+    (its declaration), from the table derived by running each method on synthetic
+    (bench/methods/privacy_compatibility.json); only in reports of studies with a privacy mode."""
+    from bench.engine.privacy import MODES, compatibility
+    from bench.methods import registry
+
+    if not privacy_runs(analysis.results):
+        log.info("no run has a privacy mode: skipping tables/privacy_compatibility")
+        return []
+    derived, methods = compatibility(), registry()
+    data = pd.DataFrame([{"method": name, **{mode: cell(derived.get(name), mode, cls) for mode in MODES}} for name, cls in sorted(methods.items())])
+    display = data.rename(columns=PRIVACY_MODE_TITLES)
+    about = ("One row per registered method (every one, not only this study's), one column per privacy mode: 'runs' where one round of it under "
+             "the mode on synthetic reads nothing the mode hides and the method declares nothing against it (python -m bench.engine.privacy "
+             "derives the table; a test keeps it current), else the one line it stops with. Client-level DP needs a server that uses only the "
+             "mean of the clients' updates; record-level DP-SGD needs every read of a client's records to go through the shared trainer's fits; "
+             "secure aggregation, a server that needs only their sum.")
+    return [Table("privacy_compatibility", "Privacy compatibility of every method", data, display, None, None, [], about)]
+
+
+PRIVACY_MODE_TITLES = {"client_dp": "client-level DP (DP-FedAvg)", "sample_dp": "record-level DP (DP-SGD)", "secure_aggregation": "secure aggregation"}
+
+
+def cell(row: dict | None, mode: str, cls) -> str:
+    """'runs', the method's declared reason for refusing `mode`, or why there is none."""
+    from bench.engine.privacy import refusal
+
+    if row is None:
+        return "not derived (run python -m bench.engine.privacy)"
+    if row[mode]:
+        return "runs"
+    return refusal(cls, mode) or "stops when run under it on synthetic (reads what the mode hides)"
+
+
 def verdict_text(row: pd.Series, min_blocks: int) -> str:
     """'better (0.970)', 'undecided (better 0.810)', 'undecided (3 blocks)', 'control', or '–'
     without a block shared with the control."""
@@ -375,14 +418,17 @@ def run_status_table(analysis: Analysis) -> list[Table]:
 
 
 BUILDERS = (main_comparison, communication_table, significance_table, ablation_tables, sensitivity_tables, leaderboard_table, pairwise_table, control_table,
-            power_table, run_status_table)
+            power_table, run_status_table, privacy_compatibility_table)
+
+
+UNSCORED = {"privacy_compatibility"}  # tables of no run's score: no model-selection note
 
 
 def noted(tables: list[Table], settings: dict) -> list[Table]:
     """The tables, each noting the rule that chose the rounds it scores."""
     from bench.stats.selection import rule_text
 
-    for table in tables:
+    for table in [t for t in tables if t.name not in UNSCORED]:
         table.notes.append(f"Model selection (stats.selection={settings['selection']}): every score is taken at {rule_text(settings)}.")
     return tables
 
