@@ -363,14 +363,15 @@ def test_the_privacy_utility_figure_pairs_each_epsilon_with_the_non_private_runs
         for target in (8.0, 2.0):
             execute(tiny_config(train__rounds=1, seed=seed, privacy__client_dp={"clip": 1.0, "target_epsilon": target}),
                     runs / f"dp{target}-{seed}", show_progress=False)
-    settings = resolve_stats({"metric": "balanced_accuracy"})
+    settings = resolve_stats({"metric": "balanced_accuracy", "table_metrics": ["auroc"]})
     analysis = analyse(load_results(runs, settings, progress=False), settings)
     rows = privacy_rows(analysis.results, analysis.summary, "balanced_accuracy")
     assert sorted(rows["epsilon"]) == [2.0, 8.0, math.inf] and set(rows["n"]) == {2}  # one context: the seeds paired across epsilon
     assert rows["context"].nunique() == 1
     written = all_figures(analysis, tmp_path / "figures", progress=False, only=("privacy_utility",))
-    png = [path for path in written if path.suffix == ".png"]
-    assert len(png) == 1 and "δ = 1e-05" in written[png[0]] and "RDP accountant" in written[png[0]]
+    png = sorted(path for path in written if path.suffix == ".png")  # the headline metric's, then each table metric's
+    assert [path.stem.endswith("_auroc") for path in png] == [False, True] and "synthetic: auroc" in written[png[1]]
+    assert all("δ = 1e-05" in written[path] and "RDP accountant" in written[path] for path in png)
     assert "passed the target by more than 1 %: none" in written[png[0]]
     plain = analyse(load_results([runs / f"plain{seed}" / "run.json" for seed in (0, 1)], settings, progress=False), settings)
     assert all_figures(plain, tmp_path / "plain_figures", progress=False, only=("privacy_utility",)) == {}

@@ -15,6 +15,7 @@ from bench.stats.collect import Results, setting_part, short_names
 from bench.stats.figures.curves import scale
 from bench.stats.figures.style import MethodStyle, save, slug
 from bench.stats.selection import rule_text
+from bench.stats.summaries import summary_metrics
 from bench.stats.sweeps import setting_table
 
 LEVELS = {"client_dp": "client-level DP-FedAvg", "sample_dp": "record-level DP-SGD"}
@@ -72,39 +73,49 @@ def overspent(results: Results) -> str:
 
 
 def privacy_utility(analysis: Analysis, style: MethodStyle, folder: Path) -> dict[Path, str]:
-    """figures/privacy_utility/<context>: per level a panel of the metric against epsilon (mean over
-    seeds with its interval), non-private runs at the right end (infinity)."""
-    metric, paths = analysis.settings["metric"], {}
-    rows = privacy_rows(analysis.results, analysis.summary, metric)
-    if rows.empty:
-        return paths
-    k = scale(metric)
-    for context, group in rows.groupby("context", sort=False):
-        levels = [level for level in LEVELS if (group["level"] == level).any()]
-        fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels) + 1.8, 3.8), sharey=True, squeeze=False)
-        for ax, level in zip(axes[0], levels):
-            points = group[(group["level"] == level) | group["level"].isna()]
-            for method in [m for m in analysis.results.methods if m in set(points["method"])]:
-                line = points[points["method"] == method].assign(x=lambda d: d["epsilon"].clip(upper=INFINITY)).sort_values("x")
-                error = [k * (line["mean"] - line["ci_low"]), k * (line["ci_high"] - line["mean"])] if line["ci_low"].notna().all() else None
-                ax.errorbar(line["x"], k * line["mean"], yerr=error, color=style.color(method), marker=style.marker(method), capsize=3, label=method)
-            ax.set_xscale("log", base=2)
-            ticks = sorted(set(points["epsilon"].clip(upper=INFINITY)))
-            ax.set_xticks(ticks, ["∞" if t == INFINITY else f"{t:g}" for t in ticks])
-            ax.set_xlabel("ε at δ")
-            ax.set_title(LEVELS[level], fontsize=9)
-        axes[0][0].set_ylabel(axis_label(metric))
-        axes[0][-1].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        fig.suptitle(f"{context}; mean over seeds, {analysis.settings['confidence']:.0%} interval", fontsize=9)
-        fig.tight_layout(rect=(0, 0, 1, 0.94))
-        caption = (f"Privacy-utility, {context}: {metric_name(metric)} (scored at {rule_text(analysis.settings)}) against the target ε each run's "
-                   f"noise was solved for before round 1 over the releases the method declares (the realised ε is in metrics scope privacy; "
-                   f"runs whose realised ε passed the target by more than 1 %: {overspent(analysis.results)}), "
-                   f"at δ = {deltas(analysis.results)}; ∞: the same setting without privacy, the same seeds (record-level runs train the model with "
-                   "BatchNorm replaced by GroupNorm; the ∞ runs keep the configured model). Accountant: Opacus's RDP accountant "
-                   "for the Poisson-subsampled Gaussian (Balle et al. 2020's conversion to ε). Sampling: client level, the clients drawn per "
-                   "round over all clients (1 = every client, no amplification claimed); record level, the batch size over each client's "
-                   "training images, its shuffled fixed-size batches accounted as Poisson samples (the usual approximation). Mean over seeds "
-                   f"with {analysis.settings['confidence']:.0%} intervals where there are several seeds.")
-        paths.update(save(fig, folder / "privacy_utility" / slug(context), analysis.settings, caption))
+    """figures/privacy_utility/<context>: per level a panel of the headline metric against epsilon
+    (mean over seeds with its interval), non-private runs at the right end (infinity); the same for
+    each other summarised metric (stats.table_metrics) as <context>_<metric>, since a privacy cost
+    can show in one metric (e.g. AUROC) while another sits at chance."""
+    paths = {}
+    for metric in summary_metrics(analysis.settings):
+        rows = privacy_rows(analysis.results, analysis.summary, metric)
+        for context, group in ([] if rows.empty else rows.groupby("context", sort=False)):
+            stem = slug(context if metric == analysis.settings["metric"] else f"{context} {metric}")
+            paths.update(save(privacy_figure(analysis, style, group, metric, context), folder / "privacy_utility" / stem,
+                              analysis.settings, privacy_caption(analysis, metric, context)))
     return paths
+
+
+def privacy_figure(analysis: Analysis, style: MethodStyle, group: pd.DataFrame, metric: str, context: str) -> plt.Figure:
+    k = scale(metric)
+    levels = [level for level in LEVELS if (group["level"] == level).any()]
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels) + 1.8, 3.8), sharey=True, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        points = group[(group["level"] == level) | group["level"].isna()]
+        for method in [m for m in analysis.results.methods if m in set(points["method"])]:
+            line = points[points["method"] == method].assign(x=lambda d: d["epsilon"].clip(upper=INFINITY)).sort_values("x")
+            error = [k * (line["mean"] - line["ci_low"]), k * (line["ci_high"] - line["mean"])] if line["ci_low"].notna().all() else None
+            ax.errorbar(line["x"], k * line["mean"], yerr=error, color=style.color(method), marker=style.marker(method), capsize=3, label=method)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(set(points["epsilon"].clip(upper=INFINITY)))
+        ax.set_xticks(ticks, ["∞" if t == INFINITY else f"{t:g}" for t in ticks])
+        ax.set_xlabel("ε at δ")
+        ax.set_title(LEVELS[level], fontsize=9)
+    axes[0][0].set_ylabel(axis_label(metric))
+    axes[0][-1].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"{context}; mean over seeds, {analysis.settings['confidence']:.0%} interval", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def privacy_caption(analysis: Analysis, metric: str, context: str) -> str:
+    return (f"Privacy-utility, {context}: {metric_name(metric)} (scored at {rule_text(analysis.settings)}) against the target ε each run's "
+            f"noise was solved for before round 1 over the releases the method declares (the realised ε is in metrics scope privacy; "
+            f"runs whose realised ε passed the target by more than 1 %: {overspent(analysis.results)}), "
+            f"at δ = {deltas(analysis.results)}; ∞: the same setting without privacy, the same seeds (record-level runs train the model with "
+            "BatchNorm replaced by GroupNorm; the ∞ runs keep the configured model). Accountant: Opacus's RDP accountant "
+            "for the Poisson-subsampled Gaussian (Balle et al. 2020's conversion to ε). Sampling: client level, the clients drawn per "
+            "round over all clients (1 = every client, no amplification claimed); record level, the batch size over each client's "
+            "training images, its shuffled fixed-size batches accounted as Poisson samples (the usual approximation). Mean over seeds "
+            f"with {analysis.settings['confidence']:.0%} intervals where there are several seeds.")
