@@ -620,15 +620,18 @@ def no_client_rows() -> pd.DataFrame:
 
 def held_client_rows(clients: pd.DataFrame, scope: str, metrics: list[str], run_ids: pd.Index) -> pd.DataFrame:
     """`read_client_metrics` from the rows read with the runs: the same rows, in the same order
-    (runs in `run_ids` order, each run's rows in its file's order)."""
-    rows = clients[(clients["scope"] == scope).to_numpy() & clients["metric"].isin(metrics).to_numpy()]
-    rank = run_ids.get_indexer(as_text(rows["run_id"]))
-    rows = rows.iloc[np.argsort(rank, kind="stable")[np.sort(rank) >= 0]] if len(rows) else rows
-    if rows.empty:
+    (runs in `run_ids` order, each run's rows in its file's order); run ids and metric names
+    looked up per category, not converted per row."""
+    chosen = np.flatnonzero((clients["scope"] == scope).to_numpy() & clients["metric"].isin(metrics).to_numpy())
+    runs, names = clients["run_id"].array, clients["metric"].array
+    rank = run_ids.get_indexer(runs.categories)[runs.codes[chosen]]
+    order = np.argsort(rank, kind="stable")
+    rows = chosen[order[rank[order] >= 0]]
+    if not len(rows):
         return no_client_rows()
-    return pd.DataFrame({"run_id": as_text(rows["run_id"]).to_numpy(object), "round": rows["round"].to_numpy(np.int64),
-                         "client": rows["client"].to_numpy(np.int64), "metric": rows["metric"].astype(str).to_numpy(object),
-                         "value": rows["value"].to_numpy()})
+    return pd.DataFrame({"run_id": runs.categories.to_numpy(object)[runs.codes[rows]], "round": clients["round"].to_numpy(np.int64)[rows],
+                         "client": clients["client"].to_numpy(np.int64)[rows], "metric": names.categories.to_numpy(object)[names.codes[rows]],
+                         "value": clients["value"].to_numpy()[rows]})
 
 
 def read_diagnostics(results: Results, names: tuple[str, ...]) -> pd.DataFrame:
