@@ -69,3 +69,16 @@ def test_refresh_equals_full_rebuild(tmp_path, reads):
     refreshed = report(runs, tmp_path / "refreshed2", cache)
     assert refreshed == report(runs, tmp_path / "full2") != full
     assert reads == [1]
+
+
+def test_an_incomplete_segment_is_read_again(tmp_path, reads):
+    """A segment whose runs.json was never written (a report killed while storing it) is ignored
+    and its files replaced: its runs are read again, the statistics unchanged."""
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    written = write_study(runs, {**GRID, "partition.beta": [1.0], "seed": [0, 1], "method": PAPER_GRID_METHODS[:2]})
+    first = report(runs, tmp_path / "first", cache)
+    (segment,) = cache.glob(f"*{run_cache.RUNS}")
+    segment.unlink()
+    assert report(runs, tmp_path / "again", cache) == first
+    assert reads == [len(written), len(written)]
+    assert len(list(cache.glob(f"*{run_cache.RUNS}"))) == 1
