@@ -226,6 +226,20 @@ def test_aggregate_scores_by_hand():
     pd.testing.assert_frame_equal(aggregate_scores(scored, ["y"], settings, ["a", "b"]).set_index("method"), table)  # seeded
 
 
+def test_resampled_improvement_equals_comparing_every_drawn_pair():
+    from bench.stats.aggregate import improvement, resampled, resampled_improvement
+
+    x, y = np.array([0.5, 0.7, 0.7, 0.9]), np.array([0.6, 0.7, 0.2])  # ties within and across
+    direct = improvement(resampled([x], 500, np.random.default_rng(3)), resampled([y], 500, np.random.default_rng(4)))
+    rngs = iter([np.random.default_rng(3), np.random.default_rng(4)])
+
+    class Draws:  # x's draws from the first generator, y's from the second, as above
+        def integers(self, *args):
+            return next(rngs).integers(*args)
+
+    assert np.array_equal(resampled_improvement(x, y, 500, Draws()), direct)
+
+
 def test_communication_frequency_and_leave_one_centre_out_tables(tmp_path):
     from bench.stats.report import produce
 

@@ -51,11 +51,29 @@ def improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return greater + equal / 2
 
 
+def resampled_improvement(x: np.ndarray, y: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """`improvement` of `resamples` bootstrap draws of x's seeds and of y's (drawn as `resampled`
+    draws them, x first), equal to it bit for bit: each pair of seeds is compared once and
+    weighted by how often the draw took each (integer counts, exact in float64), instead of
+    comparing every drawn pair (resamples x n x m: most of the aggregate table's time)."""
+    drawn_x = draw_counts(rng.integers(0, len(x), (resamples, len(x))), len(x))
+    drawn_y = draw_counts(rng.integers(0, len(y), (resamples, len(y))), len(y))
+    pairs = len(x) * len(y)
+    greater = ((drawn_x @ (x[:, None] > y[None, :])) * drawn_y).sum(1) / pairs
+    equal = ((drawn_x @ (x[:, None] == y[None, :])) * drawn_y).sum(1) / pairs
+    return greater + equal / 2
+
+
+def draw_counts(drawn: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, n): how often each of n seeds is in each draw."""
+    return (drawn[:, :, None] == np.arange(n)).sum(1).astype(float)
+
+
 def probability_of_improvement(xs: list[np.ndarray], ys: list[np.ndarray], resamples: int, rng: np.random.Generator,
                                confidence: float) -> tuple[float, float, float]:
     """(P(X > Y), CI low, CI high), averaged over the paired settings."""
     point = float(np.mean([improvement(x[None], y[None])[0] for x, y in zip(xs, ys)]))
-    draws = np.mean([improvement(resampled([x], resamples, rng), resampled([y], resamples, rng)) for x, y in zip(xs, ys)], axis=0)
+    draws = np.mean([resampled_improvement(x, y, resamples, rng) for x, y in zip(xs, ys)], axis=0)
     low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
     return point, float(low), float(high)
 

@@ -93,7 +93,7 @@ def mb_per_round(results: Results, comm: pd.DataFrame) -> pd.DataFrame:
 def check_metrics(curves: pd.DataFrame, settings: dict) -> list[str]:
     """The headline metric (or the per-client metric of a fairness score) must exist in the
     runs; other named metrics may be missing. Returns the notes a reader should see."""
-    present = set(curves["metric"].astype(str).unique())
+    present = set(map(str, curves["metric"].unique()))  # distinct first: the column has millions of rows
     if not present:
         return ["no run has an evaluated round (all failed or diverged before one): the report holds run counts only"]
     if base_metric(settings["metric"]) not in present:

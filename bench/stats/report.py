@@ -7,6 +7,8 @@
     <out>/results.md, results.csv, convergence.png   the report a reader opens first
     <out>/report.json                what was read, skipped and written, with which settings,
                                      and the caption of every table and figure
+    <out>/cache/runs/                what was read of each run (bench.stats.run_cache): a
+                                     refresh reads only the runs added or changed since
 
 Every file is written atomically. report.json remembers what each part wrote, so a rerun that
 no longer produces a file (a sweep left the results, say) deletes it instead of leaving a stale
@@ -37,9 +39,12 @@ log = logging.getLogger(__name__)
 MANIFEST = "report.json"
 
 
-def load(source: Path | list[Path], settings: dict, studies: Path | None, progress: bool = True) -> Analysis:
-    """Collect the runs and compute every statistic."""
-    results = load_results(source, settings, studies, progress)
+RUN_CACHE = Path("cache") / "runs"
+
+
+def load(source: Path | list[Path], settings: dict, studies: Path | None, progress: bool = True, cache: Path | None = None) -> Analysis:
+    """Collect the runs (reading only those `cache` lacks) and compute every statistic."""
+    results = load_results(source, settings, studies, progress, cache)
     log.info("%d runs (%s) in %d settings, %d methods", results.runs["run_id"].nunique(),
              ", ".join(f"{n} {s}" for s, n in results.runs.drop_duplicates("run_id")["status"].value_counts().items()),
              results.runs[["study", "setting"]].drop_duplicates().shape[0], len(results.methods))
@@ -207,7 +212,7 @@ def record(out: Path, analysis: Analysis, written: dict[str, dict[Path, str]], s
 
 def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, dict[Path, str]]:
     """Run the pipeline for the requested parts; returns the files written per part."""
-    analysis = load(source, settings, studies, progress)
+    analysis = load(source, settings, studies, progress, out / RUN_CACHE)
     written = write_outputs(analysis, out, parts, progress)
     record(out, analysis, written, source, studies)
     if "rank" in parts:
