@@ -7,8 +7,11 @@
     <out>/results.md, results.csv, convergence.png   the report a reader opens first
     <out>/report.json                what was read, skipped and written, with which settings,
                                      and the caption of every table and figure
-    <out>/cache/runs/                what was read of each run (bench.stats.run_cache): a
-                                     refresh reads only the runs added or changed since
+
+What was read of each run is kept in the user's cache, one folder per output folder
+($FEDRANK_CACHE_DIR/reports/<hash of <out>>, bench.stats.run_cache): a refresh reads only the
+runs added or changed since. Not under <out>: a command that fails leaves its output folder as it
+was, and the report's folder holds the report only.
 
 Every file is written atomically. report.json remembers what each part wrote, so a rerun that
 no longer produces a file (a sweep left the results, say) deletes it instead of leaving a stale
@@ -39,7 +42,13 @@ log = logging.getLogger(__name__)
 MANIFEST = "report.json"
 
 
-RUN_CACHE = Path("cache") / "runs"
+def run_cache_folder(out: Path) -> Path:
+    """Where the per-run summaries of the reports written to `out` are kept."""
+    import hashlib
+
+    from bench.plan_cache import cache_root
+
+    return cache_root() / "reports" / hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
 
 
 def load(source: Path | list[Path], settings: dict, studies: Path | None, progress: bool = True, cache: Path | None = None) -> Analysis:
@@ -212,7 +221,7 @@ def record(out: Path, analysis: Analysis, written: dict[str, dict[Path, str]], s
 
 def produce(source, out: Path, settings: dict, studies: Path | None, parts: tuple[str, ...], progress: bool = True) -> dict[str, dict[Path, str]]:
     """Run the pipeline for the requested parts; returns the files written per part."""
-    analysis = load(source, settings, studies, progress, out / RUN_CACHE)
+    analysis = load(source, settings, studies, progress, run_cache_folder(out))
     written = write_outputs(analysis, out, parts, progress)
     record(out, analysis, written, source, studies)
     if "rank" in parts:
