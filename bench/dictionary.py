@@ -44,7 +44,18 @@ def field_metadata(kind: str, column: str) -> dict[str, str]:
     if "." in column:  # a run-config key (results.parquet)
         meaning = config_meaning(column)
         return {"description": f"run config {column}" + (f": {meaning}" if meaning else ""), "unit": ""}
+    if "metric_columns" in dictionary()[kind]:  # a metric (results.parquet)
+        return {"description": f"metric {column}: the measurement; for personal and local the mean over clients", "unit": metric_unit(column)}
     return {}
+
+
+def metric_unit(metric: str) -> str:
+    """The unit of a metric of metrics.parquet."""
+    if metric == "loss":
+        return "nats"
+    if metric.startswith("bytes"):
+        return "bytes"
+    return {"clients": "clients", "client_epsilon": "epsilon", "record_epsilon": "epsilon"}.get(metric, "fraction 0-1")
 
 
 def described(table, kind: str):
@@ -76,6 +87,8 @@ def markdown() -> str:
         entries = spec.get("columns") or spec["fields"]
         lines += [f"**`{kind}`**: {spec['about']}", "", f"| {'column' if 'columns' in spec else 'field'} | meaning | unit |", "|---|---|---|"]
         lines += [f"| `{name}` | {entry['meaning']} | {entry['unit']} |" for name, entry in entries.items()]
+        if "metric_columns" in spec:
+            lines.append(f"| `<metric>` | {spec['metric_columns']} | |")
         if "config_columns" in spec:
             lines.append(f"| `<section>.<key>` | {spec['config_columns']} | |")
         lines.append("")

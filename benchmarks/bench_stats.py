@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -85,8 +86,6 @@ def report(label: str, timings: dict, source, settings: dict, out: Path, cache: 
 
 def refresh(root: Path, settings: dict) -> float:
     """Seconds to refresh the report after ADDED_METHOD's runs join the study (see the doc)."""
-    import shutil
-
     paths = sorted((root / "runs").glob("*/run.json"))
     before = [p for p in paths if f"-{ADDED_METHOD}-s" not in p.parent.name]
     out = root / "refresh"
@@ -123,12 +122,13 @@ def main() -> None:
     timings = {"imports": time.perf_counter() - tic}
     print(f"  {'imports (torch, pandas, scipy, ...)':<38} {timings['imports']:7.2f} s")
     out = root / "report"
+    shutil.rmtree(out, ignore_errors=True)  # a full build: none of the tidy table's files kept from a last call
     settings = resolve_stats({})
     results, analysis, written = report("", timings, root / "runs", settings, out)
     total = sum(seconds for step, seconds in timings.items() if step != "imports")
     runs = results.runs["run_id"].nunique()
     rows = len(results.metrics)
-    tidy_rows = pq.ParquetFile(out / "results.parquet").metadata.num_rows
+    tidy_rows = sum(pq.read_metadata(path).num_rows for path in (out / "results.parquet").rglob("*.parquet"))
     print(f"{runs} runs, {rows:,} evaluation rows ({tidy_rows:,} in results.parquet), {results.runs[['study', 'setting']].drop_duplicates().shape[0]} settings, "
           f"{len(results.methods)} methods, {len(written['tables']) // 3} tables")
     print(f"TOTAL aggregation into all tables and the ranking: {total:.1f} s without imports, {total + timings['imports']:.1f} s with "

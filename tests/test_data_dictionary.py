@@ -60,7 +60,11 @@ def test_export_and_load_runs_give_every_run_in_one_described_table(runs, tmp_pa
     frame = load_runs(root)
     assert set(frame["run_id"]) == {r["run_id"] for r in records}
     metrics = pd.concat(pd.read_parquet(RunPaths(root / f).metrics) for f in ("fedlsc", "fedavg"))
-    assert len(frame) == metrics["client"].isna().sum()  # the global model, client means and comm rows of every run
+    assert len(frame) == len(metrics[metrics["client"].isna()].drop_duplicates(["run_id", "round", "scope"]))  # the global model, client means and comm rows of every run
+    evaluated = metrics[metrics["client"].isna()].pivot(index=["run_id", "round", "scope"], columns="metric", values="value")
+    assert set(evaluated.columns) <= set(frame.columns)  # a column per metric, per-class ones included
+    pd.testing.assert_frame_equal(frame.astype({"run_id": str, "scope": str}).set_index(["run_id", "round", "scope"])[evaluated.columns].sort_index(),
+                                  evaluated.sort_index(), check_names=False, check_index_type=False)
     documented = dictionary()["results.parquet"]["columns"]
     assert set(documented) <= set(frame.columns)
     assert main(["export", "--quiet", "--runs", str(root), "--out", str(tmp_path / "runs.parquet")]) == 0

@@ -70,8 +70,8 @@ def test_every_status_is_kept_and_broken_folders_are_reported(tmp_path):
     tidy = pd.read_parquet(tmp_path / "tidy.parquet")
     assert len(tidy) == rows and tidy["run_id"].nunique() == 6
     empty = tidy[tidy["run_id"] == failed.parent.name]
-    assert len(empty) == 1 and empty["status"].item() == "failed" and empty["value"].isna().all()  # no evaluation, still shown
-    assert {"partition.beta", "method.name", "train.rounds", "seed", "setting", "method", "round", "scope", "metric", "value"} <= set(tidy.columns)
+    assert len(empty) == 1 and empty["status"].item() == "failed" and empty[["round", "scope", "accuracy"]].isna().all(axis=None)  # no evaluation, still shown
+    assert {"partition.beta", "method.name", "train.rounds", "seed", "setting", "method", "round", "scope", "accuracy", "recall/c0", "bytes"} <= set(tidy.columns)
     assert set(tidy["scope"].dropna()) == {"global", "local", "comm"}
 
 

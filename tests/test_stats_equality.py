@@ -7,7 +7,10 @@ The digests were written by running this file as a script against that code:
     PYTHONPATH=<checkout of the earlier code> python tests/test_stats_equality.py --write
 
 Text files (CSV, Markdown, LaTeX) are compared byte for byte; Parquet files by their content
-(columns, dtypes and every value, exactly), not by bytes, which embed the writer's version.
+(columns, dtypes and every value, exactly), not by bytes, which embed the writer's version. The
+tidy table by its measurements: every (run, round, scope, metric, value) with the run's fields,
+whatever its layout (one row per metric in one file before, a column per metric in a folder of
+files now), rows sorted.
 """
 
 from __future__ import annotations
@@ -26,11 +29,36 @@ GRID = {"data.name": ["ham10000", "msid"], "partition.beta": [0.1, 1.0], "train.
 
 
 def digest(path: Path) -> str:
+    if path.name == "results.parquet":
+        return tidy_digest(path)
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
         content = pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes() if len(frame) else b""
         return hashlib.sha256(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode() + content).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tidy_digest(path: Path) -> str:
+    """Digest of the tidy table's measurements as long rows, text as text, rows sorted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(path).to_table()
+    if "metric" not in table.column_names:  # a column per metric: one row per measured metric
+        ids = table.column_names[:table.column_names.index("scope") + 1]
+        parts = [table.select(ids).filter(pc.is_null(table["round"]))]  # a run without measurements
+        parts[0] = parts[0].append_column("metric", pa.nulls(parts[0].num_rows, pa.string())).append_column("value", pa.nulls(parts[0].num_rows, pa.float64()))
+        for name in table.column_names[len(ids):]:
+            kept = table.filter(pc.is_valid(table[name]))
+            parts.append(kept.select(ids).append_column("metric", pa.array([name] * kept.num_rows, pa.string())).append_column("value", kept[name]))
+        table = pa.concat_tables(parts, promote_options="permissive")
+    frame = table.to_pandas()
+    frame = frame.astype({c: object for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or isinstance(frame[c].dtype, pd.CategoricalDtype)})
+    frame = frame.astype({"round": float})[sorted(frame.columns)].map(lambda v: v if v is None or isinstance(v, float) else str(v)) \
+        .sort_values(["study", "run_id", "round", "scope", "metric"], ignore_index=True, na_position="first")
+    content = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    return hashlib.sha256(repr(list(frame.columns)).encode() + content).hexdigest()
 
 
 def report_digests(folder: Path) -> dict[str, str]:
@@ -44,7 +72,9 @@ def report_digests(folder: Path) -> dict[str, str]:
     write_study(folder / "runs", {**GRID, "method": PAPER_GRID_METHODS}, diverged=0.05, failed=0.05, missing=0.05)
     settings = resolve_stats({})
     write_outputs(analyse(load_results(folder / "runs", settings, None, False), settings), folder / "report", ("stats", "tables"), False)
-    return {str(p.relative_to(folder / "report")): digest(p) for p in sorted((folder / "report").rglob("*")) if p.is_file()}
+    report = folder / "report"
+    return {str(p.relative_to(report)): digest(p) for p in sorted(report.rglob("*")) if p.is_file()
+            and not p.is_relative_to(report / "results.parquet")} | {"results.parquet": tidy_digest(report / "results.parquet")}
 
 
 @pytest.mark.slow

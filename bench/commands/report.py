@@ -116,7 +116,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
             Write every run of a results folder (any status) as one tidy table: one row per run x round x
-            scope x metric of the global model and the client means, every config field a column; the
+            scope of the global model and the client means, a column per metric and per config field; the
             rows and columns of results.parquet, described in README, section "Data dictionary" (and in the
             Parquet file's field metadata). In Python: from bench.stats.tidy import load_runs; load_runs("results/runs")."""),
         epilog=textwrap.dedent("""\

@@ -147,7 +147,7 @@ def run_row(path: Path, record: dict) -> dict:
     data = record.get("data", {})
     row.update(folder=str(path.parent), config_keys=frozenset(config), method_config=json.dumps(untuned_method(record["config"]), sort_keys=True),
                classes=data.get("classes"), class_counts=[c.get("class_counts") for c in data.get("clients", [])],
-               metrics_sha256=record.get("metrics_sha256"))  # read by `metrics_problems`, then dropped
+               metrics_sha256=record.get("metrics_sha256"))  # read by `metrics_problems` and the tidy table's keys
     return row
 
 
@@ -311,7 +311,7 @@ def unpack(summaries: RunSummaries) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
             untrusted += [position] if "mismatch" in problems else []
     metrics = summaries.metrics.filter(pc.invert(pc.is_in(summaries.metrics["run"], pa.array(untrusted, pa.int32()))))
     runs = pd.DataFrame(rows)
-    return (runs.drop(columns="metrics_sha256") if len(runs) else runs, measurement_frame(metrics, ["round", "scope", "metric", "value"]),
+    return (runs, measurement_frame(metrics, ["round", "scope", "metric", "value"]),
             measurement_frame(summaries.clients, MEASURED), [line for kind in PROBLEM_KINDS for line in lines[kind]])
 
 

@@ -1,6 +1,7 @@
 """Write the outputs of `fedrank stats | tables | plots | rank | report` into one folder.
 
-    <out>/results.parquet            the tidy table (study x run x round x scope x metric)
+    <out>/results.parquet/           the tidy table (study x run x round x scope, a column per
+                                     metric): one Parquet file per study x dataset x method
     <out>/stats/*.parquet, *.json    every statistic, unrounded (summaries, paired tests, ...)
     <out>/tables/<name>.csv|md|tex   the paper's tables and the leaderboard
     <out>/figures/<kind>/...png|pdf  every figure
@@ -36,7 +37,7 @@ from bench.stats.render import Table, html, markdown, plural, write_table
 from bench.stats.selection import rule_text
 from bench.stats.summaries import summary_metrics
 from bench.stats.tables import all_tables, leaderboard_table, main_comparison, noted, pairwise_table
-from bench.stats.tidy import write_tidy
+from bench.stats.tidy import write_tidy_folder
 
 log = logging.getLogger(__name__)
 MANIFEST = "report.json"
@@ -64,9 +65,8 @@ def load(source: Path | list[Path], settings: dict, studies: Path | None, progre
 def write_stats(analysis: Analysis, out: Path) -> dict[Path, str]:
     """The tidy table and every statistic as Parquet (lists of seeds as text); no captions."""
     folder = out / "stats"
-    paths = [out / "results.parquet"]
-    rows = write_tidy(paths[0], analysis.results)
-    log.info("tidy results table: %d rows -> %s", rows, paths[0])
+    paths, rows = write_tidy_folder(out / "results.parquet", analysis.results)
+    log.info("tidy results table: %d files under %s, %d rows written now", len(paths), out / "results.parquet", rows)
     frames = {
         "summary": analysis.summary, "paired": analysis.paired, "rounds_to_target": analysis.rounds_to_target,
         "run_targets": analysis.targets, "communication": analysis.mb_per_round, "leaderboard": analysis.ranking.leaderboard,
@@ -198,7 +198,8 @@ def record(out: Path, analysis: Analysis, written: dict[str, dict[Path, str]], s
     for part, paths in written.items():
         now = {p.relative_to(out).as_posix() for p in paths}
         for stale in set(outputs.get(part, [])) - now:
-            (out / stale).unlink(missing_ok=True)
+            if not (out / stale).is_dir():  # results.parquet was a file before it was a folder
+                (out / stale).unlink(missing_ok=True)
             log.info("removed stale %s", stale)
         outputs[part] = sorted(now)
     runs = analysis.results.runs.drop_duplicates("run_id")

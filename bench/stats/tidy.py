@@ -1,16 +1,34 @@
-"""The one tidy results table: study x run x round x scope x metric, every config field a column.
+"""The tidy results table: one row per study x run x round x scope, one column per metric, every
+config field a column.
 
-Rows are the global model's metrics and the means over clients of every evaluated scope, plus
-the bytes sent per round (`scope` comm); per-client rows stay in each run's metrics.parquet.
-Every run is present whatever its status. Run-level columns are written as dictionary columns
-whose indices point at the run, so 10,000 runs x 50 rounds stream out in seconds and the file
-is barely larger than the measurements themselves.
+Rows are the global model's evaluations and the means over clients of every evaluated scope, plus
+the communication of each round (scope comm); per-client rows stay in each run's metrics.parquet.
+A metric is a column (accuracy, auroc, ..., recall/<class>, bytes): a row holds everything measured
+of one model on one scope in one round, 14x fewer rows than one per metric, and per-class metrics
+are read as columns, not filtered out of rows. Every run is present whatever its status; a run
+without any evaluation (failed at once) keeps one row with empty measurements.
+
+A report writes it as a folder, one Parquet file per study x dataset x method, that pandas,
+pyarrow, DuckDB and Polars read as one table (`pd.read_parquet("reports/results.parquet")`):
+
+    results.parquet/<study>/<dataset>/<method>-<key>.parquet
+
+The key hashes what the file holds (its runs' fields and metrics files' SHA-256, the columns and
+their types, the code), so a refresh writes only the files of runs that changed and keeps the
+others (the layout of a Hive-partitioned dataset; Delta Lake and Iceberg likewise never rewrite
+an unchanged file). Run-level columns are dictionary columns: a file is barely larger than its
+measurements.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,12 +40,13 @@ from bench.io import atomic_path
 from bench.stats.collect import Results
 
 KIND = "results.parquet"  # its entry in the data dictionary
+FORMAT = 2  # of the table: a new one rewrites every file of a folder written by an older one
 RUN_COLUMNS = ["study", "run_id", "status", "error", "seed", "method", "label", "setting", "headline_scope", "rounds_completed", "diverged_round"]
-HIDDEN = {"folder", "config_keys", "treatment_keys", "method_config", "classes", "class_counts", "setting_order", "method_order", "block"}
-ROWS_PER_GROUP = 2_000_000
+HIDDEN = {"folder", "config_keys", "treatment_keys", "method_config", "classes", "class_counts", "setting_order", "method_order", "block", "metrics_sha256"}
+PARTITION = ("study", "data.name", "method.name")  # one file of the folder per combination
 # Min/max statistics (for filters pushed down by readers) only where queries filter: they
 # double the writing time when kept for every column.
-STATISTICS = ("study", "status", "method", "label", "setting", "data.name", "seed", "round", "scope", "metric")
+STATISTICS = ("study", "status", "method", "label", "setting", "data.name", "seed", "round", "scope")
 
 
 def run_level_columns(runs: pd.DataFrame) -> list[str]:
@@ -64,38 +83,181 @@ def gather(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
     return out
 
 
-def tidy_tables(results: Results) -> Iterator[pa.Table]:
-    """The tidy table in chunks of about ROWS_PER_GROUP rows, every field described. A run
-    without any evaluation (failed at once) still has one row, with empty measurements."""
-    runs, metrics = results.runs, results.metrics
-    run_columns = {c: dictionary_column(runs[c]) for c in run_level_columns(runs)}
-    codes = metrics["run_id"].cat.codes.to_numpy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(metrics["run_id"].cat.categories) + 1))
-    measured = {c: dictionary_column(metrics[c]) for c in ("scope", "metric")}
-    numbers = {"round": metrics["round"].to_numpy(), "value": metrics["value"].to_numpy()}
-    run_of = pd.Index(metrics["run_id"].cat.categories).get_indexer(runs["run_id"])
-    for chunk in membership_chunks(bounds, run_of):
-        spans = [order[bounds[r]:bounds[r + 1]] if bounds[r + 1] > bounds[r] else np.array([-1]) for r in run_of[chunk]]
-        rows = np.concatenate(spans)
-        sizes = np.array([len(s) for s in spans])
-        arrays = {c: dictionary_array(np.repeat(codes[chunk], sizes), dictionary) for c, (codes, dictionary) in run_columns.items()}
-        arrays.update({c: dictionary_array(gather(codes, rows, -1), dictionary) for c, (codes, dictionary) in measured.items()})
-        arrays.update({c: pa.array(gather(values, rows, 0), mask=rows < 0) for c, values in numbers.items()})
-        yield described(pa.table(arrays), KIND)
+@dataclass
+class Measurements:
+    """The evaluation rows of some runs pivoted: one row per run x round x scope, sorted so, and
+    per metric a row of `values` and one of `present` (a metric a scope does not measure is
+    empty, not NaN: a measured NaN stays NaN)."""
+
+    run: np.ndarray  # the run's code in the metrics' run_id categories
+    round: np.ndarray
+    scope: np.ndarray  # code in the metrics' scope categories
+    values: np.ndarray  # metric x row
+    present: np.ndarray
+
+    def rows_of(self, runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row numbers, rows per run) of runs given by code, in that order; a run without
+        measurements gets one row numbered -1."""
+        bounds = np.searchsorted(self.run, np.stack([runs, runs + 1]))
+        spans = [np.arange(lo, hi) if hi > lo else np.array([-1]) for lo, hi in bounds.T]
+        return (np.concatenate(spans) if spans else np.zeros(0, np.int64)), np.array([len(s) for s in spans], dtype=np.int64)
 
 
-def write_tidy(path, results: Results) -> int:
-    """Write the tidy table to `path` (Parquet, atomically); returns the number of rows."""
+def pivot(metrics: pd.DataFrame, names: list[str], runs: np.ndarray | None = None) -> Measurements:
+    """The evaluation rows (of the runs coded `runs`, or all) as Measurements with a row per
+    metric of `names`; two values of one metric in one cell are an error, not a silent choice."""
+    run = metrics["run_id"].cat.codes.to_numpy().astype(np.int64)
+    rows = np.flatnonzero(np.isin(run, runs)) if runs is not None else slice(None)
+    run, scope = run[rows], metrics["scope"].cat.codes.to_numpy()[rows].astype(np.int64)
+    rounds = metrics["round"].to_numpy()[rows].astype(np.int64)
+    metric = pd.Index(names).get_indexer(metrics["metric"].cat.categories)[metrics["metric"].cat.codes.to_numpy()[rows]]
+    span_round, span_scope = int(rounds.max(initial=0)) + 1, max(len(metrics["scope"].cat.categories), 1)
+    cell = ((run * span_round + rounds) * span_scope + scope) * len(names) + metric
+    order = np.argsort(cell, kind="stable")  # the rows come grouped by run and round: nearly sorted
+    cell = cell[order]
+    if len(cell) > 1 and (repeated := np.flatnonzero(cell[1:] == cell[:-1])).size:
+        first = order[repeated[0]]
+        raise ValueError(f"run {metrics['run_id'].cat.categories[run[first]]} has two values of {names[metric[first]]} "
+                         f"({metrics['scope'].cat.categories[scope[first]]}, round {rounds[first]}) in its evaluation rows")
+    row_key = cell // max(len(names), 1)
+    starts = np.r_[True, row_key[1:] != row_key[:-1]] if len(cell) else np.zeros(0, bool)
+    row = np.cumsum(starts) - 1
+    values, present = np.full((len(names), int(starts.sum())), np.nan), np.zeros((len(names), int(starts.sum())), bool)
+    values[metric[order], row] = metrics["value"].to_numpy()[rows][order]
+    present[metric[order], row] = True
+    key = row_key[starts]
+    return Measurements(key // span_scope // span_round, (key // span_scope % span_round).astype(np.int32), key % span_scope, values, present)
+
+
+def no_measurements(names: list[str]) -> Measurements:
+    return Measurements(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((len(names), 0)), np.zeros((len(names), 0), bool))
+
+
+class Layout:
+    """What the tidy table of a set of results holds: its columns and their types, and per file
+    of the folder its runs-table rows and key."""
+
+    def __init__(self, results: Results):
+        runs, metrics = results.runs, results.metrics
+        self.results = results
+        self.run_columns = {c: dictionary_column(runs[c]) for c in run_level_columns(runs)}
+        used = np.bincount(metrics["metric"].cat.codes.to_numpy(), minlength=len(metrics["metric"].cat.categories)) > 0
+        self.metric_names = sorted(metrics["metric"].cat.categories[used].astype(str))
+        clash = set(self.metric_names) & (set(self.run_columns) | {"round", "scope"})
+        if clash:
+            raise ValueError(f"metric(s) {', '.join(sorted(clash))} would share a column name with a run field in {KIND}")
+        self.scope_dictionary = pa.array(np.asarray(metrics["scope"].cat.categories, dtype=object), pa.string())
+        self.run_code = pd.Index(metrics["run_id"].cat.categories).get_indexer(runs["run_id"])
+        self.schema = self.table(np.zeros(0, np.int64), no_measurements(self.metric_names)).schema
+
+    def table(self, members: np.ndarray, measured: Measurements) -> pa.Table:
+        """The rows of the runs-table rows `members`, every field described."""
+        rows, sizes = measured.rows_of(self.run_code[members])
+        arrays = {c: dictionary_array(np.repeat(codes[members], sizes), dictionary) for c, (codes, dictionary) in self.run_columns.items()}
+        arrays["round"] = pa.array(gather(measured.round, rows, 0), mask=rows < 0)
+        arrays["scope"] = dictionary_array(gather(measured.scope.astype(np.int32), rows, -1), self.scope_dictionary)
+        for i, name in enumerate(self.metric_names):
+            arrays[name] = pa.array(gather(measured.values[i], rows, np.nan), mask=~gather(measured.present[i], rows, False))
+        return described(pa.table(arrays), KIND)
+
+    def partitions(self) -> dict[Path, np.ndarray]:
+        """File path (relative, without key) -> its runs-table rows, in runs-table order."""
+        runs = self.results.runs
+        parts = [runs[c].astype(str) if c in runs.columns else pd.Series("none", index=runs.index) for c in PARTITION]
+        frame = pd.DataFrame({c: part.to_numpy() for c, part in zip(PARTITION, parts)})
+        return {Path(*(safe_name(v) for v in key)): np.asarray(rows, np.int64)
+                for key, rows in frame.groupby(list(PARTITION), sort=True, observed=True).indices.items()}
+
+    def keys(self, partitions: dict[Path, np.ndarray]) -> dict[Path, str]:
+        """Per file the hash of what it holds: the code, the columns, each run's fields, metrics
+        SHA-256 and number of evaluation rows (a run whose metrics stopped verifying has none)."""
+        from bench.plan_cache import code_fingerprint
+
+        runs = self.results.runs
+        fields = pd.util.hash_pandas_object(runs[list(self.run_columns)], index=False).to_numpy()
+        run_ids = self.results.metrics["run_id"].cat
+        counts = np.bincount(run_ids.codes.to_numpy(), minlength=len(run_ids.categories))
+        shas = runs["metrics_sha256"] if "metrics_sha256" in runs.columns else pd.Series(None, index=runs.index)
+        salt = json.dumps([FORMAT, code_fingerprint(), str(self.schema)]).encode()
+        out = {}
+        for path, members in partitions.items():
+            digest = hashlib.sha256(salt + str(path).encode())
+            digest.update(fields[members].tobytes())
+            digest.update(counts[self.run_code[members]].tobytes())
+            # a run whose record holds no SHA-256 of its metrics (an older fedrank) is rewritten every time
+            digest.update(json.dumps([sha if isinstance(sha, str) else secrets.token_hex(8) for sha in shas.iloc[members]]).encode())
+            out[path] = digest.hexdigest()[:16]
+        return out
+
+
+def safe_name(text: str) -> str:
+    """A study, dataset or method name as one path component."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).lstrip(".") or "_"
+
+
+def write_tidy_folder(folder: Path, results: Results) -> tuple[list[Path], int]:
+    """Write the tidy table as a folder of Parquet files (each atomically), writing only files
+    whose key is new; every other file in the folder is removed, so the folder reads as exactly
+    this table. Returns (every file of the table, the rows written now)."""
+    if folder.is_file():  # the single file of an older fedrank
+        folder.unlink()
+    layout = Layout(results)
+    partitions = layout.partitions()
+    keys = layout.keys(partitions)
+    files = {path: folder / path.parent / f"{path.name}-{keys[path]}.parquet" for path in partitions}
+    missing = [path for path, file in files.items() if not readable(file)]
     written = 0
+    if missing:
+        members = np.concatenate([partitions[p] for p in missing])
+        measured = pivot(results.metrics, layout.metric_names, np.unique(layout.run_code[members]))
+        for path in missing:
+            written += write_tables(files[path], [layout.table(partitions[path], measured)])
+    remove_others(folder, set(files.values()))
+    return sorted(files.values()), written
+
+
+def readable(path: Path) -> bool:
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return True
+
+
+def remove_others(folder: Path, keep: set[Path]) -> None:
+    """Delete what the folder holds besides `keep` (files of earlier reports, a killed write's
+    temporary file), then its empty subfolders."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path not in keep:
+            path.unlink()
+
+
+def write_tables(path: Path, tables: Iterable[pa.Table]) -> int:
+    """Write tables of one schema into one Parquet file, atomically; returns the rows written."""
+    written, writer = 0, None
     with atomic_path(path) as tmp:
-        writer = None
-        for table in tidy_tables(results):
+        for table in tables:
             writer = writer or pq.ParquetWriter(tmp, table.schema, write_statistics=[c for c in STATISTICS if c in table.column_names])
             writer.write_table(table)
             written += table.num_rows
         writer.close()
     return written
+
+
+def tidy_tables(results: Results) -> Iterator[pa.Table]:
+    """The whole tidy table, one Arrow table per file of the folder layout."""
+    layout = Layout(results)
+    measured = pivot(results.metrics, layout.metric_names)
+    for members in layout.partitions().values():
+        yield layout.table(members, measured)
+
+
+def write_tidy(path, results: Results) -> int:
+    """Write the tidy table to one Parquet file (atomically); returns the number of rows."""
+    return write_tables(Path(path), tidy_tables(results))
 
 
 def tidy_frame(results: Results) -> pd.DataFrame:
@@ -115,10 +277,3 @@ def load_runs(source: str | Path | list = "results/runs", studies: str | Path | 
 
     source = [Path(p) for p in source] if isinstance(source, list) else Path(source)
     return tidy_frame(load_results(source, resolve_stats(settings), Path(studies) if studies else None, progress=False))
-
-
-def membership_chunks(bounds: np.ndarray, run_of: np.ndarray) -> list[np.ndarray]:
-    """Runs-table row numbers in chunks of about ROWS_PER_GROUP metric rows."""
-    sizes = np.maximum(bounds[run_of + 1] - bounds[run_of], 1)
-    cut = np.searchsorted(np.cumsum(sizes), np.arange(ROWS_PER_GROUP, sizes.sum(), ROWS_PER_GROUP), side="right")
-    return [part for part in np.split(np.arange(len(sizes)), cut) if len(part)]
