@@ -15,6 +15,7 @@ import torch
 
 pytest.importorskip("opacus", reason="the privacy modes need Opacus (pip install -e '.[privacy]')")
 
+from bench.compatibility import compatibility  # noqa: E402
 from bench.config import config_digest, semantic_view  # noqa: E402
 from bench.engine import privacy  # noqa: E402
 from bench.engine.participation import draw_round  # noqa: E402
@@ -395,7 +396,7 @@ def test_the_compatibility_table_has_a_row_per_registered_method_with_each_refus
     execute(tiny_config(train__rounds=1, privacy__secure_aggregation=True), tmp_path / "runs" / "secagg", show_progress=False)
     analysis = analyse(load_results(tmp_path / "runs", settings, progress=False), settings)
     [table] = [t for t in all_tables(analysis) if t.name == "privacy_compatibility"]
-    methods, derived = registry(), privacy.compatibility()
+    methods, derived = registry(), compatibility()
     assert list(table.data["method"]) == sorted(methods)
     for row in table.data.itertuples():
         for mode in privacy.MODES:

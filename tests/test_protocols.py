@@ -240,6 +240,12 @@ def test_resampled_improvement_equals_comparing_every_drawn_pair():
     assert np.array_equal(resampled_improvement(x, y, 500, Draws()), direct)
 
 
+def test_draw_counts_counts_each_seed_per_resample():
+    from bench.stats.aggregate import draw_counts
+
+    assert draw_counts(np.array([[0, 0, 2], [1, 2, 2], [1, 1, 1]]), 3).tolist() == [[2, 0, 1], [0, 1, 2], [0, 3, 0]]
+
+
 def test_communication_frequency_and_leave_one_centre_out_tables(tmp_path):
     from bench.stats.report import produce
 

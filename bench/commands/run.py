@@ -88,7 +88,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     methods = registry()
     if args.json:
-        from bench.engine.privacy import compatibility
+        from bench.compatibility import compatibility
 
         privacy = compatibility()
         print(json.dumps({name: {**cls.hparam_schema(), "search": {hp: s.to_json() for hp, s in cls.search_space().items()},
@@ -115,7 +115,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def print_privacy_compatibility(methods: dict) -> None:
     """Which privacy modes each method runs under, as derived by running them on synthetic."""
-    from bench.engine.privacy import compatibility, compatibility_columns
+    from bench.compatibility import compatibility, compatibility_columns
 
     table = compatibility()
     print("\nprivacy (derived by running each mode on synthetic: python -m bench.engine.privacy; DP: client-level DP-FedAvg, record-level DP-SGD)")

@@ -57,6 +57,7 @@ import torch
 from bench.engine.federation import MAIN, Updates
 from bench.engine.seeds import derive_seed
 from bench.engine.trainer import batches_per_epoch
+from bench.compatibility import MODES, TABLE
 from bench.errors import UserError
 
 log = logging.getLogger("fedrank")
@@ -65,13 +66,11 @@ CLIENT_NOISE_STREAM = 0xDC11  # seed stream of the client-level noise (per round
 COUNT_NOISE_STREAM = 0xDC12  # seed stream of adaptive clipping's noise on the unclipped count (per round)
 ADAPTIVE_CLIP = "client_dp_clip"  # the adaptive clip's key in the run's checkpointed privacy ledger
 SAMPLE_NOISE_STREAM = 0xD5A3  # seed stream of DP-SGD's noise (per round, client and fit)
-MODES = ("client_dp", "sample_dp", "secure_aggregation")
 ACCOUNTANT = "Opacus RDP accountant (Poisson-subsampled Gaussian; epsilon by Balle et al. 2020's conversion)"
 # Secure aggregation's message sizes (Bonawitz et al. 2017): a_K, a public key (256-bit elliptic-curve
 # Diffie-Hellman), and a_S, one Shamir share of a 256-bit secret. Authenticated-encryption overhead is left out.
 KEY_BYTES = 32
 SHARE_BYTES = 32
-TABLE = "privacy_compatibility.json"
 
 
 # ---- the accountant -------------------------------------------------------------------------
@@ -614,21 +613,6 @@ def derive_table() -> dict[str, dict[str, bool]]:
         for name, cls in registry().items():
             table[name] = {mode: probe(name, mode, Path(tmp) / f"{name}-{mode}") is True and refusal(cls, mode) is None for mode in MODES}
     return table
-
-
-def compatibility() -> dict[str, dict[str, bool]]:
-    """The derived table as committed (read in milliseconds by `fedrank methods`); {} if absent."""
-    path = resources.files("bench.methods").joinpath(TABLE)
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def compatibility_columns(name: str, table: dict[str, dict[str, bool]]) -> dict[str, str]:
-    """The DP-compatible and SecAgg-compatible columns of `fedrank methods` and the leaderboard."""
-    row = table.get(name)
-    if row is None:
-        return {"DP-compatible": "not derived", "SecAgg-compatible": "not derived"}
-    levels = [level for level, mode in (("client", "client_dp"), ("record", "sample_dp")) if row[mode]]
-    return {"DP-compatible": " + ".join(levels) or "no", "SecAgg-compatible": "yes" if row["secure_aggregation"] else "no"}
 
 
 def write_table() -> Path:

@@ -65,8 +65,10 @@ def resampled_improvement(x: np.ndarray, y: np.ndarray, resamples: int, rng: np.
 
 
 def draw_counts(drawn: np.ndarray, n: int) -> np.ndarray:
-    """(resamples, n): how often each of n seeds is in each draw."""
-    return (drawn[:, :, None] == np.arange(n)).sum(1).astype(float)
+    """(resamples, n): how often each of n seeds is in each draw (one bincount over the draws,
+    each offset by its resample's row)."""
+    offsets = np.arange(len(drawn))[:, None] * n
+    return np.bincount((drawn + offsets).ravel(), minlength=len(drawn) * n).reshape(len(drawn), n).astype(float)
 
 
 def probability_of_improvement(xs: list[np.ndarray], ys: list[np.ndarray], resamples: int, rng: np.random.Generator,

@@ -245,7 +245,7 @@ SCORED_MODEL = {"global": "global", "personal": "personal (mean over clients)"}
 def privacy_columns(results, treatments: pd.Series) -> dict[str, list[str]]:
     """The DP-compatible and SecAgg-compatible columns of the treatments' methods (none for results
     that do not name their methods' configs, e.g. made-up scores)."""
-    from bench.engine.privacy import compatibility, compatibility_columns
+    from bench.compatibility import compatibility, compatibility_columns
 
     if "method_config" not in results.runs:
         return {}
@@ -267,7 +267,7 @@ def privacy_compatibility_table(analysis: Analysis) -> list[Table]:
     """Every registered method under each privacy mode: 'runs', or the one-line reason it is refused
     (its declaration), from the table derived by running each method on synthetic
     (bench/methods/privacy_compatibility.json); only in reports of studies with a privacy mode."""
-    from bench.engine.privacy import MODES, compatibility
+    from bench.compatibility import MODES, compatibility
     from bench.methods import registry
 
     if not privacy_runs(analysis.results):

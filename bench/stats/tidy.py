@@ -106,27 +106,35 @@ class Measurements:
 def pivot(metrics: pd.DataFrame, names: list[str], runs: np.ndarray | None = None) -> Measurements:
     """The evaluation rows (of the runs coded `runs`, or all) as Measurements with a row per
     metric of `names`; two values of one metric in one cell are an error, not a silent choice."""
-    run = metrics["run_id"].cat.codes.to_numpy().astype(np.int64)
-    rows = np.flatnonzero(np.isin(run, runs)) if runs is not None else slice(None)
-    run, scope = run[rows], metrics["scope"].cat.codes.to_numpy()[rows].astype(np.int64)
-    rounds = metrics["round"].to_numpy()[rows].astype(np.int64)
+    run_ids, scopes = metrics["run_id"].cat, metrics["scope"].cat
+    run = run_ids.codes.to_numpy()
+    if runs is not None and len(runs) < len(run_ids.categories):
+        wanted = np.zeros(len(run_ids.categories), bool)
+        wanted[runs] = True
+        rows = np.flatnonzero(wanted[run])
+    else:
+        rows = slice(None)
+    run, rounds = run[rows].astype(np.int64), metrics["round"].to_numpy()[rows]
     metric = pd.Index(names).get_indexer(metrics["metric"].cat.categories)[metrics["metric"].cat.codes.to_numpy()[rows]]
-    span_round, span_scope = int(rounds.max(initial=0)) + 1, max(len(metrics["scope"].cat.categories), 1)
-    cell = ((run * span_round + rounds) * span_scope + scope) * len(names) + metric
+    span_round, span_scope = int(rounds.max(initial=0)) + 1, max(len(scopes.categories), 1)
+    row_key = (run * span_round + rounds) * span_scope + scopes.codes.to_numpy()[rows]
+    cell = row_key * len(names) + metric
     order = np.argsort(cell, kind="stable")  # the rows come grouped by run and round: nearly sorted
     cell = cell[order]
-    if len(cell) > 1 and (repeated := np.flatnonzero(cell[1:] == cell[:-1])).size:
+    if (repeated := np.flatnonzero(cell[1:] == cell[:-1])).size:
         first = order[repeated[0]]
-        raise ValueError(f"run {metrics['run_id'].cat.categories[run[first]]} has two values of {names[metric[first]]} "
-                         f"({metrics['scope'].cat.categories[scope[first]]}, round {rounds[first]}) in its evaluation rows")
-    row_key = cell // max(len(names), 1)
-    starts = np.r_[True, row_key[1:] != row_key[:-1]] if len(cell) else np.zeros(0, bool)
-    row = np.cumsum(starts) - 1
-    values, present = np.full((len(names), int(starts.sum())), np.nan), np.zeros((len(names), int(starts.sum())), bool)
-    values[metric[order], row] = metrics["value"].to_numpy()[rows][order]
-    present[metric[order], row] = True
+        raise ValueError(f"run {run_ids.categories[run[first]]} has two values of {names[metric[first]]} "
+                         f"({scopes.categories[scopes.codes.to_numpy()[rows][first]]}, round {rounds[first]}) in its evaluation rows")
+    row_key = row_key[order]
+    starts = np.flatnonzero(np.r_[True, row_key[1:] != row_key[:-1]]) if len(cell) else np.zeros(0, np.int64)
+    row = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(cell)]))
+    values, present = np.full(len(names) * len(starts), np.nan), np.zeros(len(names) * len(starts), bool)
+    flat = metric[order] * len(starts) + row
+    values[flat] = metrics["value"].to_numpy()[rows][order]
+    present[flat] = True
     key = row_key[starts]
-    return Measurements(key // span_scope // span_round, (key // span_scope % span_round).astype(np.int32), key % span_scope, values, present)
+    return Measurements(key // span_scope // span_round, (key // span_scope % span_round).astype(np.int32), key % span_scope,
+                        values.reshape(len(names), -1), present.reshape(len(names), -1))
 
 
 def no_measurements(names: list[str]) -> Measurements:
@@ -209,7 +217,7 @@ def write_tidy_folder(folder: Path, results: Results) -> tuple[list[Path], int]:
     written = 0
     if missing:
         members = np.concatenate([partitions[p] for p in missing])
-        measured = pivot(results.metrics, layout.metric_names, np.unique(layout.run_code[members]))
+        measured = pivot(results.metrics, layout.metric_names, layout.run_code[members])
         for path in missing:
             written += write_tables(files[path], [layout.table(partitions[path], measured)])
     remove_others(folder, set(files.values()))

@@ -246,7 +246,8 @@ def check_privacy_mode(name: str, mode: str, tmp_path: Path) -> None:
     mode's privacy rows, or stops with a one-line reason; a method whose run shows a refusal declares
     it, so `fedrank run` refuses it before writing anything; the committed table agrees."""
     from bench.cli import main
-    from bench.engine.privacy import compatibility, probe, refusal
+    from bench.compatibility import compatibility
+    from bench.engine.privacy import probe, refusal
     from bench.methods import registry
 
     outcome = probe(name, mode, tmp_path / "probe")
