@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.stats.collect import load_results
 from bench.stats.settings import resolve_stats
 from bench.stats.synthetic import record_metrics_sha256, write_study
-from bench.stats.tidy import write_tidy, write_tidy_folder
+from bench.stats.tidy import MANIFEST, write_tidy, write_tidy_folder
 
 # FedProx-FC last: its config keys are FedProx's, so adding its runs adds no column (a method
 # with a key no other has adds a column to every file, and every file is written again)
@@ -53,6 +53,7 @@ def test_the_folder_reads_as_the_exported_file(tmp_path):
     write_study(tmp_path / "runs", GRID, failed=0.2)
     results = results_of(tmp_path / "runs")
     files, rows = write_tidy_folder(tmp_path / "results.parquet", results)
+    assert files.pop() == tmp_path / "results.parquet" / MANIFEST
     assert len(files) == len(results.runs.drop_duplicates(["study", "data.name", "method.name"]))
     assert rows == write_tidy(tmp_path / "one.parquet", results) == sum(pq.read_metadata(f).num_rows for f in files)
     pd.testing.assert_frame_equal(table(tmp_path / "results.parquet"), table(tmp_path / "one.parquet"))
@@ -67,12 +68,14 @@ def test_a_refresh_writes_only_the_files_of_changed_runs(tmp_path):
     for run in added:
         run.rename(held / run.name)
     before, _ = write_tidy_folder(folder, results_of(runs))
+    before.remove(folder / MANIFEST)
     stamps = {f: f.stat().st_mtime_ns for f in before}
     for run in added:
         (held / run.name).rename(run)
 
     results = results_of(runs)
     after, rows = write_tidy_folder(folder, results)
+    after.remove(folder / MANIFEST)
     new = set(after) - set(before)
     assert set(before) <= set(after) and all(f.stat().st_mtime_ns == stamps[f] for f in before)  # untouched
     assert {f.name.rsplit("-", 1)[0] for f in new} == {last} and len(new) == len(GRID["data.name"])
@@ -90,8 +93,8 @@ def test_a_refresh_writes_only_the_files_of_changed_runs(tmp_path):
     (after[0].parent / f"{after[0].name}.tmp.123").write_bytes(b"a killed write")
     results = results_of(runs)
     refreshed, _ = write_tidy_folder(folder, results)
-    assert files_in(folder) == set(refreshed)
-    rewritten = {f.relative_to(folder).parent / f.name.rsplit("-", 1)[0] for f in set(refreshed) - set(after)}
+    assert files_in(folder) == set(refreshed) and json.loads((folder / MANIFEST).read_text())["rows"] == len(table(folder))
+    rewritten = {f.relative_to(folder).parent / f.name.rsplit("-", 1)[0] for f in set(refreshed) - set(after) - {folder / MANIFEST}}
     assert rewritten == expected and len(expected) == 2
     write_tidy_folder(tmp_path / "full2.parquet", results)
     pd.testing.assert_frame_equal(table(folder), table(tmp_path / "full2.parquet"))

@@ -65,7 +65,7 @@ rule statistics:
             labels={"figure": "{name}"},
         ),
         stats=directory(f"{REPORTS}/stats"),
-        tidy=f"{REPORTS}/results.parquet",
+        tidy=f"{REPORTS}/results.parquet/_manifest.json",  # the folder's files are kept: a report rewrites only those of changed runs
         summary=f"{REPORTS}/results.csv",
         overview=report(
             f"{REPORTS}/convergence.png",

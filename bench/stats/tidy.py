@@ -12,6 +12,7 @@ A report writes it as a folder, one Parquet file per study x dataset x method, t
 pyarrow, DuckDB and Polars read as one table (`pd.read_parquet("reports/results.parquet")`):
 
     results.parquet/<study>/<dataset>/<method>-<key>.parquet
+    results.parquet/_manifest.json      the files and rows, written last
 
 The key hashes what the file holds (its runs' fields and metrics files' SHA-256, the columns and
 their types, the code), so a refresh writes only the files of runs that changed and keeps the
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.dictionary import described
-from bench.io import atomic_path
+from bench.io import atomic_path, write_json
 from bench.stats.collect import Results
 
 KIND = "results.parquet"  # its entry in the data dictionary
@@ -44,6 +45,9 @@ FORMAT = 2  # of the table: a new one rewrites every file of a folder written by
 RUN_COLUMNS = ["study", "run_id", "status", "error", "seed", "method", "label", "setting", "headline_scope", "rounds_completed", "diverged_round"]
 HIDDEN = {"folder", "config_keys", "treatment_keys", "method_config", "classes", "class_counts", "setting_order", "method_order", "block", "metrics_sha256"}
 PARTITION = ("study", "data.name", "method.name")  # one file of the folder per combination
+# Written last, so a folder without it is incomplete (Spark's _SUCCESS marker; readers skip names
+# starting with "_"): the workflow's output, so Snakemake deletes only it before a report, not the files.
+MANIFEST = "_manifest.json"
 # Min/max statistics (for filters pushed down by readers) only where queries filter: they
 # double the writing time when kept for every column.
 STATISTICS = ("study", "status", "method", "label", "setting", "data.name", "seed", "round", "scope")
@@ -134,7 +138,7 @@ def pivot(metrics: pd.DataFrame, names: list[str], runs: np.ndarray | None = Non
     present[flat] = True
     key = row_key[starts]
     return Measurements(key // span_scope // span_round, (key // span_scope % span_round).astype(np.int32), key % span_scope,
-                        values.reshape(len(names), -1), present.reshape(len(names), -1))
+                        values.reshape(len(names), len(starts)), present.reshape(len(names), len(starts)))
 
 
 def no_measurements(names: list[str]) -> Measurements:
@@ -206,7 +210,7 @@ def safe_name(text: str) -> str:
 def write_tidy_folder(folder: Path, results: Results) -> tuple[list[Path], int]:
     """Write the tidy table as a folder of Parquet files (each atomically), writing only files
     whose key is new; every other file in the folder is removed, so the folder reads as exactly
-    this table. Returns (every file of the table, the rows written now)."""
+    this table; then MANIFEST, last. Returns (every file written or kept, the rows written now)."""
     if folder.is_file():  # the single file of an older fedrank
         folder.unlink()
     layout = Layout(results)
@@ -221,7 +225,10 @@ def write_tidy_folder(folder: Path, results: Results) -> tuple[list[Path], int]:
         for path in missing:
             written += write_tables(files[path], [layout.table(partitions[path], measured)])
     remove_others(folder, set(files.values()))
-    return sorted(files.values()), written
+    tables = sorted(files.values())
+    write_json(folder / MANIFEST, {"format": FORMAT, "rows": sum(pq.read_metadata(f).num_rows for f in tables),
+                                   "files": [f.relative_to(folder).as_posix() for f in tables]})
+    return [*tables, folder / MANIFEST], written
 
 
 def readable(path: Path) -> bool:
