@@ -240,6 +240,20 @@ def test_resampled_improvement_equals_comparing_every_drawn_pair():
     assert np.array_equal(resampled_improvement(x, y, 500, Draws()), direct)
 
 
+def test_trimmed_mean_is_scipys_bit_for_bit():
+    from scipy.stats import trim_mean
+
+    from bench.stats.aggregate import trimmed_mean
+
+    draws = np.random.default_rng(0).normal(size=(200, 37))
+    draws[3, 5] = np.nan  # a row with a NaN is NaN, as scipy's default policy
+    expected = trim_mean(draws, 0.25, axis=1)
+    assert np.array_equal(trimmed_mean(draws.copy(), 0.25), expected, equal_nan=True) and np.isnan(expected[3])
+    assert trimmed_mean(np.array([1.0, 2.0, 3.0, 100.0]), 0.25) == 2.5  # the middle half of 4 values: (2 + 3) / 2
+    with pytest.raises(ValueError, match="cannot trim"):
+        trimmed_mean(np.array([1.0, 2.0]), 0.5)  # nothing left in the middle
+
+
 def test_draw_counts_counts_each_seed_per_resample():
     from bench.stats.aggregate import draw_counts
 

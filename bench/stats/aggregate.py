@@ -1,7 +1,7 @@
 """Aggregate scores across settings for few-seed benchmarks (Agarwal et al. 2021, rliable).
 
 Interquartile mean (IQM): the mean of the middle 50% of a method's runs pooled over settings
-(`scipy.stats.trim_mean(x, 0.25)`, rliable's definition). Probability of improvement of X over Y:
+(`scipy.stats.trim_mean(x, 0.25)`, rliable's definition; computed as it computes it, in place). Probability of improvement of X over Y:
 per setting P(X > Y) + P(X = Y) / 2 over all pairs of their seeds (the Mann-Whitney U / (n m)),
 averaged over the settings both have. Intervals: stratified percentile bootstrap, seeds resampled
 with replacement within each setting (each method on its own), `bootstrap.resamples` draws from
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import trim_mean
 
 from bench.stats.scores import orient
 
@@ -36,10 +35,24 @@ def resampled(values: list[np.ndarray], resamples: int, rng: np.random.Generator
     return np.concatenate([v[rng.integers(0, len(v), (resamples, len(v)))] for v in values], axis=1)
 
 
+def trimmed_mean(values: np.ndarray, proportion: float) -> np.ndarray:
+    """`scipy.stats.trim_mean(values, proportion, axis=-1)` bit for bit (the same partition, then
+    the mean of the kept middle), NaN where a row holds a NaN as its default policy gives, but
+    partitioning `values` in place: trim_mean's copies and NaN-policy passes made it 6x slower on
+    a bootstrap's 10,000 x 1,440 draws."""
+    n = values.shape[-1]
+    low = int(proportion * n)
+    if low >= n - low:
+        raise ValueError(f"cannot trim {proportion:.0%} from each end of {n} values")
+    nan = np.isnan(values).any(axis=-1)
+    values.partition((low, n - low - 1), axis=-1)
+    return np.where(nan, np.nan, values[..., low:n - low].mean(axis=-1))
+
+
 def iqm(values: list[np.ndarray], resamples: int, rng: np.random.Generator, confidence: float) -> tuple[float, float, float]:
     """(IQM, CI low, CI high) of the pooled values."""
-    point = float(trim_mean(np.concatenate(values), 0.25))
-    draws = trim_mean(resampled(values, resamples, rng), 0.25, axis=1)
+    point = float(trimmed_mean(np.concatenate(values), 0.25))
+    draws = trimmed_mean(resampled(values, resamples, rng), 0.25)
     low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
     return point, float(low), float(high)
 
