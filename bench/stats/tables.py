@@ -267,12 +267,12 @@ def privacy_compatibility_table(analysis: Analysis) -> list[Table]:
     """Every registered method under each privacy mode: 'runs', or the one-line reason it is refused
     (its declaration), from the table derived by running each method on synthetic
     (bench/methods/privacy_compatibility.json); only in reports of studies with a privacy mode."""
-    from bench.compatibility import MODES, compatibility
-    from bench.methods import registry
-
     if not privacy_runs(analysis.results):
         log.info("no run has a privacy mode: skipping tables/privacy_compatibility")
         return []
+    from bench.compatibility import MODES, compatibility
+    from bench.methods import registry  # imports torch: only for a report that shows the table
+
     derived, methods = compatibility(), registry()
     data = pd.DataFrame([{"method": name, **{mode: cell(derived.get(name), mode, cls) for mode in MODES}} for name, cls in sorted(methods.items())])
     display = data.rename(columns=PRIVACY_MODE_TITLES)
