@@ -140,3 +140,13 @@ def test_the_statistics_read_the_method_defaults_the_registry_declares(tmp_path,
     declared = {name: {"name": name, **{k: plain(f.default) for k, f in cls.hparams().items()}} for name, cls in registry().items()}
     for _ in range(2):  # rendered and stored, then read back
         assert method_defaults() == declared
+
+
+@pytest.mark.skipif(not hasattr(__import__("yaml"), "CSafeLoader"), reason="PyYAML built without libyaml: the schemas are read by the Python parser")
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "bench" / "schemas").glob("*.yaml")))
+def test_the_schemas_read_the_same_with_libyaml_as_with_the_python_parser(name):
+    import yaml
+
+    from bench.schemas import read_schema
+
+    assert read_schema(name) == yaml.safe_load((REPO / "bench" / "schemas" / name).read_text())
