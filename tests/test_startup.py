@@ -150,3 +150,24 @@ def test_the_schemas_read_the_same_with_libyaml_as_with_the_python_parser(name):
     from bench.schemas import read_schema
 
     assert read_schema(name) == yaml.safe_load((REPO / "bench" / "schemas" / name).read_text())
+
+
+def test_search_values_are_checked_as_jsonschema_validate_checks_them():
+    import jsonschema
+
+    from bench.search import violation
+
+    bounded = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+    cases = [(0.5, bounded), (1, bounded), (-0.1, bounded), ("0.5", bounded), (2, {"enum": [1, 3]}), (3, {"enum": [1, 3]}),
+             ([8, 16], {"type": "array", "items": {"type": "integer", "minimum": 1}}), ([8, 0], {"type": "array", "items": {"type": "integer", "minimum": 1}})]
+    for value, schema in cases:
+        try:
+            jsonschema.validate(value, schema)
+            expected = None
+        except jsonschema.ValidationError as exc:
+            expected = exc.message
+        found = violation(value, {**schema, "default": 0.5, "description": "what it is", "x-search": ["uniform", [0, 1]]})
+        assert (found and found.message) == expected, (value, schema)
+    assert sum(violation(v, s) is None for v, s in cases) == 3  # valid and invalid values both checked
+    with pytest.raises(jsonschema.SchemaError):  # the schema itself is still checked
+        violation(1, {"type": "a number"})
