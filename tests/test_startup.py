@@ -171,3 +171,22 @@ def test_search_values_are_checked_as_jsonschema_validate_checks_them():
     assert sum(violation(v, s) is None for v, s in cases) == 3  # valid and invalid values both checked
     with pytest.raises(jsonschema.SchemaError):  # the schema itself is still checked
         violation(1, {"type": "a number"})
+
+
+OPTIONAL_HEAVY = ("scipy", "sklearn", "timm", "torchvision", "matplotlib", "seaborn", "numba", "bench.stats")
+
+
+@pytest.mark.parametrize("argv, lazy", [
+    (["--print-config"], OPTIONAL_HEAVY + ("pandas", "bench.engine.run")),  # resolving a config reads no table
+    (["--quiet"], OPTIONAL_HEAVY),  # a synthetic run: pandas only for the tables it writes
+])
+def test_a_synthetic_run_imports_nothing_it_does_not_use(argv, lazy, tmp_path):
+    """As every job of a study after the first, which stored the dataset's split (computing it imports scikit-learn)."""
+    for out in ("first", "later"):
+        printed = python(f"""
+            import sys
+            from bench.cli import main
+            assert main(["run", "--set", "data.name=synthetic", "--set", "train.rounds=1", "--out", {out!r}, *{argv!r}]) == 0
+            print("imported:", sorted(name for name in {lazy!r} if name in sys.modules))
+        """, tmp_path, FEDRANK_CACHE_DIR=str(tmp_path / "cache"))
+    assert printed.rstrip().splitlines()[-1] == "imported: []"

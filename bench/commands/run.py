@@ -13,13 +13,14 @@ from bench.listings import remembered
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_config, resolve_json, run_id
-    from bench.engine.run import execute
 
     cfg = resolve_json(args.config_json, args.set) if args.config_json else load_config(args.config, args.set)
     attempt = parse_attempt(args.attempt)
     if args.print_config:
         print(json.dumps({"run_id": run_id(cfg), **cfg}, indent=2))
         return 0
+    from bench.engine.run import execute  # the engine (pandas, for the tables it writes) only to run
+
     out = Path(args.out) if args.out else Path(args.runs) / run_id(cfg)
     log = logging.getLogger("fedrank")
     if attempt:
