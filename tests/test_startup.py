@@ -190,3 +190,23 @@ def test_a_synthetic_run_imports_nothing_it_does_not_use(argv, lazy, tmp_path):
             print("imported:", sorted(name for name in {lazy!r} if name in sys.modules))
         """, tmp_path, FEDRANK_CACHE_DIR=str(tmp_path / "cache"))
     assert printed.rstrip().splitlines()[-1] == "imported: []"
+
+
+def test_collection_is_paused_inside_and_restored_after_even_on_error():
+    import gc
+
+    from bench.commands.run import collection_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with collection_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("a bad config")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # paused by someone else: left paused
+    finally:
+        gc.enable()
