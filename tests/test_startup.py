@@ -192,21 +192,28 @@ def test_a_synthetic_run_imports_nothing_it_does_not_use(argv, lazy, tmp_path):
     assert printed.rstrip().splitlines()[-1] == "imported: []"
 
 
-def test_collection_is_paused_inside_and_restored_after_even_on_error():
+def test_collection_waits_for_the_imports_leaves_them_out_and_is_restored_even_on_error():
     import gc
 
-    from bench.commands.run import collection_paused
+    from bench.commands.run import ImportsOutOfCollection
 
-    assert gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     with pytest.raises(RuntimeError):
-        with collection_paused():
-            assert not gc.isenabled()
-            raise RuntimeError("a bad config")
-    assert gc.isenabled()
+        with ImportsOutOfCollection() as collection:
+            assert not gc.isenabled() and gc.get_freeze_count() == 0  # importing
+            collection.imported()
+            assert gc.isenabled() and gc.get_freeze_count() > 0  # training: the imports left out
+            raise RuntimeError("training failed")
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # everything collectable again
+    with ImportsOutOfCollection():  # --print-config: ends before the engine is imported
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     gc.disable()
+    gc.freeze()
     try:
-        with collection_paused():
-            pass
-        assert not gc.isenabled()  # paused by someone else: left paused
+        with ImportsOutOfCollection() as collection:
+            collection.imported()
+        assert not gc.isenabled() and gc.get_freeze_count() > 0  # another caller's settings left as they were
     finally:
+        gc.unfreeze()
         gc.enable()
