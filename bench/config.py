@@ -16,7 +16,6 @@ import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache, lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +23,7 @@ import jsonschema
 import yaml
 
 from bench.errors import UserError
+from bench.schemas import read_schema
 
 # Sections that say *how* to run, not *what*: they do not change results, so not the run id.
 NON_SEMANTIC = ("runtime",)
@@ -41,8 +41,7 @@ SECTIONS_HASHED_WHEN_SET = ("privacy",)
 
 @cache
 def run_schema() -> dict:
-    text = resources.files("bench.schemas").joinpath("run.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return read_schema("run.schema.yaml")
 
 
 def fill_defaults(schema: dict, value: Any) -> Any:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import sys
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
-import yaml
 
 BEGIN = "<!-- data dictionary: generated from bench/schemas/data_dictionary.yaml by `python -m bench.dictionary README.md` -->"
 END = "<!-- end of data dictionary -->"
@@ -21,7 +19,9 @@ END = "<!-- end of data dictionary -->"
 
 @cache
 def dictionary() -> dict:
-    return yaml.safe_load(resources.files("bench.schemas").joinpath("data_dictionary.yaml").read_text())
+    from bench.schemas import read_schema
+
+    return read_schema("data_dictionary.yaml")
 
 
 def config_meaning(key: str) -> str | None:

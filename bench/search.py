@@ -15,8 +15,10 @@ and labels stay readable, and no difference below that resolution is worth a tri
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from bench.errors import UserError
@@ -118,14 +120,31 @@ def space_from_json(spec: Any, where: str) -> Space:
 def check_space(space: Space, schema: dict, where: str) -> None:
     """Every value the space can give validates against `schema` (a hyper-parameter's or a run
     setting's): a space outside the bounds is refused when it is declared, not when a trial runs."""
+    for value in space.candidates():
+        error = violation(value, schema)
+        if error is not None:
+            raise UserError(f"{where}: search space {space.describe()} gives {value!r}, outside the allowed values ({error.message})")
+
+
+def violation(value: Any, schema: dict):
+    """What `jsonschema.validate(value, schema)` raises (the schema's own keys default, description
+    and x-search left out), or None."""
     import jsonschema
 
-    bare = {k: v for k, v in schema.items() if k not in ("default", "description", "x-search")}
-    for value in space.candidates():
-        try:
-            jsonschema.validate(value, bare)
-        except jsonschema.ValidationError as exc:
-            raise UserError(f"{where}: search space {space.describe()} gives {value!r}, outside the allowed values ({exc.message})") from None
+    bare = json.dumps({k: v for k, v in schema.items() if k not in ("default", "description", "x-search")}, sort_keys=True)
+    return jsonschema.exceptions.best_match(checked_validator(bare).iter_errors(value))
+
+
+@cache
+def checked_validator(schema_text: str):
+    """The validator `jsonschema.validate` makes for a schema, the schema checked against its
+    meta-schema once per schema, not once per value (that was a third of importing the methods)."""
+    import jsonschema
+
+    schema = json.loads(schema_text)
+    kind = jsonschema.validators.validator_for(schema)
+    kind.check_schema(schema)
+    return kind(schema)
 
 
 @dataclass(frozen=True)
@@ -171,16 +190,13 @@ def shared_space() -> dict[str, Space]:
 def check_recipe(recipe: Recipe, where: str) -> None:
     """A recipe sets only training settings, each to a value the run schema accepts, and its
     spaces are over shared settings that have a space."""
-    import jsonschema
-
     shared = shared_space()
     for key, value in recipe.settings.items():
         if not key.startswith("train."):
             raise TypeError(f"{where}: recipe setting '{key}': a recipe sets training settings (train.*) only")
-        try:
-            jsonschema.validate(value, {k: v for k, v in setting_schema(key).items() if k not in ("default", "description", "x-search")})
-        except jsonschema.ValidationError as exc:
-            raise TypeError(f"{where}: recipe setting {key}={value!r}: {exc.message}") from None
+        error = violation(value, setting_schema(key))
+        if error is not None:
+            raise TypeError(f"{where}: recipe setting {key}={value!r}: {error.message}")
     for key, space in recipe.space.items():
         if key not in shared:
             raise TypeError(f"{where}: recipe space '{key}': not a shared setting with a space ({', '.join(shared)})")

@@ -140,3 +140,80 @@ def test_the_statistics_read_the_method_defaults_the_registry_declares(tmp_path,
     declared = {name: {"name": name, **{k: plain(f.default) for k, f in cls.hparams().items()}} for name, cls in registry().items()}
     for _ in range(2):  # rendered and stored, then read back
         assert method_defaults() == declared
+
+
+@pytest.mark.skipif(not hasattr(__import__("yaml"), "CSafeLoader"), reason="PyYAML built without libyaml: the schemas are read by the Python parser")
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "bench" / "schemas").glob("*.yaml")))
+def test_the_schemas_read_the_same_with_libyaml_as_with_the_python_parser(name):
+    import yaml
+
+    from bench.schemas import read_schema
+
+    assert read_schema(name) == yaml.safe_load((REPO / "bench" / "schemas" / name).read_text())
+
+
+def test_search_values_are_checked_as_jsonschema_validate_checks_them():
+    import jsonschema
+
+    from bench.search import violation
+
+    bounded = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+    cases = [(0.5, bounded), (1, bounded), (-0.1, bounded), ("0.5", bounded), (2, {"enum": [1, 3]}), (3, {"enum": [1, 3]}),
+             ([8, 16], {"type": "array", "items": {"type": "integer", "minimum": 1}}), ([8, 0], {"type": "array", "items": {"type": "integer", "minimum": 1}})]
+    for value, schema in cases:
+        try:
+            jsonschema.validate(value, schema)
+            expected = None
+        except jsonschema.ValidationError as exc:
+            expected = exc.message
+        found = violation(value, {**schema, "default": 0.5, "description": "what it is", "x-search": ["uniform", [0, 1]]})
+        assert (found and found.message) == expected, (value, schema)
+    assert sum(violation(v, s) is None for v, s in cases) == 3  # valid and invalid values both checked
+    with pytest.raises(jsonschema.SchemaError):  # the schema itself is still checked
+        violation(1, {"type": "a number"})
+
+
+OPTIONAL_HEAVY = ("scipy", "sklearn", "timm", "torchvision", "matplotlib", "seaborn", "numba", "bench.stats")
+
+
+@pytest.mark.parametrize("argv, lazy", [
+    (["--print-config"], OPTIONAL_HEAVY + ("pandas", "bench.engine.run")),  # resolving a config reads no table
+    (["--quiet"], OPTIONAL_HEAVY),  # a synthetic run: pandas only for the tables it writes
+])
+def test_a_synthetic_run_imports_nothing_it_does_not_use(argv, lazy, tmp_path):
+    """As every job of a study after the first, which stored the dataset's split (computing it imports scikit-learn)."""
+    for out in ("first", "later"):
+        printed = python(f"""
+            import sys
+            from bench.cli import main
+            assert main(["run", "--set", "data.name=synthetic", "--set", "train.rounds=1", "--out", {out!r}, *{argv!r}]) == 0
+            print("imported:", sorted(name for name in {lazy!r} if name in sys.modules))
+        """, tmp_path, FEDRANK_CACHE_DIR=str(tmp_path / "cache"))
+    assert printed.rstrip().splitlines()[-1] == "imported: []"
+
+
+def test_collection_waits_for_the_imports_leaves_them_out_and_is_restored_even_on_error():
+    import gc
+
+    from bench.commands.run import ImportsOutOfCollection
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError):
+        with ImportsOutOfCollection() as collection:
+            assert not gc.isenabled() and gc.get_freeze_count() == 0  # importing
+            collection.imported()
+            assert gc.isenabled() and gc.get_freeze_count() > 0  # training: the imports left out
+            raise RuntimeError("training failed")
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # everything collectable again
+    with ImportsOutOfCollection():  # --print-config: ends before the engine is imported
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    gc.freeze()
+    try:
+        with ImportsOutOfCollection() as collection:
+            collection.imported()
+        assert not gc.isenabled() and gc.get_freeze_count() > 0  # another caller's settings left as they were
+    finally:
+        gc.unfreeze()
+        gc.enable()

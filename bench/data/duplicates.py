@@ -11,7 +11,6 @@ merged into the dataset's patient/lesion groups, which the global split never se
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from bench.data.cache import SourceFiles
 
@@ -104,6 +103,8 @@ def duplicate_note(clusters: np.ndarray | None, sources: SourceFiles, labels: np
     in_cluster = clusters >= 0
     if not in_cluster.any():
         return f"duplicates: none found ({how})"
+    import pandas as pd
+
     sizes = np.bincount(clusters[in_cluster])
     mixed = int((pd.Series(labels[in_cluster]).groupby(clusters[in_cluster]).nunique() > 1).sum())
     text = (

@@ -7,15 +7,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, ImageDataset
 from bench.data.cache import cached_decode, source_files
 from bench.data.duplicates import duplicate_note, find_duplicates, merge_groups
 from bench.errors import UserError
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: resolving a config imports every loader
+    import pandas as pd
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGE_EXTENSION = r"\.(" + "|".join(sorted(s[1:] for s in IMAGE_SUFFIXES)) + ")$"
@@ -28,6 +30,8 @@ def has_image_name(name: str) -> bool:
 
 def groups_spanning(groups: np.ndarray, side: np.ndarray) -> int:
     """How many groups have members on more than one side (of a split, of split folders)."""
+    import pandas as pd
+
     return int((pd.Series(side).groupby(groups).nunique() > 1).sum())
 
 
@@ -56,6 +60,8 @@ def read_csv(path: Path, image: str, required: Sequence[str], fix: str) -> pd.Da
     tolerated, extra columns kept, the `image` column's ids without extension. A file without
     rows, or one listing an image twice (a repeated row, or a conflicting label, lesion or
     centre that would be used silently), is an error naming the rows."""
+    import pandas as pd
+
     if not path.is_file():
         raise UserError(f"{path} not found; {fix}")
     try:

@@ -13,14 +13,17 @@ data.sites_file names.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from bench.data import sites_path
 from bench.data.base import ImageDataset, register_dataset
 from bench.data.readers import decode_grouped, index_images, listed_images, read_csv, site_codes
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 METADATA = "HAM10000_metadata.csv"

@@ -18,14 +18,17 @@ they put on both sides (set data.official_split=false for a lesion-grouped split
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from bench.data import sites_path
 from bench.data.base import ImageDataset, register_dataset
 from bench.data.readers import SHOWN, decode_grouped, groups_spanning, index_images, listed_images, read_csv, site_codes
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
