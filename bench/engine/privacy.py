@@ -48,7 +48,6 @@ import math
 import tempfile
 import types
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
