@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.stats.collect import load_results
 from bench.stats.settings import resolve_stats
 from bench.stats.synthetic import record_metrics_sha256, write_study
-from bench.stats.tidy import MANIFEST, write_tidy, write_tidy_folder
+from bench.stats.tidy import MANIFEST, tidy_frame, write_tidy, write_tidy_folder
 
 # FedProx-FC last: its config keys are FedProx's, so adding its runs adds no column (a method
 # with a key no other has adds a column to every file, and every file is written again)
@@ -111,9 +111,19 @@ def test_a_report_replaces_the_single_file_of_an_older_fedrank(tmp_path):
     assert all(p.startswith("results.parquet/") for p in json.loads((out / "report.json").read_text())["outputs"]["stats"] if "results" in p)
 
 
-def test_two_values_of_one_metric_in_one_cell_are_an_error(tmp_path):
+@pytest.mark.parametrize("where", ["next to it", "after every other row"])
+def test_two_values_of_one_metric_in_one_cell_are_an_error(tmp_path, where):
     write_study(tmp_path / "runs", {**GRID, "method": GRID["method"][:1], "seed": [0]})
     results = results_of(tmp_path / "runs")
-    results.metrics = pd.concat([results.metrics, results.metrics.iloc[[5]]], ignore_index=True)
+    rows, again = results.metrics, results.metrics.iloc[[5]]
+    results.metrics = pd.concat([rows.iloc[:6], again, rows.iloc[6:]] if where == "next to it" else [rows, again], ignore_index=True)
     with pytest.raises(ValueError, match="has two values of"):
         write_tidy_folder(tmp_path / "results.parquet", results)
+
+
+def test_evaluation_rows_in_any_order_give_the_same_table(tmp_path):
+    write_study(tmp_path / "runs", GRID, failed=0.2)
+    results = results_of(tmp_path / "runs")
+    expected = tidy_frame(results)
+    results.metrics = results.metrics.sample(frac=1, random_state=0).reset_index(drop=True)  # no run's rows in one block
+    pd.testing.assert_frame_equal(tidy_frame(results), expected)

@@ -109,7 +109,11 @@ class Measurements:
 
 def pivot(metrics: pd.DataFrame, names: list[str], runs: np.ndarray | None = None) -> Measurements:
     """The evaluation rows (of the runs coded `runs`, or all) as Measurements with a row per
-    metric of `names`; two values of one metric in one cell are an error, not a silent choice."""
+    metric of `names`; two values of one metric in one cell are an error, not a silent choice.
+    A run's rows come from its file in order, so each run x round x scope is one block of rows:
+    the blocks are found where the key changes and only they are sorted, and each value goes
+    straight to its place (reordering 28.7 million rows took about 2 s per column here, most of
+    it memory traffic). Rows in another order are sorted first."""
     run_ids, scopes = metrics["run_id"].cat, metrics["scope"].cat
     run = run_ids.codes.to_numpy()
     if runs is not None and len(runs) < len(run_ids.categories):
@@ -118,27 +122,37 @@ def pivot(metrics: pd.DataFrame, names: list[str], runs: np.ndarray | None = Non
         rows = np.flatnonzero(wanted[run])
     else:
         rows = slice(None)
-    run, rounds = run[rows].astype(np.int64), metrics["round"].to_numpy()[rows]
+    rounds, value = metrics["round"].to_numpy()[rows], metrics["value"].to_numpy()[rows]
     metric = pd.Index(names).get_indexer(metrics["metric"].cat.categories)[metrics["metric"].cat.codes.to_numpy()[rows]]
     span_round, span_scope = int(rounds.max(initial=0)) + 1, max(len(scopes.categories), 1)
-    row_key = (run * span_round + rounds) * span_scope + scopes.codes.to_numpy()[rows]
-    cell = row_key * len(names) + metric
-    order = np.argsort(cell, kind="stable")  # the rows come grouped by run and round: nearly sorted
-    cell = cell[order]
-    if (repeated := np.flatnonzero(cell[1:] == cell[:-1])).size:
-        first = order[repeated[0]]
-        raise ValueError(f"run {run_ids.categories[run[first]]} has two values of {names[metric[first]]} "
-                         f"({scopes.categories[scopes.codes.to_numpy()[rows][first]]}, round {rounds[first]}) in its evaluation rows")
-    row_key = row_key[order]
-    starts = np.flatnonzero(np.r_[True, row_key[1:] != row_key[:-1]]) if len(cell) else np.zeros(0, np.int64)
-    row = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(cell)]))
-    values, present = np.full(len(names) * len(starts), np.nan), np.zeros(len(names) * len(starts), bool)
-    flat = metric[order] * len(starts) + row
-    values[flat] = metrics["value"].to_numpy()[rows][order]
+    row_key = (run[rows].astype(np.int64) * span_round + rounds) * span_scope + scopes.codes.to_numpy()[rows]
+    starts, keys, order = blocks(row_key)
+    if len(keys) > 1 and (keys[order][1:] == keys[order][:-1]).any():  # a block split in two: sort the rows
+        by_key = np.argsort(row_key, kind="stable")
+        row_key, metric, value = row_key[by_key], metric[by_key], value[by_key]
+        starts, keys, order = blocks(row_key)
+    rank = np.empty(len(keys), np.int64)
+    rank[order] = np.arange(len(keys))
+    flat = metric * len(keys) + np.repeat(rank, np.diff(np.r_[starts, len(row_key)]))
+    values, present = np.full(len(names) * len(keys), np.nan), np.zeros(len(names) * len(keys), bool)
+    values[flat] = value
     present[flat] = True
-    key = row_key[starts]
+    key = keys[order]
+    if present.sum() < len(flat):  # two rows wrote one cell
+        cell = np.sort(flat)
+        twice = cell[np.flatnonzero(cell[1:] == cell[:-1])[0]]
+        where = key[twice % len(keys)]
+        raise ValueError(f"run {run_ids.categories[where // span_scope // span_round]} has two values of {names[twice // len(keys)]} "
+                         f"({scopes.categories[where % span_scope]}, round {where // span_scope % span_round}) in its evaluation rows")
     return Measurements(key // span_scope // span_round, (key // span_scope % span_round).astype(np.int32), key % span_scope,
-                        values.reshape(len(names), len(starts)), present.reshape(len(names), len(starts)))
+                        values.reshape(len(names), len(keys)), present.reshape(len(names), len(keys)))
+
+
+def blocks(row_key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first row of each block of equal keys, the blocks' keys, the order that sorts them)."""
+    starts = np.r_[0, np.flatnonzero(row_key[1:] != row_key[:-1]) + 1] if len(row_key) else np.zeros(0, np.int64)
+    keys = row_key[starts]
+    return starts, keys, np.argsort(keys, kind="stable")
 
 
 def no_measurements(names: list[str]) -> Measurements:
