@@ -62,6 +62,8 @@ if workflow.is_main_process:
     # A finished run whose outputs do not verify (unreadable, another run's metrics, rounds missing)
     # is rerun: Snakemake alone would keep it, as its files are there (bench.verified says why).
     reject_untrusted(RESULTS, PLAN.run_ids_on_disk())
+    if Path(REPORTS, "results.parquet").is_file():  # an older fedrank's single tidy file: the folder replaces it
+        Path(REPORTS, "results.parquet").unlink()
 # Every rule's software, for `--software-deployment-method conda`: this checkout, pip-installed.
 ENV = "envs/fedrank.yaml"
 

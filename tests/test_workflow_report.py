@@ -215,3 +215,20 @@ def test_a_run_whose_metrics_do_not_verify_is_rerun_by_the_workflow(tmp_path):
     assert snakemake(*targets, "--cores", "1", "--configfile", str(path)).returncode == 0
     assert (first / "metrics.parquet").read_bytes() == written  # the same seeds, the same numbers
     assert scheduled()[0] == []
+
+
+def test_a_report_folder_of_an_older_fedrank_does_not_stop_the_workflow(tmp_path):
+    """An older fedrank wrote the tidy table as one file, reports/results.parquet, where the
+    workflow now writes a folder: Snakemake could not create it and stopped with a traceback."""
+    config = {
+        "results": str(tmp_path / "runs"), "reports": str(tmp_path / "reports"), "seeds": [0],
+        "base": {"data": {"name": "synthetic"}, "model": {"name": "small_cnn", "widths": [8]}, "train": {"rounds": 2}},
+        "studies": {"one": {"datasets": ["synthetic"], "methods": ["fedavg"]}},
+    }
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(config))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "results.parquet").write_bytes(b"the older single file")
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "reports" / "results.parquet").exists() and "results.parquet/_manifest.json" in proc.stdout
