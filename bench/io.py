@@ -75,9 +75,11 @@ def check_writable(root: Path, what: str, fix: str) -> None:
         raise UserError(f"{what} {root}: cannot write in {existing} ({exc.strerror}); {fix}") from None
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike, obj: Any, compact: bool = False) -> None:
+    """JSON, atomically; indented for a reader, or compact for a large machine-read file (indenting
+    takes json's pure-Python encoder, 5x slower)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(obj, indent=None if compact else 2, separators=(",", ":") if compact else None, default=str) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -200,7 +200,7 @@ def record(out: Path, analysis: Analysis, written: dict[str, dict[Path, str]], s
         for stale in set(outputs.get(part, [])) - now:
             if not (out / stale).is_dir():  # results.parquet was a file before it was a folder
                 (out / stale).unlink(missing_ok=True)
-            log.info("removed stale %s", stale)
+                log.info("removed stale %s", stale)
         outputs[part] = sorted(now)
     runs = analysis.results.runs.drop_duplicates("run_id")
     manifest = {
